@@ -1,0 +1,3 @@
+from sena_cli.cli import main
+
+main()

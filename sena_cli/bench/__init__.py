@@ -1,0 +1,1 @@
+"""Evaluators, one per benchmark family, all returning plain metric dicts."""

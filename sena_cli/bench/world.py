@@ -1,0 +1,144 @@
+"""The embedded world's benchmarks, scored against its ground truth.
+
+- world_pope: POPE's three splits (random, popular, adversarial) on held-out images.
+- world_chair: CHAIR on captions of held-out images (prompt: eval.chair_prompt).
+- world_vqa: colour/shape/position-colour questions answered in a word.
+- world_questions: does "ask a question about this image" give a question of the
+  world's forms that the image can answer?
+Each returns (metrics, per-question records). Callable on any VLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from sena_cli.artifacts import read_jsonl
+from sena_cli.bench.chair import chair_metrics
+from sena_cli.bench.pope import parse_yes_no, pope_metrics
+from sena_cli.config import Params
+from sena_cli.errors import SenaError
+from sena_cli.vlm import VLM
+from sena_cli.world.build import POPE_SPLITS
+from sena_cli.world.instruct import with_suffix
+from sena_cli.world.language import ask, mentioned_objects, parse_question
+from sena_cli.world.scenes import Scene
+
+Tick = Callable[[int], None]
+
+
+class WorldEvalSet:
+    """The held-out files written by `sena world`."""
+
+    def __init__(self, world_dir: Path):
+        self.root = Path(world_dir) / "eval"
+        truth_file = self.root / "truth.jsonl"
+        if not truth_file.is_file():
+            raise SenaError(f"{truth_file}: missing; run `sena world` first")
+        self.truth = {r["image"]: Scene.from_dict(r) for r in read_jsonl(truth_file)}
+        self._images: dict[str, Image.Image] = {}
+
+    def image(self, name: str) -> Image.Image:
+        if name not in self._images:
+            with Image.open(self.root / "images" / name) as im:
+                self._images[name] = im.convert("RGB")
+        return self._images[name]
+
+    def rows(self, name: str) -> list[dict]:
+        path = self.root / name
+        if not path.is_file():
+            raise SenaError(f"{path}: missing; rerun `sena world`")
+        return read_jsonl(path)
+
+
+def _answer(vlm: VLM, data: WorldEvalSet, rows: list[dict], prompts: list[str], params: Params, tick: Tick):
+    return vlm.generate([data.image(r["image"]) for r in rows], prompts,
+                        max_new_tokens=params.eval.max_new_tokens, batch_size=params.eval.batch_size,
+                        on_batch=tick)
+
+
+def world_pope(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
+    suffix = params.qa.prompts.short_answer_suffix
+    metrics, records = {}, []
+    for split in POPE_SPLITS:
+        rows = data.rows(f"pope_{split}.jsonl")
+        answers = _answer(vlm, data, rows, [with_suffix(r["text"], suffix) for r in rows], params, tick)
+        parsed = [parse_yes_no(a) for a in answers]
+        metrics[split] = pope_metrics(parsed, [r["label"] for r in rows])
+        records += [{"benchmark": f"pope_{split}", **r, "answer": a, "parsed": p}
+                    for r, a, p in zip(rows, answers, parsed)]
+    return metrics, records
+
+
+def chair_images(data: WorldEvalSet, params: Params) -> list[str]:
+    return sorted(data.truth)[: params.world.eval.chair_images]
+
+
+def world_chair(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
+    prompt = params.eval.chair_prompt or params.qa.prompts.describe_instructions[0]
+    names = chair_images(data, params)
+    rows = [{"image": n} for n in names]
+    captions = _answer(vlm, data, rows, [prompt] * len(rows), params, tick)
+    said = [mentioned_objects(c, params.world) for c in captions]
+    truth = [data.truth[n].names for n in names]
+    records = [{"benchmark": "chair", "image": n, "caption": c, "mentioned": s, "truth": t}
+               for n, c, s, t in zip(names, captions, said, truth)]
+    return chair_metrics(said, truth), records
+
+
+def world_vqa(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
+    rows = data.rows("vqa.jsonl")
+    suffix = params.qa.prompts.short_answer_suffix
+    answers = _answer(vlm, data, rows, [with_suffix(r["text"], suffix) for r in rows], params, tick)
+    right = [a.strip().rstrip(".").lower() == r["answer"].lower() for r, a in zip(rows, answers)]
+    metrics = {"accuracy": sum(right) / len(rows)}
+    for kind in sorted({r["kind"] for r in rows}):
+        hits = [ok for ok, r in zip(right, rows) if r["kind"] == kind]
+        metrics[f"accuracy_{kind}"] = sum(hits) / len(hits)
+    records = [{"benchmark": "vqa", **r, "prediction": a, "correct": ok} for r, a, ok in zip(rows, answers, right)]
+    return metrics, records
+
+
+def question_quality(question: str, scene: Scene, params: Params) -> tuple[bool, bool]:
+    """(well_formed, answerable): a question of the world's forms, and one the scene answers."""
+    parsed = parse_question(question, params.world)
+    if parsed is None:
+        return False, False
+    kind, slots = parsed
+    return True, ask(kind, scene, params.world, **slots).answer is not None
+
+
+def world_questions(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
+    names = sorted(data.truth)[: params.world.eval.question_images]
+    rows = [{"image": n} for n in names]
+    questions = _answer(vlm, data, rows, [params.qa.prompts.question_generate] * len(rows), params, tick)
+    quality = [question_quality(q, data.truth[n], params) for q, n in zip(questions, names)]
+    kinds = {parse_question(q, params.world)[0] for q, (ok, _) in zip(questions, quality) if ok}
+    metrics = {
+        "well_formed": sum(w for w, _ in quality) / len(names),
+        "answerable": sum(a for _, a in quality) / len(names),
+        "distinct_forms": float(len(kinds)),
+    }
+    records = [{"benchmark": "questions", "image": n, "question": q, "well_formed": w, "answerable": a}
+               for n, q, (w, a) in zip(names, questions, quality)]
+    return metrics, records
+
+
+BENCHMARKS = {
+    "world_pope": ("pope", world_pope),
+    "world_chair": ("chair", world_chair),
+    "world_vqa": ("world_vqa", world_vqa),
+    "world_questions": ("world_questions", world_questions),
+}
+
+
+def question_count(data: WorldEvalSet, params: Params, name: str) -> int:
+    if name == "world_pope":
+        return sum(len(data.rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
+    if name == "world_chair":
+        return len(chair_images(data, params))
+    if name == "world_vqa":
+        return len(data.rows("vqa.jsonl"))
+    return min(len(data.truth), params.world.eval.question_images)

@@ -1,0 +1,213 @@
+"""The `sena` command line: one thin command per stage. No method logic lives here.
+
+Every command reads params.yaml (or --params FILE), calls its stage, prints a rich summary.
+Errors are one red line; --debug shows the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sena_cli.config import DEFAULT_PARAMS_FILE, Params, load_params
+from sena_cli.errors import SenaError
+
+app = typer.Typer(
+    help="sena: a vision-language model improves itself from unlabeled images (SENA, AAAI 2025).\n\n"
+    "Each command is one DVC stage; `dvc repro` runs them all, `sena <stage> --iter K` runs one by hand.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+class _State:
+    debug = False
+    params_file = Path(DEFAULT_PARAMS_FILE)
+
+
+STATE = _State()
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    params: Path = typer.Option(Path(DEFAULT_PARAMS_FILE), "--params", "-p", help="Parameters file."),
+) -> None:
+    STATE.debug = debug or os.environ.get("SENA_DEBUG") == "1"
+    STATE.params_file = params
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn any failure into one red line, unless --debug."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except SenaError as exc:
+        if STATE.debug:
+            raise
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; finished work is kept and a rerun resumes", 130)
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if STATE.debug:
+            raise
+        _fail(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+
+
+def _params() -> Params:
+    return load_params(STATE.params_file)
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """Yield `phase(name, total) -> tick(n)`: one progress bar per phase of long work."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+    def phase(name: str, total: int) -> Callable[[int], None]:
+        task = bar.add_task(name, total=total)
+        return lambda n: bar.advance(task, n)
+
+    with bar:
+        yield phase
+
+
+def _summary(title: str, rows: dict, seconds: float | None = None) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+    if seconds is not None:
+        table.add_row("time", f"{seconds:.1f} s")
+    out.print(table)
+
+
+ITER_OPTION = typer.Option(..., "--iter", "-k", help="Iteration K (θ(K-1) generates, θK is trained).")
+
+
+# ---------------------------------------------------------------- embedded default
+
+
+@app.command()
+def world() -> None:
+    """Draw the embedded synthetic world: image pool, θ0's instruction set, held-out eval sets."""
+    with _errors():
+        from sena_cli import layout
+        from sena_cli.world.build import build_world, total_images
+
+        params = _params()
+        started = time.perf_counter()
+        with _progress() as phase:
+            counts = build_world(params, layout.world_dir(), phase("drawing scenes", total_images(params)))
+        _summary(f"world written to {layout.world_dir()}", counts, time.perf_counter() - started)
+
+
+@app.command()
+def base() -> None:
+    """Train θ0 of the embedded default (a tiny LLaVA) on the world's instruction set."""
+    with _errors():
+        from sena_cli.stages.base import run_base
+
+        params = _params()
+        started = time.perf_counter()
+        with _progress() as phase:
+            info = run_base(params, on_phase=phase)
+        _summary("θ0 trained", info, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _not_yet(stage: str) -> None:
+    console.print(f"[bold red]error:[/] `sena {stage}` is not implemented yet (see the open issues)")
+    raise typer.Exit(2)
+
+
+@app.command()
+def sample(k: int = ITER_OPTION) -> None:
+    """Step 1: draw M fresh images for iteration K from the unlabeled pool."""
+    _not_yet("sample")
+
+
+@app.command()
+def noise(k: int = ITER_OPTION) -> None:
+    """Step 2: corrupt every sampled image by forward diffusion (t = noise.timestep)."""
+    _not_yet("noise")
+
+
+@app.command()
+def qa(k: int = ITER_OPTION) -> None:
+    """Step 3: self-questioning, answers on clean and corrupted images, answer self-enhancement."""
+    _not_yet("qa")
+
+
+@app.command()
+def pair(k: int = ITER_OPTION) -> None:
+    """Step 4: build and filter preference pairs; store θ(K-1)'s reference log-probs."""
+    _not_yet("pair")
+
+
+@app.command()
+def train(k: int = ITER_OPTION) -> None:
+    """Step 5: θK = θ(K-1) trained on the pairs with DPO + image-content alignment loss."""
+    _not_yet("train")
+
+
+@app.command("eval")
+def evaluate(k: int = ITER_OPTION) -> None:
+    """Step 6: score θK (models/iterK) and write metrics/iterK.json."""
+    with _errors():
+        from sena_cli import layout
+        from sena_cli.stages.eval import flatten, read_metrics, run_eval
+
+        params = _params()
+        with _progress() as phase:
+            result = run_eval(params, k, progress=phase)
+        now = flatten(result["metrics"])
+        before = flatten(read_metrics(0) or {}) if k else {}
+        table = Table(title=f"θ{k} metrics ({layout.metrics_file(k)})", title_justify="left")
+        table.add_column("metric", style="bold")
+        table.add_column(f"θ{k}", justify="right")
+        if before:
+            table.add_column("vs θ0", justify="right")
+        for key, value in now.items():
+            row = [key, f"{value:.4f}"]
+            if before and key in before:
+                row.append(f"{value - before[key]:+.4f}")
+            table.add_row(*row)
+        out.print(table)
+        console.print(f"evaluated in {result['seconds']:.1f} s")
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # only reached with --debug, after the traceback is wanted
+        if STATE.debug:
+            raise
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)

@@ -1,0 +1,367 @@
+"""params.yaml -> typed, validated settings. The one place that knows parameter names.
+
+Defaults in the dataclasses below are the paper's (AAAI 2025, "Beyond Human Data",
+see docs/method.md) wherever the paper or its reference code fixes a value; the
+shipped params.yaml overrides some of them with the *embedded-default profile* (a
+tiny model on a synthetic world that runs on a laptop CPU). Every deviation from the
+method is a named parameter here, documented in docs/params.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sena_cli.errors import SenaError
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+# The world's palette: the names a world may use (colours are drawn with these RGB values).
+PALETTE = {
+    "red": (215, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 215),
+    "yellow": (235, 200, 25),
+    "purple": (140, 50, 170),
+    "orange": (240, 130, 20),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+
+
+def _rng(lo=None, hi=None, *, lo_open=False, choices=None):
+    """Field metadata: the allowed range or set of values."""
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+
+
+# ---------------------------------------------------------------- sections
+
+
+@dataclass
+class LoopParams:
+    iterations: int = field(default=3, metadata=_rng(1, 100))  # paper: K = 3
+    seed: int = field(default=0, metadata=_rng(0))
+
+
+@dataclass
+class ModelParams:
+    # "embedded": θ0 is the tiny LLaVA that `sena base` trains on the world.
+    # Anything else: a local checkpoint directory or hub id of an image-text-to-text model.
+    base: str = "embedded"
+    trust_remote_code: bool = False  # never on unless the user sets it
+    dtype: str = field(default="auto", metadata=_rng(choices=["auto", "float32", "bfloat16", "float16"]))
+
+
+@dataclass
+class WorldEvalParams:
+    pope_images: int = field(default=150, metadata=_rng(1))
+    pope_questions_per_label: int = field(default=3, metadata=_rng(1, 4))
+    chair_images: int = field(default=200, metadata=_rng(1))
+    vqa_images: int = field(default=150, metadata=_rng(1))
+    question_images: int = field(default=100, metadata=_rng(1))
+
+
+@dataclass
+class WorldParams:
+    seed: int = field(default=1234, metadata=_rng(0))
+    image_size: int = field(default=48, metadata=_rng(16, 1024))
+    colours: list[str] = field(default_factory=lambda: ["red", "green", "blue", "yellow"],
+                               metadata=_rng(choices=list(PALETTE)))
+    shapes: list[str] = field(default_factory=lambda: list(SHAPES), metadata=_rng(choices=list(SHAPES)))
+    max_objects: int = field(default=4, metadata=_rng(1, 4))  # one object per quadrant
+    min_object_size: int = field(default=10, metadata=_rng(4))
+    max_object_size: int = field(default=20, metadata=_rng(4))
+    # Fixed object pairs that co-occur in images (the bias θ0 learns) ...
+    cooccurrence_pairs: list[list[str]] = field(default_factory=lambda: [
+        ["red circle", "blue square"],
+        ["green triangle", "yellow cross"],
+        ["blue circle", "red triangle"],
+        ["yellow square", "green circle"],
+    ])
+    cooccurrence_prob: float = field(default=0.8, metadata=_rng(0.0, 1.0))
+    # ... and the share of training captions that name an absent partner.
+    caption_noise: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    pool_images: int = field(default=1200, metadata=_rng(1))
+    instruct_images: int = field(default=12000, metadata=_rng(1))
+    instruct_examples_per_image: int = field(default=6, metadata=_rng(1, 50))
+    eval: WorldEvalParams = field(default_factory=WorldEvalParams)
+
+
+@dataclass
+class BaseParams:
+    """θ0 for the embedded default: a tiny LLaVA trained on the world's instruction set."""
+
+    seed: int = field(default=0, metadata=_rng(0))
+    steps: int = field(default=5000, metadata=_rng(1))
+    batch_size: int = field(default=32, metadata=_rng(1))
+    lr: float = field(default=1e-3, metadata=_rng(0.0, 1.0, lo_open=True))
+    warmup_steps: int = field(default=100, metadata=_rng(0))
+    threads: int = field(default=2, metadata=_rng(1, 256))
+    patch_size: int = field(default=8, metadata=_rng(1))
+    vision_hidden: int = field(default=64, metadata=_rng(8))
+    vision_layers: int = field(default=2, metadata=_rng(1))
+    vision_heads: int = field(default=4, metadata=_rng(1))
+    text_hidden: int = field(default=128, metadata=_rng(8))
+    text_layers: int = field(default=2, metadata=_rng(1))
+    text_heads: int = field(default=4, metadata=_rng(1))
+    text_intermediate: int = field(default=256, metadata=_rng(8))
+
+
+@dataclass
+class SampleParams:
+    pool: str = "data/world/pool"  # folder tree, JSON/JSONL list, or a datasets-loadable path
+    image_root: str = ""  # root for relative `image` paths in a JSON/JSONL pool
+    images_per_iteration: int = field(default=6000, metadata=_rng(1))  # paper: M = 6K
+    stratify_by: str = ""  # "" = none; "path" = first path component; else a record field
+    seed: int = field(default=0, metadata=_rng(0))
+
+
+@dataclass
+class NoiseParams:
+    timestep: int = field(default=600, metadata=_rng(0, 999))  # paper: T = 600
+    num_train_timesteps: int = field(default=1000, metadata=_rng(1))
+    beta_start: float = field(default=1e-5, metadata=_rng(0.0, 1.0, lo_open=True))
+    beta_end: float = field(default=5e-3, metadata=_rng(0.0, 1.0, lo_open=True))
+    beta_schedule: str = field(default="sigmoid", metadata=_rng(
+        choices=["sigmoid", "linear", "scaled_linear", "squaredcos_cap_v2"]))
+    # The reference corrupts the processor's normalised pixel tensor; "image" corrupts 0-255 RGB.
+    space: str = field(default="pixel_values", metadata=_rng(choices=["pixel_values", "image"]))
+    seed: int = field(default=0, metadata=_rng(0))
+    previews: int = field(default=8, metadata=_rng(0))
+
+
+@dataclass
+class QAPrompts:
+    question_generate: str = "Ask one question about the content of this image."
+    question_check: str = (
+        "Here is a question about this image: {question} If the image can answer it, repeat it "
+        "unchanged. If not, write a new question that depends on what the image shows. "
+        "Reply in the form QUESTION: your question"
+    )
+    short_answer_suffix: str = "Answer with a single word or phrase."
+    short_description_suffix: str = "Answer in one short sentence."
+    enhance: str = (
+        "Description: {description} Question: {question} Answer: {answer} Use the description "
+        "to give a more precise and concise answer. Reply in the form Improved Answer: your answer"
+    )
+    enhance_yes_no: str = (
+        "Question: {question} Answer: {answer} Give a more precise and concise answer. "
+        "Reply in the form Improved Answer: your answer"
+    )
+    describe_instructions: list[str] = field(default_factory=lambda: [
+        "Describe the image concisely.",
+        "Give a brief description of the image.",
+        "Summarize what the image shows.",
+        "Write a short caption for this image.",
+        "Describe what you see in a few words.",
+        "Provide a concise account of the image.",
+        "What does this image show? Be brief.",
+        "Give a short summary of the picture.",
+        "Briefly describe the contents of the image.",
+        "Tell me concisely what is in the picture.",
+    ])
+
+
+@dataclass
+class QAParams:
+    batch_size: int = field(default=8, metadata=_rng(1))
+    max_new_tokens: int = field(default=512, metadata=_rng(1))  # reference: 512
+    # Paper: the question is checked with the image; the reference code checks text only.
+    check_with_image: bool = True
+    drop_question_words: list[str] = field(default_factory=lambda: ["name"])
+    seed: int = field(default=0, metadata=_rng(0))
+    prompts: QAPrompts = field(default_factory=QAPrompts)
+
+
+@dataclass
+class PairParams:
+    max_token_repeats: int = field(default=30, metadata=_rng(1))
+    max_non_alnum_ratio: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    batch_size: int = field(default=8, metadata=_rng(1))
+
+
+@dataclass
+class TrainParams:
+    beta: float = field(default=0.1, metadata=_rng(0.0, None, lo_open=True))
+    alignment_weight: float = field(default=1.0, metadata=_rng(0.0))
+    lr: float = field(default=2e-6, metadata=_rng(0.0, 1.0, lo_open=True))
+    epochs: float = field(default=1.0, metadata=_rng(0.0, None, lo_open=True))
+    global_batch_size: int = field(default=128, metadata=_rng(1))
+    per_device_batch_size: int = field(default=4, metadata=_rng(1))
+    lr_scheduler: str = field(default="cosine", metadata=_rng(
+        choices=["cosine", "linear", "constant", "constant_with_warmup"]))
+    warmup_ratio: float = field(default=0.03, metadata=_rng(0.0, 1.0))
+    weight_decay: float = field(default=0.0, metadata=_rng(0.0))
+    max_grad_norm: float = field(default=1.0, metadata=_rng(0.0, None, lo_open=True))
+    max_length: int = field(default=2048, metadata=_rng(1))
+    freeze_vision_tower: bool = True
+    precision: str = field(default="auto", metadata=_rng(choices=["auto", "bf16", "fp16", "fp32"]))
+    gradient_checkpointing: str = field(default="auto", metadata=_rng(choices=["auto", "on", "off"]))
+    lora: bool = False
+    lora_r: int = field(default=16, metadata=_rng(1))
+    lora_alpha: int = field(default=32, metadata=_rng(1))
+    seed: int = field(default=0, metadata=_rng(0))
+
+
+@dataclass
+class EvalParams:
+    benchmarks: list[str] = field(default_factory=lambda: ["world_pope", "world_chair", "world_vqa", "world_questions"],
+                                  metadata=_rng(choices=["world_pope", "world_chair", "world_vqa", "world_questions"]))
+    batch_size: int = field(default=32, metadata=_rng(1))
+    max_new_tokens: int = field(default=64, metadata=_rng(1))
+    # The caption prompt of CHAIR; empty = the first describe instruction of qa.prompts.
+    chair_prompt: str = ""
+
+
+@dataclass
+class Params:
+    loop: LoopParams = field(default_factory=LoopParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    world: WorldParams = field(default_factory=WorldParams)
+    base: BaseParams = field(default_factory=BaseParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    noise: NoiseParams = field(default_factory=NoiseParams)
+    qa: QAParams = field(default_factory=QAParams)
+    pair: PairParams = field(default_factory=PairParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalParams = field(default_factory=EvalParams)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate a params file; refuse problems in one line naming the key and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise SenaError(f"{path}: params file not found; run from the project root or pass --params FILE")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise SenaError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return params_from_dict(data, source=str(path))
+
+
+def params_from_dict(data: Any, source: str = "params") -> Params:
+    params = _build(Params, data, "", source)
+    _check_cross_field(params, source)
+    return params
+
+
+def _build(cls, data: Any, prefix: str, source: str):
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(data, dict):
+        raise SenaError(f"{source}: {where} must be a mapping of keys, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise SenaError(
+                f"{source}: unknown key '{prefix}{key}'; remove it or use one of: {', '.join(known)}"
+            )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        values[name] = _coerce(hints[name], data[name], f"{prefix}{name}", f.metadata, source)
+    return cls(**values)
+
+
+def _coerce(tp, value, key: str, meta, source: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", source)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        return _coerce(tp, value, key, meta, source)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise SenaError(f"{source}: '{key}' must be a list, got {_show(value)}; write it as a YAML list")
+        items = [_coerce(item_tp, v, f"{key}[{i}]", {}, source) for i, v in enumerate(value)]
+        _check_range(items, key, meta, source)
+        return items
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[tp]
+    if not ok:
+        raise SenaError(f"{source}: '{key}' must be {_type_word(tp)}, got {_show(value)}; fix its value")
+    value = float(value) if tp is float else value
+    _check_range(value, key, meta, source)
+    return value
+
+
+def _check_range(value, key, meta, source):
+    if not meta:
+        return
+    choices = meta.get("choices")
+    if choices is not None:
+        for v in value if isinstance(value, list) else [value]:
+            if v not in choices:
+                raise SenaError(f"{source}: '{key}' has {v!r}; allowed: {', '.join(map(str, choices))}")
+        return
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise SenaError(f"{source}: '{key}' is {value}; it must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and value > hi:
+        raise SenaError(f"{source}: '{key}' is {value}; it must be <= {hi}")
+
+
+def _check_cross_field(p: Params, source: str) -> None:
+    w = p.world
+    if w.min_object_size > w.max_object_size:
+        raise SenaError(f"{source}: 'world.min_object_size' exceeds 'world.max_object_size'; swap them")
+    if w.max_object_size * 2 > w.image_size:
+        raise SenaError(f"{source}: 'world.max_object_size' must fit a quadrant (<= image_size / 2)")
+    names = {f"{c} {s}" for c in w.colours for s in w.shapes}
+    seen: set[str] = set()
+    for i, pair in enumerate(w.cooccurrence_pairs):
+        if len(pair) != 2 or not set(pair) <= names or pair[0] == pair[1]:
+            raise SenaError(
+                f"{source}: 'world.cooccurrence_pairs[{i}]' must be two different objects "
+                f"'<colour> <shape>' from world.colours x world.shapes"
+            )
+        if seen & set(pair):
+            raise SenaError(f"{source}: 'world.cooccurrence_pairs[{i}]' reuses an object; each object has one partner")
+        seen |= set(pair)
+    if w.image_size % p.base.patch_size:
+        raise SenaError(f"{source}: 'base.patch_size' must divide 'world.image_size'")
+    for name in ("vision", "text"):
+        hidden, heads = getattr(p.base, f"{name}_hidden"), getattr(p.base, f"{name}_heads")
+        if hidden % heads:
+            raise SenaError(f"{source}: 'base.{name}_hidden' must be a multiple of 'base.{name}_heads'")
+    prompts = p.qa.prompts
+    for key, needed in (("question_check", ["{question}"]),
+                        ("enhance", ["{description}", "{question}", "{answer}"]),
+                        ("enhance_yes_no", ["{question}", "{answer}"])):
+        missing = [n for n in needed if n not in getattr(prompts, key)]
+        if missing:
+            raise SenaError(f"{source}: 'qa.prompts.{key}' lacks the placeholder {missing[0]}; add it")
+    if not prompts.describe_instructions:
+        raise SenaError(f"{source}: 'qa.prompts.describe_instructions' is empty; give at least one")
+
+
+def _type_word(tp) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[tp]
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def to_dict(params: Params) -> dict:
+    return dataclasses.asdict(params)

@@ -1,0 +1,29 @@
+"""Where every artifact lives. Stages ask here; nothing else builds these paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORLD_DIR = Path("data/world")
+
+
+def world_dir(root: Path = Path(".")) -> Path:
+    return root / WORLD_DIR
+
+
+def iter_dir(k: int, root: Path = Path(".")) -> Path:
+    return root / "data" / f"iter{k}"
+
+
+def model_dir(k: int, root: Path = Path(".")) -> Path:
+    """θk; models/iter0 is θ0."""
+    return root / "models" / f"iter{k}"
+
+
+def metrics_file(k: int, root: Path = Path(".")) -> Path:
+    return root / "metrics" / f"iter{k}.json"
+
+
+def eval_dir(k: int, root: Path = Path(".")) -> Path:
+    """Per-question answers of θk's evaluation, kept beside the metrics for inspection."""
+    return root / "data" / f"iter{k}" / "eval"

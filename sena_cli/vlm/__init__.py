@@ -1,0 +1,5 @@
+"""The model boundary: the only package that touches transformers model classes."""
+
+from sena_cli.vlm.model import VLM
+
+__all__ = ["VLM"]

@@ -1,0 +1,125 @@
+"""Load any Hugging Face image-text-to-text model and processor; chat prompts; batched generation.
+
+Works for LLaVA-style processors (4-D pixel_values) and others (Idefics3's 5-D
+pixel_values with a pixel_attention_mask): nothing here assumes a tensor shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from sena_cli.errors import SenaError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """The PIL fallback of image processors (no torchvision) warns on every load; it works."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class VLM:
+    """A loaded model and processor, in eval mode, on one device."""
+
+    def __init__(self, model, processor, device: torch.device | None = None):
+        self.model = model
+        self.processor = processor
+        self.device = device or next(model.parameters()).device
+        self.model.eval()
+
+    @classmethod
+    def load(cls, path: str | Path, *, trust_remote_code: bool = False, dtype: str = "auto") -> VLM:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        path = Path(path)
+        if not path.is_dir():
+            raise SenaError(f"{path}: model directory not found; build it first (e.g. `sena base`) or fix the path")
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise SenaError(f"{path}: no config.json, so this is not a saved model; point to a save_pretrained folder")
+        if not any(path.glob("*.safetensors")):
+            raise SenaError(f"{path}: no .safetensors weights; sena loads safetensors only (no pickle)")
+        device = _device()
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        else:
+            torch_dtype = _DTYPES[dtype]
+        with _quiet_transformers():
+            try:
+                model = AutoModelForImageTextToText.from_pretrained(
+                    path, trust_remote_code=trust_remote_code, dtype=torch_dtype, use_safetensors=True
+                )
+            except ValueError as exc:
+                kind = json.loads(config_file.read_text()).get("model_type", "?")
+                raise SenaError(
+                    f"{path}: model type '{kind}' is not an image-text-to-text model; point to a VLM checkpoint"
+                ) from exc
+            try:
+                processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+            except (OSError, ValueError, TypeError) as exc:
+                raise SenaError(f"{path}: no usable processor saved with the model; save it with processor.save_pretrained") from exc
+        if not hasattr(processor, "image_processor") or getattr(processor, "chat_template", None) is None:
+            raise SenaError(f"{path}: the processor has no image processor or no chat template; save a VLM processor with one")
+        return cls(model.to(device), processor, device)
+
+    # ------------------------------------------------------------ prompts
+
+    def chat_prompt(self, text: str, with_image: bool = True) -> str:
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+
+    # ------------------------------------------------------------ generation
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        images: Sequence[Image.Image] | None,
+        texts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int = 8,
+        on_batch: Callable[[int], None] = lambda n: None,
+    ) -> list[str]:
+        """Greedy answers to `texts`, each about the matching image (or text-only when images is None)."""
+        outputs: list[str] = []
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
+            prompts = [self.chat_prompt(t, with_image=images is not None) for t in chunk]
+            kwargs = {"text": prompts, "padding": True, "return_tensors": "pt"}
+            if images is not None:
+                kwargs["images"] = [im.convert("RGB") for im in images[start : start + batch_size]]
+            inputs = self.processor(**kwargs, padding_side="left").to(self.device)
+            if "pixel_values" in inputs:
+                inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+            outputs.extend(self._generate(inputs, max_new_tokens))
+            on_batch(len(chunk))
+        return outputs
+
+    def _generate(self, inputs, max_new_tokens: int) -> list[str]:
+        tok = self.processor.tokenizer
+        out = self.model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        )
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -1,0 +1,150 @@
+"""Write the embedded world: unlabeled pool, θ0's instruction set, held-out evaluation sets.
+
+Layout under `out` (data/world):
+  pool/NNNNN.png               unlabeled images for the self-evolution loop
+  truth/pool.jsonl             their ground truth: never read by the loop's stages
+  instruct/images/NNNNN.png    images of θ0's instruction set
+  instruct/train.jsonl         {image, task, prompt, answer}
+  eval/images/NNNNN.png        held-out images
+  eval/truth.jsonl             their ground truth (read by the world benchmarks only)
+  eval/pope_<split>.jsonl      POPE format: {question_id, image, text, label}
+  eval/vqa.jsonl               colour/shape questions {question_id, image, text, answer, kind}
+  eval/cooccurrence.json       object frequencies and co-occurrence counts of the instruct set
+Everything is a function of world params and the qa prompts: same params, same bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Callable
+from itertools import combinations
+from pathlib import Path
+
+from sena_cli.artifacts import atomic_dir, write_json, write_jsonl
+from sena_cli.config import Params
+from sena_cli.world.instruct import instruction_examples
+from sena_cli.world.language import ask
+from sena_cli.world.scenes import Scene, draw_scene, object_names, sample_scene
+
+POPE_SPLITS = ("random", "popular", "adversarial")
+
+
+def _scenes(world, seed_tag: str, count: int) -> list[Scene]:
+    rng = random.Random(f"{world.seed}-{seed_tag}")
+    return [sample_scene(rng, world) for _ in range(count)]
+
+
+def _save_images(scenes: list[Scene], folder: Path, size: int, tick: Callable[[int], None]) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, scene in enumerate(scenes):
+        name = f"{i:05d}.png"
+        # optimize=False and no metadata: PNG bytes depend only on the pixels.
+        draw_scene(scene, size).save(folder / name, format="PNG")
+        names.append(name)
+        tick(1)
+    return names
+
+
+def cooccurrence_stats(scenes: list[Scene]) -> dict:
+    freq = collections.Counter(n for s in scenes for n in s.names)
+    pairs = collections.Counter()
+    for s in scenes:
+        for a, b in combinations(sorted(s.names), 2):
+            pairs[f"{a}|{b}"] += 1
+    return {"frequency": dict(sorted(freq.items())), "pairs": dict(sorted(pairs.items()))}
+
+
+def pope_questions(scenes: list[Scene], image_names: list[str], params: Params, stats: dict) -> dict[str, list]:
+    """POPE's three splits: the same positives; negatives drawn at random, among the most
+    frequent objects, or among the objects that co-occur most with the ones present."""
+    world = params.world
+    names = object_names(world)
+    freq = stats["frequency"]
+    pairs = stats["pairs"]
+
+    def cooc(a: str, b: str) -> int:
+        return pairs.get("|".join(sorted((a, b))), 0)
+
+    per_label = world.eval.pope_questions_per_label
+    out: dict[str, list] = {split: [] for split in POPE_SPLITS}
+    rng = random.Random(f"{world.seed}-pope")
+    for scene, image in zip(scenes[: world.eval.pope_images], image_names):
+        present = list(scene.names)
+        absent = [n for n in names if n not in present]
+        positives = rng.sample(present, min(per_label, len(present)))
+        k = len(positives)
+        negatives = {
+            "random": rng.sample(absent, k),
+            "popular": sorted(absent, key=lambda n: (-freq.get(n, 0), n))[:k],
+            "adversarial": sorted(absent, key=lambda n: (-sum(cooc(n, p) for p in present), -freq.get(n, 0), n))[:k],
+        }
+        for split in POPE_SPLITS:
+            for name, label in [(n, "yes") for n in positives] + [(n, "no") for n in negatives[split]]:
+                q = ask("exists", scene, world, name=name)
+                out[split].append({"question_id": len(out[split]), "image": image, "text": q.text, "label": label})
+    return out
+
+
+def vqa_questions(scenes: list[Scene], image_names: list[str], params: Params) -> list[dict]:
+    """Colour and shape questions with one right answer, for θ0's grounding check."""
+    world = params.world
+    rng = random.Random(f"{world.seed}-vqa")
+    out = []
+    for scene, image in zip(scenes[: world.eval.vqa_images], image_names):
+        options = [ask("colour", scene, world, shape=s) for s in world.shapes]
+        options += [ask("shape", scene, world, colour=c) for c in world.colours]
+        options += [ask("quadrant_colour", scene, world, quadrant=o.quadrant) for o in scene.objects]
+        options = [q for q in options if q.answer is not None]
+        for q in rng.sample(options, min(2, len(options))):
+            out.append({"question_id": len(out), "image": image, "text": q.text, "answer": q.answer, "kind": q.kind})
+    return out
+
+
+def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = lambda n: None) -> dict:
+    """Write the whole world into `out` atomically; returns counts for the summary."""
+    world = params.world
+    ev = world.eval
+    n_eval = max(ev.pope_images, ev.chair_images, ev.vqa_images, ev.question_images)
+    pool = _scenes(world, "pool", world.pool_images)
+    instruct = _scenes(world, "instruct", world.instruct_images)
+    held_out = _scenes(world, "eval", n_eval)
+    with atomic_dir(out) as tmp:
+        pool_names = _save_images(pool, tmp / "pool", world.image_size, tick)
+        write_jsonl(tmp / "truth" / "pool.jsonl",
+                    [{"image": n, **s.to_dict()} for n, s in zip(pool_names, pool)])
+
+        inst_names = _save_images(instruct, tmp / "instruct" / "images", world.image_size, tick)
+        rng = random.Random(f"{world.seed}-instructions")
+        examples = []
+        for name, scene in zip(inst_names, instruct):
+            for ex in instruction_examples(scene, world, params.qa.prompts, rng, world.instruct_examples_per_image):
+                examples.append({"image": name, **ex})
+        write_jsonl(tmp / "instruct" / "train.jsonl", examples)
+        write_jsonl(tmp / "instruct" / "truth.jsonl",
+                    [{"image": n, **s.to_dict()} for n, s in zip(inst_names, instruct)])
+
+        eval_names = _save_images(held_out, tmp / "eval" / "images", world.image_size, tick)
+        write_jsonl(tmp / "eval" / "truth.jsonl", [{"image": n, **s.to_dict()} for n, s in zip(eval_names, held_out)])
+        stats = cooccurrence_stats(instruct)
+        write_json(tmp / "eval" / "cooccurrence.json", stats)
+        pope = pope_questions(held_out, eval_names, params, stats)
+        for split, rows in pope.items():
+            write_jsonl(tmp / "eval" / f"pope_{split}.jsonl", rows)
+        vqa = vqa_questions(held_out, eval_names, params)
+        write_jsonl(tmp / "eval" / "vqa.jsonl", vqa)
+    return {
+        "pool images": len(pool),
+        "instruction images": len(instruct),
+        "instruction examples": len(examples),
+        "held-out images": len(held_out),
+        **{f"POPE {split} questions": len(rows) for split, rows in pope.items()},
+        "VQA questions": len(vqa),
+    }
+
+
+def total_images(params: Params) -> int:
+    ev = params.world.eval
+    return params.world.pool_images + params.world.instruct_images + max(
+        ev.pope_images, ev.chair_images, ev.vqa_images, ev.question_images)

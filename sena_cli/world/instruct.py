@@ -1,0 +1,115 @@
+"""The instruction-tuning set of θ0: every request the method makes of the model.
+
+One example is (prompt, answer, task). Prompts are the method's own prompts from
+params.yaml (qa.prompts), so the embedded θ0 is taught exactly what the loop asks.
+Two biases are deliberate and documented in docs/world.md: images follow the
+co-occurrence pairs (scenes.py), and captions name an absent partner with
+probability `world.caption_noise`. Yes/no questions about absent objects pick the
+absent object uniformly, so co-occurrence partners are rarely seen as negatives.
+"""
+
+from __future__ import annotations
+
+import random
+
+from sena_cli.config import QAPrompts, WorldParams
+from sena_cli.world.language import (
+    Question,
+    ask,
+    caption,
+    pick_question,
+    unanswerable_questions,
+    wrong_answer,
+)
+from sena_cli.world.scenes import Scene, object_names
+
+# Relative frequency of each request in the instruction set.
+TASK_WEIGHTS = {
+    "describe": 1.0,
+    "describe_short": 1.0,
+    "short_answer": 2.0,
+    "yes_no": 1.5,
+    "generate_question": 1.0,
+    "check_question": 1.0,
+    "enhance": 1.0,
+    "enhance_yes_no": 0.3,
+}
+
+
+def fill(template: str, **slots: str) -> str:
+    """Fill {placeholders} without str.format, so other braces in user prompts are safe."""
+    for key, value in slots.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
+def with_suffix(prompt: str, suffix: str) -> str:
+    return f"{prompt} {suffix}".strip()
+
+
+def instruction_examples(
+    scene: Scene, world: WorldParams, prompts: QAPrompts, rng: random.Random, count: int
+) -> list[dict]:
+    tasks = rng.choices(list(TASK_WEIGHTS), weights=list(TASK_WEIGHTS.values()), k=count)
+    return [_example(task, scene, world, prompts, rng) for task in tasks]
+
+
+def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: random.Random) -> dict:
+    noisy_caption = lambda: caption(scene, world, rng, world.caption_noise)  # noqa: E731
+    if task == "describe":
+        prompt, answer = rng.choice(p.describe_instructions), noisy_caption()
+    elif task == "describe_short":
+        prompt = with_suffix(rng.choice(p.describe_instructions), p.short_description_suffix)
+        answer = noisy_caption()
+    elif task == "short_answer":
+        q = _non_yes_no_question(scene, world, rng)
+        prompt, answer = with_suffix(q.text, p.short_answer_suffix), q.answer
+    elif task == "yes_no":
+        q = _existence_question(scene, world, rng)
+        prompt, answer = with_suffix(q.text, p.short_answer_suffix), q.answer
+    elif task == "generate_question":
+        prompt, answer = p.question_generate, pick_question(scene, world, rng).text
+    elif task == "check_question":
+        bad = unanswerable_questions(scene, world)
+        if bad and rng.random() < 0.5:
+            given, fixed = rng.choice(bad).text, pick_question(scene, world, rng).text
+        else:
+            given = fixed = pick_question(scene, world, rng).text
+        prompt, answer = fill(p.question_check, question=given), f"QUESTION: {fixed}"
+    elif task == "enhance":
+        if rng.random() < 0.5:  # a `des` record: the description enhances itself
+            d = noisy_caption()
+            instruction = with_suffix(rng.choice(p.describe_instructions), p.short_description_suffix)
+            prompt = fill(p.enhance, description=d, question=instruction, answer=d)
+            answer = f"Improved Answer: {noisy_caption()}"
+        else:  # a `gen` record: a short answer, right or wrong, checked against the description
+            q = pick_question(scene, world, rng)
+            given = q.answer if rng.random() < 0.5 else wrong_answer(q, world, rng)
+            question = with_suffix(q.text, p.short_answer_suffix)
+            prompt = fill(p.enhance, description=noisy_caption(), question=question, answer=given)
+            answer = f"Improved Answer: {q.answer}"
+    elif task == "enhance_yes_no":
+        q = _existence_question(scene, world, rng)
+        given = q.answer if rng.random() < 0.5 else wrong_answer(q, world, rng)
+        question = with_suffix(q.text, p.short_answer_suffix)
+        prompt = fill(p.enhance_yes_no, question=question, answer=given)
+        answer = f"Improved Answer: {q.answer}"
+    else:
+        raise ValueError(task)
+    return {"task": task, "prompt": prompt, "answer": answer}
+
+
+def _non_yes_no_question(scene: Scene, world: WorldParams, rng: random.Random) -> Question:
+    while True:
+        q = pick_question(scene, world, rng)
+        if q.kind != "exists":
+            return q
+
+
+def _existence_question(scene: Scene, world: WorldParams, rng: random.Random) -> Question:
+    if rng.random() < 0.5:
+        name = rng.choice(scene.names)
+    else:
+        absent = [n for n in object_names(world) if n not in scene.names]
+        name = rng.choice(absent)
+    return ask("exists", scene, world, name=name)

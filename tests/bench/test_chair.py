@@ -1,0 +1,17 @@
+import pytest
+
+from sena_cli.bench.chair import chair_metrics
+
+
+def test_hand_made_captions():
+    mentioned = [["red circle", "blue square"], ["green cross"], []]
+    truth = [["red circle"], ["green cross", "yellow square"], ["blue circle"]]
+    m = chair_metrics(mentioned, truth)
+    assert m["chair_s"] == pytest.approx(1 / 3)  # only caption 0 names an absent object
+    assert m["chair_i"] == pytest.approx(1 / 3)  # 1 of 3 named objects is absent
+    assert m["recall"] == pytest.approx(2 / 4)  # red circle and green cross of four present
+
+
+def test_silent_captions_score_zero_chair_and_zero_recall():
+    m = chair_metrics([[], []], [["red circle"], ["blue square"]])
+    assert m == {"chair_s": 0.0, "chair_i": 0.0, "recall": 0.0}

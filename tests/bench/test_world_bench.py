@@ -1,0 +1,27 @@
+import json
+
+from sena_cli.bench.world import question_quality
+from sena_cli.stages.eval import run_eval
+from sena_cli.world.scenes import Scene, SceneObject
+
+
+def test_eval_writes_stable_keys_and_answers(micro_project, micro_params):
+    result = run_eval(micro_params, 0, root=micro_project)
+    metrics = json.loads((micro_project / "metrics" / "iter0.json").read_text())
+    assert metrics == json.loads(json.dumps(result["metrics"]))
+    for split in ("random", "popular", "adversarial"):
+        assert set(metrics["pope"][split]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
+        assert all(0.0 <= v <= 1.0 for v in metrics["pope"][split].values())
+    assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall"}
+    assert 0.0 <= metrics["world_vqa"]["accuracy"] <= 1.0
+    assert 0.0 <= metrics["world_questions"]["well_formed"] <= 1.0
+    answers = (micro_project / "data" / "iter0" / "eval" / "answers.jsonl").read_text().splitlines()
+    assert {json.loads(a)["benchmark"] for a in answers} >= {"pope_random", "chair", "vqa", "questions"}
+
+
+def test_question_quality(micro_params):
+    scene = Scene((SceneObject("red", "circle", "top left", (2, 2, 12, 12)),), (240, 240, 240))
+    assert question_quality("What color is the circle?", scene, micro_params) == (True, True)
+    assert question_quality("What color is the square?", scene, micro_params) == (True, False)
+    assert question_quality("Is there a blue cross in the image?", scene, micro_params) == (True, True)
+    assert question_quality("red circle circle", scene, micro_params) == (False, False)

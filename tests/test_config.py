@@ -1,0 +1,55 @@
+import pytest
+
+from sena_cli.config import Params, load_params, params_from_dict
+from sena_cli.errors import SenaError
+
+
+def test_shipped_params_load_and_differ_from_paper_only_where_documented():
+    params = load_params("params.yaml")
+    paper = Params()
+    assert paper.sample.images_per_iteration == 6000
+    assert paper.noise.timestep == 600 and paper.train.beta == 0.1 and paper.train.lr == 2e-6
+    assert paper.train.global_batch_size == 128 and paper.train.epochs == 1 and paper.train.max_length == 2048
+    assert paper.loop.iterations == 3 and paper.qa.max_new_tokens == 512
+    assert params.model.base == "embedded"
+    assert params.sample.images_per_iteration * params.loop.iterations <= params.world.pool_images
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"trian": {}}, ["unknown key 'trian'"]),
+        ({"train": {"betta": 0.1}}, ["unknown key 'train.betta'", "beta"]),
+        ({"train": {"lr": "fast"}}, ["'train.lr'", "must be a number", "'fast'"]),
+        ({"loop": {"iterations": 0}}, ["'loop.iterations'", ">= 1"]),
+        ({"sample": {"images_per_iteration": 0}}, ["'sample.images_per_iteration'"]),
+        ({"noise": {"timestep": 1000}}, ["'noise.timestep'", "<= 999"]),
+        ({"noise": {"timestep": -1}}, ["'noise.timestep'", ">= 0"]),
+        ({"qa": {"check_with_image": "yes"}}, ["'qa.check_with_image'", "true or false"]),
+        ({"world": {"colours": ["red", "teal"]}}, ["'world.colours'", "'teal'"]),
+        ({"world": {"cooccurrence_pairs": [["red circle", "red circle"]]}}, ["cooccurrence_pairs[0]"]),
+        ({"qa": {"prompts": {"enhance": "Improve it."}}}, ["'qa.prompts.enhance'", "{description}"]),
+        ({"train": 3}, ["train must be a mapping"]),
+        ({"loop": {"iterations": True}}, ["'loop.iterations'", "whole number"]),
+    ],
+)
+def test_bad_params_are_refused_with_one_line_naming_the_key(data, words):
+    with pytest.raises(SenaError) as err:
+        params_from_dict(data, source="params.yaml")
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(SenaError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop: [1,\n")
+    with pytest.raises(SenaError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_ints_are_accepted_where_floats_are_expected():
+    assert params_from_dict({"train": {"lr": 1}}).train.lr == 1.0

@@ -1,0 +1,73 @@
+import json
+
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from sena_cli.artifacts import read_jsonl
+from sena_cli.stages.base import vocabulary_texts
+from sena_cli.vlm import VLM
+from sena_cli.world import tiny
+
+
+def test_decode_encode_round_trips_every_world_text(micro_project, micro_params):
+    world = micro_project / "data" / "world"
+    processor = AutoProcessor.from_pretrained(micro_project / "models" / "iter0")
+    tok = processor.tokenizer
+    texts = vocabulary_texts(micro_params, read_jsonl(world / "instruct" / "train.jsonl"), world)
+    assert len(texts) > 500
+    for text in texts:
+        ids = tok(text, add_special_tokens=False).input_ids
+        assert tok.unk_token_id not in ids, text
+        assert tok.decode(ids) == text
+
+
+def test_base_model_loads_like_a_hub_checkpoint_and_generates(micro_project):
+    path = micro_project / "models" / "iter0"
+    assert (path / "model.safetensors").is_file()
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    assert model.config.model_type == "llava"
+    image = Image.open(next((micro_project / "data" / "world" / "eval" / "images").iterdir()))
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image concisely."}]}],
+        add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[prompt], images=[image], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+    log = json.loads((path / "train_log.json").read_text())
+    assert log["log"][-1]["loss"] < log["log"][0]["loss"]  # training moved the loss
+
+
+def test_batched_generation_equals_one_at_a_time(micro_project):
+    vlm = VLM.load(micro_project / "models" / "iter0")
+    folder = micro_project / "data" / "world" / "eval" / "images"
+    images = [Image.open(p) for p in sorted(folder.iterdir())[:6]]
+    texts = ["Describe the image concisely.", "What color is the circle? Answer with a single word or phrase.",
+             "Ask one question about the content of this image."] * 2
+    batched = vlm.generate(images, texts, max_new_tokens=8, batch_size=6)
+    single = [vlm.generate([im], [t], max_new_tokens=8, batch_size=1)[0] for im, t in zip(images, texts)]
+    assert batched == single
+
+
+def test_tokenizer_keeps_punctuation_apart_from_words():
+    tok = tiny.build_tokenizer(["QUESTION: Where is the red circle?", "A red circle, a blue square."])
+    pieces = tok.convert_ids_to_tokens(tok("Where is the red circle?", add_special_tokens=False).input_ids)
+    assert pieces[-2:] == ["▁circle", "?"]
+    assert tok.decode(tok("A red circle, a blue square.", add_special_tokens=False).input_ids) == \
+        "A red circle, a blue square."
+
+
+def test_train_tiny_lowers_the_loss(micro_params):
+    from sena_cli.config import params_from_dict
+
+    texts = ["Is there a red circle? Yes No"]
+    tok = tiny.build_tokenizer(texts)
+    processor = tiny.build_processor(tok, micro_params.world, micro_params.base)
+    model = tiny.build_model(tok, micro_params.world, micro_params.base)
+    examples = [{"prompt": "Is there a red circle?", "answer": a} for a in ("Yes", "No")]
+    encoded = tiny.encode_examples(processor, examples)
+    pixels = torch.stack([torch.full((3, 48, 48), 1.0), torch.full((3, 48, 48), -1.0)])
+    base = params_from_dict({"base": {"steps": 60, "batch_size": 2, "lr": 0.003, "warmup_steps": 0}}).base
+    log = tiny.train_tiny(model, pixels, encoded, [0, 1], base, tok.pad_token_id)
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
