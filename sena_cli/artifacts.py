@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -58,3 +59,13 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def fingerprint(*parts) -> str:
+    """A short hash of everything a resumable run depends on (params, inputs, model identity)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_identity(folder: str | Path, pattern: str = "*") -> list:
+    """Names, sizes and modification times: cheap identity of a model folder (no hashing of GBs)."""
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(folder).glob(pattern)) if p.is_file()]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,25 +147,63 @@ def _not_yet(stage: str) -> None:
 @app.command()
 def sample(k: int = ITER_OPTION) -> None:
     """Step 1: draw M fresh images for iteration K from the unlabeled pool."""
-    _not_yet("sample")
+    with _errors():
+        from sena_cli.stages.sample import run_sample
+
+        params = _params()
+        with _progress() as phase:
+            info = run_sample(params, k, tick=phase(f"sampling iteration {k}", params.sample.images_per_iteration))
+        seconds = info.pop("seconds")
+        _summary(f"iteration {k}: sample", info, seconds)
 
 
 @app.command()
 def noise(k: int = ITER_OPTION) -> None:
     """Step 2: corrupt every sampled image by forward diffusion (t = noise.timestep)."""
-    _not_yet("noise")
+    with _errors():
+        from sena_cli.stages.noise import read_manifest, run_noise
+
+        params = _params()
+        with _progress() as phase:
+            info = run_noise(params, k, tick=phase(f"corrupting iteration {k}", len(read_manifest(k, Path(".")))))
+        seconds = info.pop("seconds")
+        _summary(f"iteration {k}: noise", info, seconds)
 
 
 @app.command()
 def qa(k: int = ITER_OPTION) -> None:
     """Step 3: self-questioning, answers on clean and corrupted images, answer self-enhancement."""
-    _not_yet("qa")
+    with _errors():
+        from sena_cli.stages.noise import read_manifest
+        from sena_cli.stages.qa import run_qa
+
+        params = _params()
+        with _progress() as phase:
+            info = run_qa(params, k, tick=phase(f"qa iteration {k} (images)", len(read_manifest(k, Path(".")))))
+        seconds = info.pop("seconds", None)
+        _summary(f"iteration {k}: qa", info, seconds)
 
 
 @app.command()
 def pair(k: int = ITER_OPTION) -> None:
     """Step 4: build and filter preference pairs; store θ(K-1)'s reference log-probs."""
-    _not_yet("pair")
+    with _errors():
+        from sena_cli.stages.pair import filter_pairs, read_qa, run_pair
+
+        params = _params()
+        records = read_qa(k, Path("."))
+        with _progress() as phase:
+            info = run_pair(params, k, tick=phase(f"reference log-probs, iteration {k}",
+                                                  len(filter_pairs(params, records)[0])))
+        seconds = info.pop("seconds")
+        dropped = info.pop("dropped")
+        _summary(f"iteration {k}: pairs", info, seconds)
+        table = Table(title="pairs dropped, by the first filter they fail", title_justify="left")
+        table.add_column("filter", style="bold")
+        table.add_column("dropped", justify="right")
+        for name, count in dropped.items():
+            table.add_row(name, str(count))
+        out.print(table)
 
 
 @app.command()
@@ -202,12 +239,4 @@ def evaluate(k: int = ITER_OPTION) -> None:
 
 
 def main() -> None:
-    try:
-        app()
-    except SystemExit:
-        raise
-    except Exception as exc:  # only reached with --debug, after the traceback is wanted
-        if STATE.debug:
-            raise
-        console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
+    app()

@@ -20,9 +20,9 @@ from sena_cli.bench.chair import chair_metrics
 from sena_cli.bench.pope import parse_yes_no, pope_metrics
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.method.prompts import with_suffix
 from sena_cli.vlm import VLM
 from sena_cli.world.build import POPE_SPLITS
-from sena_cli.world.instruct import with_suffix
 from sena_cli.world.language import ask, mentioned_objects, parse_question
 from sena_cli.world.scenes import Scene
 

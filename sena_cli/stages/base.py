@@ -17,8 +17,8 @@ from sena_cli import layout
 from sena_cli.artifacts import atomic_dir, read_jsonl
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.method.prompts import with_suffix
 from sena_cli.world import tiny
-from sena_cli.world.instruct import with_suffix
 
 
 def vocabulary_texts(params: Params, examples: list[dict], world: Path) -> list[str]:
@@ -43,7 +43,9 @@ def pixel_tensor(processor, paths: list[Path], tick: Callable[[int], None], chun
     return torch.cat(parts)
 
 
-def run_base(params: Params, root: Path = Path("."), on_phase: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
+def run_base(
+    params: Params, root: Path = Path("."), on_phase: Callable[[str, int], Callable[[int], None]] | None = None
+) -> dict:
     """Build tokenizer, processor and model from the world, train, save to models/iter0."""
     if params.model.base != "embedded":
         raise SenaError(

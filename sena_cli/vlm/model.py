@@ -36,6 +36,23 @@ def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def load_processor(path: str | Path, *, trust_remote_code: bool = False):
+    """The processor saved with a model (for stages that only preprocess, like `noise`)."""
+    from transformers import AutoProcessor
+
+    path = Path(path)
+    if not path.is_dir():
+        raise SenaError(f"{path}: model directory not found; build or train that model first")
+    with _quiet_transformers():
+        try:
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, TypeError) as exc:
+            raise SenaError(f"{path}: no usable processor saved with the model") from exc
+    if not hasattr(processor, "image_processor"):
+        raise SenaError(f"{path}: the saved processor has no image processor; this is not a VLM processor")
+    return processor
+
+
 class VLM:
     """A loaded model and processor, in eval mode, on one device."""
 
@@ -46,7 +63,10 @@ class VLM:
         self.model.eval()
 
     @classmethod
-    def load(cls, path: str | Path, *, trust_remote_code: bool = False, dtype: str = "auto") -> VLM:
+    def load(
+        cls, path: str | Path, *, trust_remote_code: bool = False, dtype: str = "auto",
+        device: torch.device | None = None,
+    ) -> VLM:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = Path(path)
@@ -57,7 +77,7 @@ class VLM:
             raise SenaError(f"{path}: no config.json, so this is not a saved model; point to a save_pretrained folder")
         if not any(path.glob("*.safetensors")):
             raise SenaError(f"{path}: no .safetensors weights; sena loads safetensors only (no pickle)")
-        device = _device()
+        device = device or _device()
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         else:
@@ -75,9 +95,13 @@ class VLM:
             try:
                 processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
             except (OSError, ValueError, TypeError) as exc:
-                raise SenaError(f"{path}: no usable processor saved with the model; save it with processor.save_pretrained") from exc
+                raise SenaError(
+                    f"{path}: no usable processor saved with the model; save it with processor.save_pretrained"
+                ) from exc
         if not hasattr(processor, "image_processor") or getattr(processor, "chat_template", None) is None:
-            raise SenaError(f"{path}: the processor has no image processor or no chat template; save a VLM processor with one")
+            raise SenaError(
+                f"{path}: the processor has no image processor or no chat template; save a VLM processor with one"
+            )
         return cls(model.to(device), processor, device)
 
     # ------------------------------------------------------------ prompts
@@ -98,9 +122,14 @@ class VLM:
         *,
         max_new_tokens: int,
         batch_size: int = 8,
+        pixel_values: Sequence[torch.Tensor] | None = None,
         on_batch: Callable[[int], None] = lambda n: None,
     ) -> list[str]:
-        """Greedy answers to `texts`, each about the matching image (or text-only when images is None)."""
+        """Greedy answers to `texts`, each about the matching image (text-only when images is None).
+
+        `pixel_values`, when given, replaces the processor's tensor of each image (one entry per
+        image, the shape the image processor gives for it): how corrupted copies are fed.
+        """
         outputs: list[str] = []
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
@@ -108,12 +137,65 @@ class VLM:
             kwargs = {"text": prompts, "padding": True, "return_tensors": "pt"}
             if images is not None:
                 kwargs["images"] = [im.convert("RGB") for im in images[start : start + batch_size]]
-            inputs = self.processor(**kwargs, padding_side="left").to(self.device)
+            inputs = self.processor(**kwargs, padding_side="left")
+            if pixel_values is not None:
+                chunk_pixels = pixel_values[start : start + batch_size]
+                inputs["pixel_values"] = _replace_pixels(inputs["pixel_values"], chunk_pixels)
+            inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
             outputs.extend(self._generate(inputs, max_new_tokens))
             on_batch(len(chunk))
         return outputs
+
+    def chat_text(self, text: str, answer: str) -> str:
+        """Prompt and answer as one conversation, rendered the way training sees it."""
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
+             {"role": "assistant", "content": [{"type": "text", "text": answer}]}],
+            add_generation_prompt=False, tokenize=False,
+        )
+
+    @torch.inference_mode()
+    def answer_logprobs(
+        self,
+        images: Sequence[Image.Image],
+        texts: Sequence[str],
+        answers: Sequence[str],
+        *,
+        batch_size: int = 8,
+        on_batch: Callable[[int], None] = lambda n: None,
+    ) -> list[tuple[float, float, int]]:
+        """(sum, token-mean, token count) of log p(answer | image, text) over the answer's tokens
+        (everything the conversation adds after the generation prompt, end-of-turn included)."""
+        out: list[tuple[float, float, int]] = []
+        for start in range(0, len(texts), batch_size):
+            end = start + batch_size
+            imgs = [im.convert("RGB") for im in images[start:end]]
+            prompts = [self.chat_prompt(t) for t in texts[start:end]]
+            fulls = [self.chat_text(t, a) for t, a in zip(texts[start:end], answers[start:end])]
+            for p, f in zip(prompts, fulls):
+                if not f.startswith(p):
+                    raise SenaError("the chat template does not render the prompt as a prefix of the conversation")
+            prompt_enc = self.processor(text=prompts, images=imgs, padding=True, padding_side="right",
+                                        return_tensors="pt")
+            prompt_len = prompt_enc["attention_mask"].sum(1)
+            enc = self.processor(text=fulls, images=imgs, padding=True, padding_side="right",
+                                 return_tensors="pt").to(self.device)
+            if "pixel_values" in enc:
+                enc["pixel_values"] = enc["pixel_values"].to(self.model.dtype)
+            logits = self.model(**enc).logits.float()
+            ids = enc["input_ids"]
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+            full_len = enc["attention_mask"].sum(1)
+            pos = torch.arange(1, ids.shape[1], device=ids.device)[None, :]
+            mask = (pos >= prompt_len.to(ids.device)[:, None]) & (pos < full_len[:, None])
+            sums = (logp * mask).sum(1)
+            counts = mask.sum(1)
+            for s_, c_ in zip(sums.tolist(), counts.tolist()):
+                out.append((s_, s_ / max(c_, 1), c_))
+            on_batch(len(prompts))
+        return out
 
     def _generate(self, inputs, max_new_tokens: int) -> list[str]:
         tok = self.processor.tokenizer
@@ -123,3 +205,14 @@ class VLM:
         )
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def _replace_pixels(processed: torch.Tensor, replacements: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack per-image tensors in the processor's batch layout, refusing a shape mismatch."""
+    stacked = torch.stack([r.to(processed.dtype) for r in replacements])
+    if stacked.shape != processed.shape:
+        raise SenaError(
+            f"stored pixel tensors have shape {tuple(stacked.shape)} but the processor gives "
+            f"{tuple(processed.shape)}; rerun `sena noise` with this model's processor"
+        )
+    return stacked

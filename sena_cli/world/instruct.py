@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 
 from sena_cli.config import QAPrompts, WorldParams
+from sena_cli.method.prompts import fill, with_suffix
 from sena_cli.world.language import (
     Question,
     ask,
@@ -23,28 +24,18 @@ from sena_cli.world.language import (
 )
 from sena_cli.world.scenes import Scene, object_names
 
-# Relative frequency of each request in the instruction set.
+# Relative frequency of each request. Captions and short answers carry most of the image
+# signal per token, so they dominate; the long check/enhance prompts are rarer but present.
 TASK_WEIGHTS = {
-    "describe": 1.0,
-    "describe_short": 1.0,
-    "short_answer": 2.0,
-    "yes_no": 1.5,
-    "generate_question": 1.0,
-    "check_question": 1.0,
-    "enhance": 1.0,
-    "enhance_yes_no": 0.3,
+    "describe": 1.5,
+    "describe_short": 1.5,
+    "short_answer": 2.5,
+    "yes_no": 2.0,
+    "generate_question": 0.7,
+    "check_question": 0.6,
+    "enhance": 0.6,
+    "enhance_yes_no": 0.15,
 }
-
-
-def fill(template: str, **slots: str) -> str:
-    """Fill {placeholders} without str.format, so other braces in user prompts are safe."""
-    for key, value in slots.items():
-        template = template.replace("{" + key + "}", value)
-    return template
-
-
-def with_suffix(prompt: str, suffix: str) -> str:
-    return f"{prompt} {suffix}".strip()
 
 
 def instruction_examples(

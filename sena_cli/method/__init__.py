@@ -1,0 +1,1 @@
+"""SENA's own logic, pure and unit-testable: prompts, question parsing, pair filters, noise, loss."""

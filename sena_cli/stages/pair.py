@@ -1,0 +1,119 @@
+"""Stage `pair`: preference pairs from the qa records, filtered, with reference log-probs (step 4).
+
+chosen = the enhanced clean-image answer, rejected = the corrupted-image answer to the same
+prompt. Every filter of the method applies in a fixed order (method/filters.py); each
+dropped pair is counted under the first filter it fails. The log-probabilities of chosen
+and rejected under θ(K-1) (sum over answer tokens and the token mean) are computed once,
+in batches on the clean image, and stored with the pair, so `train` holds no second model.
+Finished batches of log-probs are journaled, so a killed run resumes.
+Output: data/iterK/pairs/pairs.jsonl (loadable with `datasets.load_dataset("json", ...)`)
+and stats.json with the per-filter counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sena_cli import layout
+from sena_cli.artifacts import (
+    atomic_dir,
+    file_identity,
+    fingerprint,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
+from sena_cli.config import Params
+from sena_cli.errors import SenaError
+from sena_cli.method.filters import filter_reasons, first_failed_filter
+from sena_cli.stages.noise import open_rgb
+from sena_cli.vlm import VLM
+
+
+def read_qa(k: int, root: Path) -> list[dict]:
+    path = layout.iter_dir(k, root) / "qa" / "records.jsonl"
+    if not path.is_file():
+        raise SenaError(f"{path}: missing; run `sena qa --iter {k}` first")
+    try:
+        return read_jsonl(path)
+    except json.JSONDecodeError as exc:
+        raise SenaError(f"{path}: malformed JSON at line {exc.lineno}; rerun `sena qa --iter {k}`") from None
+
+
+def filter_pairs(params: Params, records: list[dict]) -> tuple[list[dict], dict[str, int]]:
+    filters = filter_reasons(params.pair.max_token_repeats, params.pair.max_non_alnum_ratio,
+                             params.qa.drop_question_words)
+    counts = {name: 0 for name, _ in filters}
+    kept = []
+    for r in records:
+        chosen, rejected = r["enhanced_answer"], r["corrupted_answer"]
+        reason = first_failed_filter(r["prompt"], chosen, rejected, filters)
+        if reason:
+            counts[reason] += 1
+            continue
+        kept.append({"id": r["id"], "image": r["image"], "type": r["type"], "prompt": r["prompt"],
+                     "chosen": chosen, "rejected": rejected})
+    return kept, counts
+
+
+def run_pair(params: Params, k: int, root: Path = Path("."), tick: Callable[[int], None] = lambda n: None) -> dict:
+    if k < 1 or k > params.loop.iterations:
+        raise SenaError(f"--iter {k}: pair runs for iterations 1..loop.iterations ({params.loop.iterations})")
+    records = read_qa(k, root)
+    started = time.perf_counter()
+    pairs, drops = filter_pairs(params, records)
+    journal = layout.iter_dir(k, root) / "pairs.partial.jsonl"
+    # A journal from other pairs or another model is stale: the fingerprint tells.
+    run_id = fingerprint(pairs, params.pair.batch_size, file_identity(layout.model_dir(k - 1, root)))
+    done = _journaled(journal, run_id)
+    bs = params.pair.batch_size
+    batches_run = 0
+    if pairs:
+        vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
+                       dtype=params.model.dtype)
+        for b, start in enumerate(range(0, len(pairs), bs)):
+            chunk = pairs[start : start + bs]
+            if b not in done:
+                images = [open_rgb(root / p["image"]) for p in chunk]
+                prompts = [p["prompt"] for p in chunk]
+                scores = vlm.answer_logprobs(images * 2, prompts * 2, [p["chosen"] for p in chunk]
+                                             + [p["rejected"] for p in chunk], batch_size=2 * len(chunk))
+                done[b] = scores
+                with open(journal, "a") as f:
+                    f.write(json.dumps({"run": run_id, "batch": b, "scores": scores}) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                batches_run += 1
+            n = len(chunk)
+            for p, c, r in zip(chunk, done[b][:n], done[b][n:]):
+                p.update(ref_chosen_logp=c[0], ref_chosen_logp_mean=c[1], ref_rejected_logp=r[0],
+                         ref_rejected_logp_mean=r[1])
+            tick(n)
+    stats = {"records": len(records), "pairs": len(pairs),
+             "pairs_des": sum(p["type"] == "des" for p in pairs),
+             "pairs_gen": sum(p["type"] == "gen" for p in pairs),
+             "dropped": {k_: v for k_, v in drops.items()}}
+    with atomic_dir(layout.iter_dir(k, root) / "pairs") as tmp:
+        write_jsonl(tmp / "pairs.jsonl", pairs)
+        write_json(tmp / "stats.json", stats)
+    if journal.exists():
+        os.unlink(journal)
+    return {**stats, "batches run now": batches_run, "output": str(layout.iter_dir(k, root) / "pairs"),
+            "seconds": time.perf_counter() - started}
+
+
+def _journaled(path: Path, run_id: str) -> dict[int, list]:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # cut by a kill: that batch is redone
+            if entry.get("run") == run_id:
+                done[entry["batch"]] = entry["scores"]
+    return done

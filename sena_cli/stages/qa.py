@@ -1,0 +1,232 @@
+"""Stage `qa`: self-questioning, answers on clean and corrupted images, self-enhancement (step 3).
+
+Per sampled image, with θ(K-1):
+  1. ask for one question about the image; ask again (with the image, or text-only when
+     `qa.check_with_image` is false, as the reference code does) to check it and rewrite it
+     if the image cannot answer it; keep the first '?' sentence of the check's output
+     without a dropped word, else drop the image (counted);
+  2. a description instruction drawn per image from `describe_instructions`: the description
+     (type `des`, "one short sentence") and the short answer to the question (type `gen`),
+     on the clean image and on its corrupted copy (the stored tensors of `sena noise`);
+  3. every clean answer is improved using the description ("Improved Answer: ...",
+     the yes/no variant when the description is a bare yes/no); without the prefix the
+     original answer is kept.
+Work goes in chunks of `qa.batch_size` images in manifest order; each finished chunk is
+flushed to data/iterK/qa.partial/, so a killed run resumes without redoing it. Under
+`torchrun`/`accelerate launch` chunks are split between processes and rank 0 merges.
+The final records appear atomically in data/iterK/qa/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from sena_cli import layout
+from sena_cli.artifacts import (
+    atomic_dir,
+    file_identity,
+    fingerprint,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
+from sena_cli.config import Params
+from sena_cli.errors import SenaError
+from sena_cli.method import prompts as P
+from sena_cli.method.questions import extract_questions, first_kept_question
+from sena_cli.stages.noise import open_rgb, read_manifest
+from sena_cli.vlm import VLM
+
+
+def describe_instruction(params: Params, image_id: str) -> str:
+    """The description instruction of one image: seeded by (qa.seed, id), so resumes agree."""
+    rng = random.Random(f"{params.qa.seed}:{image_id}")
+    return rng.choice(params.qa.prompts.describe_instructions)
+
+
+def partial_dir(k: int, root: Path) -> Path:
+    # Beside, not inside, data/iterK/qa: DVC empties a stage's outputs before it runs.
+    return layout.iter_dir(k, root) / "qa.partial"
+
+
+class NoisedImages:
+    """The corrupted copies written by `sena noise`, by image id."""
+
+    def __init__(self, folder: Path):
+        index_file = folder / "index.jsonl"
+        if not index_file.is_file():
+            raise SenaError(f"{index_file}: missing; run `sena noise` for this iteration first")
+        self.folder = folder
+        self.index = {r["id"]: r for r in read_jsonl(index_file)}
+        self._shards: dict[str, dict] = {}
+
+    def tensor(self, image_id: str) -> torch.Tensor | None:
+        rec = self._lookup(image_id)
+        if "shard" not in rec:
+            return None
+        if rec["shard"] not in self._shards:
+            self._shards = {rec["shard"]: load_file(self.folder / rec["shard"])}  # one shard in memory
+        return self._shards[rec["shard"]][rec["key"]]
+
+    def image(self, image_id: str):
+        rec = self._lookup(image_id)
+        return open_rgb(self.folder / rec["image"]) if "image" in rec else None
+
+    def _lookup(self, image_id: str) -> dict:
+        if image_id not in self.index:
+            raise SenaError(f"{self.folder}: no corrupted copy of '{image_id}'; rerun `sena noise`")
+        return self.index[image_id]
+
+
+def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: NoisedImages) -> tuple[list, dict]:
+    """All of step 3 for a chunk of images; returns (records, drop counts)."""
+    qp, n_new, bs = params.qa.prompts, params.qa.max_new_tokens, params.qa.batch_size
+
+    def gen(imgs, texts, pixels=None):
+        return vlm.generate(imgs, texts, max_new_tokens=n_new, batch_size=bs, pixel_values=pixels)
+
+    drops = {"no_question": 0, "dropped_word": 0}
+    raw = gen(images, [qp.question_generate] * len(items))
+    checks = [P.check_prompt(qp, r) for r in raw]
+    checked = gen(images if params.qa.check_with_image else None, checks)
+    kept = []
+    for i, out in enumerate(checked):
+        question = first_kept_question(out, params.qa.drop_question_words)
+        if question is None:
+            drops["dropped_word" if extract_questions(out) else "no_question"] += 1
+        else:
+            kept.append((i, question))
+    if not kept:
+        return [], drops
+    idx = [i for i, _ in kept]
+    kimgs = [images[i] for i in idx]
+    des_prompts = [P.description_prompt(qp, describe_instruction(params, items[i]["id"])) for i in idx]
+    gen_prompts = [P.short_answer_prompt(qp, q) for _, q in kept]
+    prompts = des_prompts + gen_prompts
+    clean = gen(kimgs + kimgs, prompts)
+    if noised.tensor(items[idx[0]]["id"]) is not None:
+        pix = [noised.tensor(items[i]["id"]) for i in idx]
+        corrupted = gen(kimgs + kimgs, prompts, pixels=pix + pix)
+    else:
+        nimgs = [noised.image(items[i]["id"]) for i in idx]
+        corrupted = gen(nimgs + nimgs, prompts)
+    n = len(idx)
+    descriptions = clean[:n]
+    enhance = [P.enhance_prompt(qp, descriptions[j % n], prompts[j], clean[j]) for j in range(2 * n)]
+    improved = gen(kimgs + kimgs, enhance)
+    records = []
+    for j in range(2 * n):
+        item = items[idx[j % n]]
+        answer, was_improved = P.parse_improved(improved[j], clean[j])
+        records.append({
+            "id": item["id"], "image": item["path"], "type": "des" if j < n else "gen",
+            "question": kept[j % n][1], "raw_question": raw[idx[j % n]], "checked_question": checked[idx[j % n]],
+            "prompt": prompts[j], "description": descriptions[j % n],
+            "clean_answer": clean[j], "corrupted_answer": corrupted[j],
+            "enhance_output": improved[j], "enhanced_answer": answer, "enhanced": was_improved,
+        })
+    return records, drops
+
+
+def _rank_and_world() -> tuple[int, int, object | None]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return state.process_index, state.num_processes, state
+    return 0, 1, None
+
+
+def run_qa(params: Params, k: int, root: Path = Path("."), tick: Callable[[int], None] = lambda n: None) -> dict:
+    if k < 1 or k > params.loop.iterations:
+        raise SenaError(f"--iter {k}: qa runs for iterations 1..loop.iterations ({params.loop.iterations})")
+    manifest = read_manifest(k, root)
+    noised = NoisedImages(layout.iter_dir(k, root) / "noised")
+    rank, world, state = _rank_and_world()
+    started = time.perf_counter()
+    vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
+                   dtype=params.model.dtype, device=getattr(state, "device", None))
+    partial = partial_dir(k, root)
+    run_id = fingerprint(manifest, params.qa, params.noise, file_identity(layout.model_dir(k - 1, root)), world)
+    if rank == 0 and (partial / "run").is_file() and (partial / "run").read_text() != run_id:
+        shutil.rmtree(partial)  # left by a run with other params, inputs or model: not resumable
+    if state is not None:
+        state.wait_for_everyone()
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / "run").write_text(run_id)
+    mine = partial / f"rank{rank}-of{world}.jsonl"
+    done = _finished_chunks(partial)
+    bs = params.qa.batch_size
+    chunks = [manifest[s : s + bs] for s in range(0, len(manifest), bs)]
+    redone = 0
+    for c, items in enumerate(chunks):
+        if c % world != rank:
+            continue
+        if c in done:
+            tick(len(items))
+            continue
+        images = [open_rgb(root / it["path"]) for it in items]
+        records, drops = qa_chunk(vlm, params, items, images, noised)
+        line = json.dumps({"chunk": c, "records": records, "drops": drops, "images": len(items)}) + "\n"
+        with open(mine, "a") as f:  # one line per finished chunk: a kill loses at most this chunk
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        redone += 1
+        tick(len(items))
+    if state is not None:
+        state.wait_for_everyone()
+    if rank != 0:
+        return {"rank": rank, "chunks_run": redone}
+    return _merge(params, k, root, len(chunks), redone, time.perf_counter() - started)
+
+
+def _finished_chunks(partial: Path) -> dict[int, dict]:
+    done = {}
+    for path in sorted(partial.glob("rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: that chunk is redone
+            done[entry["chunk"]] = entry
+    return done
+
+
+def _merge(params: Params, k: int, root: Path, n_chunks: int, chunks_run: int, seconds: float) -> dict:
+    partial = partial_dir(k, root)
+    done = _finished_chunks(partial)
+    missing = [c for c in range(n_chunks) if c not in done]
+    if missing:
+        raise SenaError(f"{partial}: chunks {missing[:5]} are not finished; rerun `sena qa --iter {k}` to resume")
+    records = [r for c in range(n_chunks) for r in done[c]["records"]]
+    drops = {"no_question": 0, "dropped_word": 0}
+    for c in range(n_chunks):
+        for key, v in done[c]["drops"].items():
+            drops[key] += v
+    images = sum(done[c]["images"] for c in range(n_chunks))
+    stats = {
+        "images": images,
+        "questions_kept": images - sum(drops.values()),
+        "dropped_no_question": drops["no_question"],
+        "dropped_word": drops["dropped_word"],
+        "records": len(records),
+        "records_des": sum(r["type"] == "des" for r in records),
+        "records_gen": sum(r["type"] == "gen" for r in records),
+        "enhanced": sum(r["enhanced"] for r in records),
+    }
+    with atomic_dir(layout.iter_dir(k, root) / "qa") as tmp:
+        write_jsonl(tmp / "records.jsonl", records)
+        write_json(tmp / "stats.json", stats)
+    shutil.rmtree(partial, ignore_errors=True)
+    return {**stats, "chunks run now": chunks_run, "output": str(layout.iter_dir(k, root) / "qa"),
+            "seconds": seconds}

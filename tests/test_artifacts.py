@@ -1,0 +1,24 @@
+import pytest
+
+from sena_cli.artifacts import atomic_dir, read_jsonl, write_jsonl
+
+
+def test_failed_write_keeps_the_old_artifact_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_successful_write_replaces(tmp_path):
+    target = tmp_path / "out"
+    for text in ("one", "two"):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text(text)
+    assert (target / "a.txt").read_text() == "two"
+    write_jsonl(tmp_path / "r.jsonl", [{"a": 1}, {"b": 2}])
+    assert read_jsonl(tmp_path / "r.jsonl") == [{"a": 1}, {"b": 2}]
