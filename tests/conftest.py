@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sena_cli.config import Params, params_from_dict
+from sena_cli.config import Params, params_from_dict, to_dict
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -21,8 +21,15 @@ MICRO = {
     },
     "base": {"steps": 20, "batch_size": 8, "lr": 0.003, "warmup_steps": 2, "threads": 1,
              "vision_hidden": 32, "text_hidden": 32, "text_intermediate": 64},
+    "sample": {"images_per_iteration": 6},
+    "qa": {"batch_size": 8, "max_new_tokens": 16},
     "eval": {"batch_size": 16, "max_new_tokens": 12},
 }
+
+
+def full_params_yaml(overrides: dict) -> str:
+    """A params file with every key, as DVC needs for the keys its stages track."""
+    return yaml.safe_dump(to_dict(params_from_dict(overrides)), sort_keys=False)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +49,7 @@ def micro_project(tmp_path_factory, micro_dict, micro_params) -> Path:
     from sena_cli.world.build import build_world
 
     root = tmp_path_factory.mktemp("project")
-    (root / "params.yaml").write_text(yaml.safe_dump(micro_dict))
+    (root / "params.yaml").write_text(full_params_yaml(micro_dict))
     build_world(micro_params, root / "data" / "world")
     run_base(micro_params, root=root)
     return root

@@ -53,3 +53,15 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_ints_are_accepted_where_floats_are_expected():
     assert params_from_dict({"train": {"lr": 1}}).train.lr == 1.0
+
+
+def test_shipped_params_list_every_key_so_dvc_can_track_it():
+    import yaml
+
+    from sena_cli.config import to_dict
+
+    def keys(d, prefix=""):
+        return {k2 for k, v in d.items() for k2 in (keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])}
+
+    shipped = yaml.safe_load(open("params.yaml"))
+    assert keys(shipped) == keys(to_dict(Params()))

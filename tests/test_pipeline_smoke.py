@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.conftest import full_params_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,14 +25,15 @@ def _dvc(args, cwd):
 def test_dvc_repro_runs_the_pipeline_then_nothing(tmp_path, micro_dict):
     shutil.copytree(REPO / "sena_cli", tmp_path / "sena_cli", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(micro_dict))
+    (tmp_path / "params.yaml").write_text(full_params_yaml(micro_dict))
     _dvc(["init", "--no-scm", "-q"], tmp_path)
     out = _dvc(["repro"], tmp_path)
-    for stage in ("world", "base", "eval@0"):
+    for stage in ("world", "base", "eval@0", "sample@1", "noise@1", "qa@1", "pair@1"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((tmp_path / "metrics" / "iter0.json").read_text())
     assert set(metrics["pope"]) == {"random", "popular", "adversarial"}
     assert (tmp_path / "models" / "iter0" / "model.safetensors").is_file()
+    assert (tmp_path / "data" / "iter1" / "pairs" / "pairs.jsonl").is_file()
     assert "Running stage" not in _dvc(["repro"], tmp_path)
     shown = _dvc(["metrics", "show", "--json"], tmp_path)
     assert "pope" in shown

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from sena_cli.config import QAPrompts, WorldParams
-from sena_cli.method.prompts import fill, with_suffix
+from sena_cli.method import prompts as P
 from sena_cli.world.language import (
     Question,
     ask,
@@ -50,14 +50,14 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
     if task == "describe":
         prompt, answer = rng.choice(p.describe_instructions), noisy_caption()
     elif task == "describe_short":
-        prompt = with_suffix(rng.choice(p.describe_instructions), p.short_description_suffix)
+        prompt = P.description_prompt(p, rng.choice(p.describe_instructions))
         answer = noisy_caption()
     elif task == "short_answer":
         q = _non_yes_no_question(scene, world, rng)
-        prompt, answer = with_suffix(q.text, p.short_answer_suffix), q.answer
+        prompt, answer = P.short_answer_prompt(p, q.text), q.answer
     elif task == "yes_no":
         q = _existence_question(scene, world, rng)
-        prompt, answer = with_suffix(q.text, p.short_answer_suffix), q.answer
+        prompt, answer = P.short_answer_prompt(p, q.text), q.answer
     elif task == "generate_question":
         prompt, answer = p.question_generate, pick_question(scene, world, rng).text
     elif task == "check_question":
@@ -66,24 +66,22 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
             given, fixed = rng.choice(bad).text, pick_question(scene, world, rng).text
         else:
             given = fixed = pick_question(scene, world, rng).text
-        prompt, answer = fill(p.question_check, question=given), f"QUESTION: {fixed}"
+        prompt, answer = P.check_prompt(p, given), f"QUESTION: {fixed}"
     elif task == "enhance":
         if rng.random() < 0.5:  # a `des` record: the description enhances itself
             d = noisy_caption()
-            instruction = with_suffix(rng.choice(p.describe_instructions), p.short_description_suffix)
-            prompt = fill(p.enhance, description=d, question=instruction, answer=d)
+            instruction = P.description_prompt(p, rng.choice(p.describe_instructions))
+            prompt = P.enhance_prompt(p, d, instruction, d)
             answer = f"Improved Answer: {noisy_caption()}"
         else:  # a `gen` record: a short answer, right or wrong, checked against the description
             q = pick_question(scene, world, rng)
             given = q.answer if rng.random() < 0.5 else wrong_answer(q, world, rng)
-            question = with_suffix(q.text, p.short_answer_suffix)
-            prompt = fill(p.enhance, description=noisy_caption(), question=question, answer=given)
+            prompt = P.enhance_prompt(p, noisy_caption(), P.short_answer_prompt(p, q.text), given)
             answer = f"Improved Answer: {q.answer}"
     elif task == "enhance_yes_no":
         q = _existence_question(scene, world, rng)
         given = q.answer if rng.random() < 0.5 else wrong_answer(q, world, rng)
-        question = with_suffix(q.text, p.short_answer_suffix)
-        prompt = fill(p.enhance_yes_no, question=question, answer=given)
+        prompt = P.fill(p.enhance_yes_no, question=P.short_answer_prompt(p, q.text), answer=given)
         answer = f"Improved Answer: {q.answer}"
     else:
         raise ValueError(task)

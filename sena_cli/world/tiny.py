@@ -60,14 +60,15 @@ def _pre_tokenizer():
     ])
 
 
-def build_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+def build_tokenizer(texts: Iterable[str], extra_special_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     """A word-level tokenizer whose vocabulary is every word of `texts` (plus the chat tags)."""
     pre = _pre_tokenizer()
+    specials = SPECIAL_TOKENS + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS]
     words: set[str] = set()
     for text in list(texts) + [f"{USER_TAG} {ASSISTANT_TAG}"]:
         for piece in text.split(IMAGE):
             words.update(w for w, _ in pre.pre_tokenize_str(piece))
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + sorted(words - set(SPECIAL_TOKENS)))}
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(words - set(specials)))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre
     core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
@@ -76,6 +77,8 @@ def build_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
         extra_special_tokens={"image_token": IMAGE}, model_max_length=2048,
         clean_up_tokenization_spaces=False,
     )
+    if extra_special_tokens:
+        tok.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
     return tok
 
 
@@ -159,7 +162,11 @@ def train_tiny(
     torch.manual_seed(base.seed)
     rng = random.Random(base.seed)
     model.train()
-    optim = torch.optim.AdamW(model.parameters(), lr=base.lr, weight_decay=0.0)
+    vision = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
+    vision_ids = {id(p) for p in vision}
+    rest = [p for p in model.parameters() if id(p) not in vision_ids]
+    optim = torch.optim.AdamW([{"params": rest, "lr": base.lr},
+                               {"params": vision, "lr": base.lr * base.vision_lr_scale}], weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(optim, base.warmup_steps, base.steps)
     batches: list[list[int]] = []
     log = []

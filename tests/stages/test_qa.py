@@ -36,7 +36,7 @@ def test_killed_qa_resumes_without_redoing_finished_chunks(micro_project, micro_
     import sys
     import time
 
-    import yaml
+    from tests.conftest import full_params_yaml
 
     project = tmp_path / "p"
     shutil.copytree(micro_project, project, ignore=shutil.ignore_patterns("iter1", "iter2", "iter3"))
@@ -44,7 +44,7 @@ def test_killed_qa_resumes_without_redoing_finished_chunks(micro_project, micro_
     d = {**micro_dict, "loop": {"iterations": 1},
          "sample": {"pool": "data/world/pool", "images_per_iteration": 16},
          "qa": {"batch_size": 1, "max_new_tokens": 16}}
-    (project / "params.yaml").write_text(yaml.safe_dump(d))
+    (project / "params.yaml").write_text(full_params_yaml(d))
     params = params_from_dict(d)
     run_sample(params, 1, root=project)
     run_noise(params, 1, root=project)
@@ -72,3 +72,40 @@ def test_killed_qa_resumes_without_redoing_finished_chunks(micro_project, micro_
     assert info["chunks run now"] == 16 - finished
     out = "data/iter1/qa/records.jsonl"
     assert (project / out).read_bytes() == (reference / out).read_bytes()
+
+
+def test_two_processes_split_the_images_and_merge_the_same_records(micro_project, micro_dict, tmp_path):
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import full_params_yaml
+
+    project = tmp_path / "p"
+    shutil.copytree(micro_project, project, ignore=shutil.ignore_patterns("iter1", "iter2", "iter3"))
+    shutil.copytree(micro_project / "models" / "iter0", project / "models" / "iter0", dirs_exist_ok=True)
+    d = {**micro_dict, "loop": {"iterations": 1},
+         "sample": {"pool": "data/world/pool", "images_per_iteration": 8},
+         "qa": {"batch_size": 2, "max_new_tokens": 16}}
+    (project / "params.yaml").write_text(full_params_yaml(d))
+    params = params_from_dict(d)
+    run_sample(params, 1, root=project)
+    run_noise(params, 1, root=project)
+    single = tmp_path / "single"
+    shutil.copytree(project, single)
+    run_qa(params, 1, root=single)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port),
+                           "-m", "sena_cli", "qa", "--iter", "1"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = "data/iter1/qa/records.jsonl"
+    assert (project / out).read_bytes() == (single / out).read_bytes()
+    assert "chunks run now" in proc.stdout
