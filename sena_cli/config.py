@@ -76,10 +76,6 @@ class WorldParams:
     max_objects: int = field(default=4, metadata=_rng(1, 4))  # one object per quadrant
     min_object_size: int = field(default=12, metadata=_rng(4))
     max_object_size: int = field(default=20, metadata=_rng(4))
-    # Objects sit near their quadrant's centre, shifted by up to this many pixels each way
-    # (clamped to the quadrant). A tiny ViT trained for minutes learns shapes that keep a
-    # similar patch layout much faster than shapes anywhere in the quadrant.
-    position_jitter: int = field(default=3, metadata=_rng(0))
     # Fixed object pairs that co-occur in images (the bias θ0 learns) ...
     cooccurrence_pairs: list[list[str]] = field(default_factory=lambda: [
         ["red circle", "blue square"],
@@ -104,8 +100,6 @@ class BaseParams:
     steps: int = field(default=5000, metadata=_rng(1))
     batch_size: int = field(default=32, metadata=_rng(1))
     lr: float = field(default=1e-3, metadata=_rng(0.0, 1.0, lo_open=True))
-    # The vision tower and projector learn from scratch through the decoder; a larger step helps them.
-    vision_lr_scale: float = field(default=1.0, metadata=_rng(0.0, 100.0, lo_open=True))
     warmup_steps: int = field(default=100, metadata=_rng(0))
     threads: int = field(default=2, metadata=_rng(1, 256))
     patch_size: int = field(default=8, metadata=_rng(1))

@@ -84,11 +84,8 @@ def sample_scene(rng: random.Random, world: WorldParams) -> Scene:
     for name, q in zip(chosen, quadrants):
         size = rng.randint(world.min_object_size, world.max_object_size)
         qx, qy = (q % 2) * half, (q // 2) * half
-        lo, hi = 1, max(1, half - size - 1)  # offsets that keep the object inside its quadrant
-        centre = (half - size) // 2
-        j = world.position_jitter
-        x0 = qx + min(hi, max(lo, centre + rng.randint(-j, j)))
-        y0 = qy + min(hi, max(lo, centre + rng.randint(-j, j)))
+        x0 = qx + rng.randint(1, max(1, half - size - 1))
+        y0 = qy + rng.randint(1, max(1, half - size - 1))
         colour, shape = name.split(" ")
         placed.append((q, SceneObject(colour, shape, QUADRANTS[q], (x0, y0, x0 + size - 1, y0 + size - 1))))
     placed.sort(key=lambda item: item[0])

@@ -162,19 +162,19 @@ def train_tiny(
     torch.manual_seed(base.seed)
     rng = random.Random(base.seed)
     model.train()
-    vision = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
-    vision_ids = {id(p) for p in vision}
-    rest = [p for p in model.parameters() if id(p) not in vision_ids]
-    optim = torch.optim.AdamW([{"params": rest, "lr": base.lr},
-                               {"params": vision, "lr": base.lr * base.vision_lr_scale}], weight_decay=0.0)
+    optim = torch.optim.AdamW(model.parameters(), lr=base.lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(optim, base.warmup_steps, base.steps)
-    batches: list[list[int]] = []
+    order: list[int] = []
     log = []
     started = time.perf_counter()
     for step in range(1, base.steps + 1):
-        if not batches:
-            batches = _length_bucketed_batches(encoded, base.batch_size, rng)
-        batch = batches.pop()
+        # Plain shuffling: length-bucketed batches ran 1.5x faster here but group examples of one
+        # task together, and θ0 then learned the image far more slowly (measured, see docs/world.md).
+        if len(order) < base.batch_size:
+            fresh = list(range(len(encoded)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        batch, order = order[: base.batch_size], order[base.batch_size :]
         width = max(len(encoded[i][0]) for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -200,20 +200,6 @@ def train_tiny(
         on_step(step, value)
     model.eval()
     return log
-
-
-def _length_bucketed_batches(encoded, batch_size: int, rng: random.Random, window: int = 64) -> list[list[int]]:
-    """One epoch of batches; examples of similar length share a batch (less padding, ~1.3x
-    faster here), and both the windows and the batch order stay random."""
-    order = list(range(len(encoded)))
-    rng.shuffle(order)
-    batches = []
-    span = batch_size * window
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start : start + span], key=lambda i: len(encoded[i][0]))
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def save_base(model, processor, out: Path, log: list[dict], info: dict) -> None:
