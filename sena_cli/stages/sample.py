@@ -32,9 +32,10 @@ MAX_PIXELS = 64_000_000
 
 @dataclass(frozen=True)
 class Candidate:
-    id: str  # stable id: the path relative to the pool root
-    path: Path
+    id: str  # stable id: the path relative to the pool root, or "<dataset>#<row>"
+    path: Path | None  # None for a row of a `datasets` pool
     source: str
+    row: Callable[[], Image.Image] | None = None  # loads a dataset row's image
 
 
 def _confined(root: Path, relative: str, where: str) -> Path:
@@ -45,8 +46,41 @@ def _confined(root: Path, relative: str, where: str) -> Path:
     return path
 
 
+def _is_datasets_pool(pool: Path) -> bool:
+    return pool.suffix in (".parquet", ".arrow") or (pool.is_dir() and (pool / "dataset_info.json").is_file())
+
+
+def _list_from_datasets(pool: Path, params: Params) -> list[Candidate]:
+    """A `datasets` pool (save_to_disk folder, parquet or arrow file) with an Image column."""
+    import datasets
+
+    try:
+        if pool.is_dir():
+            ds = datasets.load_from_disk(str(pool))
+        else:
+            ds = datasets.Dataset.from_parquet(str(pool)) if pool.suffix == ".parquet" \
+                else datasets.Dataset.from_file(str(pool))
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds
+        raise SenaError(
+            f"sample.pool '{pool}': datasets cannot load it ({exc.__class__.__name__}); fix the path"
+        ) from None
+    if isinstance(ds, datasets.DatasetDict):
+        raise SenaError(f"sample.pool '{pool}': a DatasetDict; point to one split's folder")
+    columns = [c for c, f in ds.features.items() if isinstance(f, datasets.Image)]
+    if not columns:
+        raise SenaError(
+            f"sample.pool '{pool}': no Image column in {list(ds.features)}; cast one with datasets.Image()"
+        )
+    column, field = columns[0], params.sample.stratify_by
+    return [Candidate(f"{pool.name}#{i}", None, str(ds[i][field]) if field and field != "path" else "",
+                      row=lambda i=i: ds[i][column])
+            for i in range(ds.num_rows)]
+
+
 def list_pool(params: Params, root: Path = Path(".")) -> list[Candidate]:
     pool = root / params.sample.pool
+    if _is_datasets_pool(pool):
+        return _list_from_datasets(pool, params)
     if pool.is_dir():
         files = sorted(p for p in pool.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         out = []
@@ -59,7 +93,9 @@ def list_pool(params: Params, root: Path = Path(".")) -> list[Candidate]:
         return out
     if pool.is_file() and pool.suffix in (".json", ".jsonl"):
         return _list_from_records(pool, params, root)
-    raise SenaError(f"sample.pool: '{pool}' is neither an image folder nor a .json/.jsonl list; fix the path")
+    raise SenaError(
+        f"sample.pool: '{pool}' is not an image folder, a .json/.jsonl list or a datasets folder/file; fix the path"
+    )
 
 
 def _list_from_records(pool: Path, params: Params, root: Path) -> list[Candidate]:
@@ -128,6 +164,17 @@ def inspect_image(path: Path, with_hash: bool = True) -> tuple[dict | None, str 
         return None, f"unreadable ({exc.__class__.__name__})"
 
 
+def _inspect_row(cand: Candidate) -> tuple[dict | None, str | None]:
+    try:
+        image = cand.row()
+        if image.width * image.height > MAX_PIXELS:
+            return None, f"too large ({image.width}x{image.height} pixels)"
+        image.load()
+        return {"width": image.width, "height": image.height}, None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return None, f"unreadable ({exc.__class__.__name__})"
+
+
 def _shown_path(path: Path, root: Path) -> str:
     """Relative to the project root when inside it (portable across clones), else absolute."""
     resolved, base = path.resolve(), root.resolve()
@@ -154,12 +201,13 @@ def run_sample(params: Params, k: int, root: Path = Path("."), tick: Callable[[i
         if len(mine) == m:
             break
         current = earlier >= m * (k - 1)
-        facts, why = inspect_image(cand.path, with_hash=current)
+        facts, why = inspect_image(cand.path, with_hash=current) if cand.row is None else _inspect_row(cand)
         if facts is None:
             if current:
                 skipped.append({"id": cand.id, "reason": why})
         elif current:
-            mine.append({"id": cand.id, "path": _shown_path(cand.path, root), "source": cand.source, **facts})
+            path = _shown_path(cand.path, root) if cand.path is not None else None
+            mine.append({"id": cand.id, "path": path, "source": cand.source, **facts, "_row": cand.row})
             tick(1)
         else:
             earlier += 1
@@ -171,7 +219,16 @@ def run_sample(params: Params, k: int, root: Path = Path("."), tick: Callable[[i
     per_source = {s: sum(r["source"] == s for r in mine) for s in sorted({r["source"] for r in mine})}
     report = {"iteration": k, "images": len(mine), "skipped": len(skipped), "skipped_files": skipped,
               "pool_candidates": len(candidates), "per_source": per_source}
-    with atomic_dir(layout.iter_dir(k, root) / "sample") as tmp:
+    out_dir = layout.iter_dir(k, root) / "sample"
+    with atomic_dir(out_dir) as tmp:
+        for i, rec in enumerate(mine):
+            load = rec.pop("_row")
+            if load is not None:  # dataset rows become files, so every stage reads a path
+                name = f"images/{i:06d}.png"
+                (tmp / "images").mkdir(exist_ok=True)
+                load().convert("RGB").save(tmp / name, format="PNG")
+                rec["path"] = (layout.iter_dir(k) / "sample" / name).as_posix()  # relative to the project
+                rec["sha256"] = hashlib.sha256((tmp / name).read_bytes()).hexdigest()
         write_jsonl(tmp / "manifest.jsonl", mine)
         write_json(tmp / "report.json", report)
     return {"images": len(mine), "skipped": len(skipped), "sources": len(per_source),

@@ -84,3 +84,18 @@ def test_iteration_out_of_range(tmp_path, k):
     _pool(tmp_path)
     with pytest.raises(SenaError, match="--iter"):
         run_sample(_params(), k, root=tmp_path)
+
+
+def test_datasets_pool_with_an_image_column(tmp_path):
+    import datasets
+
+    images = [Image.new("RGB", (10, 8), (i * 20, 0, 0)) for i in range(12)]
+    features = datasets.Features({"img": datasets.Image(), "source": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"img": images, "source": ["a", "b"] * 6}, features=features)
+    ds.save_to_disk(str(tmp_path / "hfpool"))
+    run_sample(_params(pool="hfpool", stratify_by="source"), 2, root=tmp_path)
+    rows = _manifest(tmp_path, 2)
+    assert len(rows) == 4 and {r["source"] for r in rows} == {"a", "b"}
+    for r in rows:
+        with Image.open(tmp_path / r["path"]) as im:
+            assert im.size == (10, 8)
