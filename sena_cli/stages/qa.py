@@ -124,7 +124,8 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: 
     enhance = [P.enhance_prompt(qp, descriptions[j % n], prompts[j], clean[j]) for j in range(2 * n)]
     improved = gen(kimgs + kimgs, enhance)
     records = []
-    for j in range(2 * n):
+    order = [j for i in range(n) for j in (i, n + i)]  # per image: des, then gen (independent of batch size)
+    for j in order:
         item = items[idx[j % n]]
         answer, was_improved = P.parse_improved(improved[j], clean[j])
         records.append({
