@@ -30,7 +30,7 @@ TASK_WEIGHTS = {
     "describe": 1.5,
     "describe_short": 1.5,
     "short_answer": 2.5,
-    "yes_no": 2.0,
+    "yes_no": 3.5,
     "generate_question": 0.7,
     "check_question": 0.6,
     "enhance": 0.6,
