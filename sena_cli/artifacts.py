@@ -11,6 +11,11 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from PIL import Image
+
+from sena_cli import layout
+from sena_cli.errors import SenaError
+
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
@@ -69,3 +74,57 @@ def fingerprint(*parts) -> str:
 def file_identity(folder: str | Path, pattern: str = "*") -> list:
     """Names, sizes and modification times: cheap identity of a model folder (no hashing of GBs)."""
     return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(folder).glob(pattern)) if p.is_file()]
+
+
+class Journal:
+    """Finished chunks of long work, one fsynced JSON line each: a killed run resumes from it.
+
+    Each line carries the run's fingerprint; lines of a run with other params, inputs or
+    model are ignored, and so is a line cut short by a kill (that chunk is redone).
+    """
+
+    def __init__(self, path: str | Path, run_id: str):
+        self.path = Path(path)
+        self.run_id = run_id
+
+    def add(self, chunk: int, data) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"run": self.run_id, "chunk": chunk, "data": data}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def done(self) -> dict[int, object]:
+        return read_journals([self.path], self.run_id)
+
+
+def read_journals(paths, run_id: str) -> dict[int, object]:
+    done = {}
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        for line in Path(path).read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("run") == run_id:
+                done[entry["chunk"]] = entry["data"]
+    return done
+
+
+# ---------------------------------------------------------------- inputs shared by stages
+
+
+def read_manifest(k: int, root: Path) -> list[dict]:
+    path = layout.iter_dir(k, root) / "sample" / "manifest.jsonl"
+    if not path.is_file():
+        raise SenaError(f"{path}: missing; run `sena sample --iter {k}` first")
+    return read_jsonl(path)
+
+
+def open_rgb(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise SenaError(f"{path}: image listed in the sample manifest is missing; rerun `sena sample`")
+    with Image.open(path) as im:
+        return im.convert("RGB")

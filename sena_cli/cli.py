@@ -161,7 +161,8 @@ def sample(k: int = ITER_OPTION) -> None:
 def noise(k: int = ITER_OPTION) -> None:
     """Step 2: corrupt every sampled image by forward diffusion (t = noise.timestep)."""
     with _errors():
-        from sena_cli.stages.noise import read_manifest, run_noise
+        from sena_cli.artifacts import read_manifest
+        from sena_cli.stages.noise import run_noise
 
         params = _params()
         with _progress() as phase:
@@ -174,7 +175,7 @@ def noise(k: int = ITER_OPTION) -> None:
 def qa(k: int = ITER_OPTION) -> None:
     """Step 3: self-questioning, answers on clean and corrupted images, answer self-enhancement."""
     with _errors():
-        from sena_cli.stages.noise import read_manifest
+        from sena_cli.artifacts import read_manifest
         from sena_cli.stages.qa import run_qa
 
         params = _params()

@@ -20,27 +20,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_dir, read_jsonl, write_json, write_jsonl
+from sena_cli.artifacts import atomic_dir, open_rgb, read_manifest, write_json, write_jsonl
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.noise import corrupt, scheduler
 from sena_cli.vlm import load_processor
 
 SHARD_SIZE = 256
-
-
-def read_manifest(k: int, root: Path) -> list[dict]:
-    path = layout.iter_dir(k, root) / "sample" / "manifest.jsonl"
-    if not path.is_file():
-        raise SenaError(f"{path}: missing; run `sena sample --iter {k}` first")
-    return read_jsonl(path)
-
-
-def open_rgb(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise SenaError(f"{path}: image listed in the sample manifest is missing; rerun `sena sample`")
-    with Image.open(path) as im:
-        return im.convert("RGB")
 
 
 def _to_uint8(chw: torch.Tensor, mean, std) -> np.ndarray:

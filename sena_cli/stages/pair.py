@@ -13,16 +13,17 @@ and stats.json with the per-filter counts.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from sena_cli import layout
 from sena_cli.artifacts import (
+    Journal,
     atomic_dir,
     file_identity,
     fingerprint,
+    open_rgb,
     read_jsonl,
     write_json,
     write_jsonl,
@@ -30,7 +31,6 @@ from sena_cli.artifacts import (
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.filters import filter_reasons, first_failed_filter
-from sena_cli.stages.noise import open_rgb
 from sena_cli.vlm import VLM
 
 
@@ -66,10 +66,10 @@ def run_pair(params: Params, k: int, root: Path = Path("."), tick: Callable[[int
     records = read_qa(k, root)
     started = time.perf_counter()
     pairs, drops = filter_pairs(params, records)
-    journal = layout.iter_dir(k, root) / "pairs.partial.jsonl"
-    # A journal from other pairs or another model is stale: the fingerprint tells.
+    # A journal of other pairs or another model is stale: the fingerprint tells.
     run_id = fingerprint(pairs, params.pair.batch_size, file_identity(layout.model_dir(k - 1, root)))
-    done = _journaled(journal, run_id)
+    journal = Journal(layout.iter_dir(k, root) / "pairs.partial.jsonl", run_id)
+    done = journal.done()
     bs = params.pair.batch_size
     batches_run = 0
     if pairs:
@@ -83,10 +83,7 @@ def run_pair(params: Params, k: int, root: Path = Path("."), tick: Callable[[int
                 scores = vlm.answer_logprobs(images * 2, prompts * 2, [p["chosen"] for p in chunk]
                                              + [p["rejected"] for p in chunk], batch_size=2 * len(chunk))
                 done[b] = scores
-                with open(journal, "a") as f:
-                    f.write(json.dumps({"run": run_id, "batch": b, "scores": scores}) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
+                journal.add(b, scores)
                 batches_run += 1
             n = len(chunk)
             for p, c, r in zip(chunk, done[b][:n], done[b][n:]):
@@ -100,20 +97,7 @@ def run_pair(params: Params, k: int, root: Path = Path("."), tick: Callable[[int
     with atomic_dir(layout.iter_dir(k, root) / "pairs") as tmp:
         write_jsonl(tmp / "pairs.jsonl", pairs)
         write_json(tmp / "stats.json", stats)
-    if journal.exists():
-        os.unlink(journal)
+    journal.path.unlink(missing_ok=True)
     return {**stats, "batches run now": batches_run, "output": str(layout.iter_dir(k, root) / "pairs"),
             "seconds": time.perf_counter() - started}
 
-
-def _journaled(path: Path, run_id: str) -> dict[int, list]:
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # cut by a kill: that batch is redone
-            if entry.get("run") == run_id:
-                done[entry["batch"]] = entry["scores"]
-    return done

@@ -19,7 +19,6 @@ The final records appear atomically in data/iterK/qa/.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -32,10 +31,14 @@ from safetensors.torch import load_file
 
 from sena_cli import layout
 from sena_cli.artifacts import (
+    Journal,
     atomic_dir,
     file_identity,
     fingerprint,
+    open_rgb,
+    read_journals,
     read_jsonl,
+    read_manifest,
     write_json,
     write_jsonl,
 )
@@ -43,7 +46,6 @@ from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method import prompts as P
 from sena_cli.method.questions import extract_questions, first_kept_question
-from sena_cli.stages.noise import open_rgb, read_manifest
 from sena_cli.vlm import VLM
 
 
@@ -157,15 +159,10 @@ def run_qa(params: Params, k: int, root: Path = Path("."), tick: Callable[[int],
     vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
                    dtype=params.model.dtype, device=getattr(state, "device", None))
     partial = partial_dir(k, root)
-    run_id = fingerprint(manifest, params.qa, params.noise, file_identity(layout.model_dir(k - 1, root)), world)
-    if rank == 0 and (partial / "run").is_file() and (partial / "run").read_text() != run_id:
-        shutil.rmtree(partial)  # left by a run with other params, inputs or model: not resumable
-    if state is not None:
-        state.wait_for_everyone()
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / "run").write_text(run_id)
-    mine = partial / f"rank{rank}-of{world}.jsonl"
-    done = _finished_chunks(partial)
+    # The process count is not part of the run: chunks are the same however they are shared out.
+    run_id = fingerprint(manifest, params.qa, params.noise, file_identity(layout.model_dir(k - 1, root)))
+    journal = Journal(partial / f"rank{rank}.jsonl", run_id)
+    done = read_journals(partial.glob("rank*.jsonl"), run_id)
     bs = params.qa.batch_size
     chunks = [manifest[s : s + bs] for s in range(0, len(manifest), bs)]
     redone = 0
@@ -177,35 +174,19 @@ def run_qa(params: Params, k: int, root: Path = Path("."), tick: Callable[[int],
             continue
         images = [open_rgb(root / it["path"]) for it in items]
         records, drops = qa_chunk(vlm, params, items, images, noised)
-        line = json.dumps({"chunk": c, "records": records, "drops": drops, "images": len(items)}) + "\n"
-        with open(mine, "a") as f:  # one line per finished chunk: a kill loses at most this chunk
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        journal.add(c, {"records": records, "drops": drops, "images": len(items)})  # a kill loses this chunk at most
         redone += 1
         tick(len(items))
     if state is not None:
         state.wait_for_everyone()
     if rank != 0:
         return {"rank": rank, "chunks_run": redone}
-    return _merge(params, k, root, len(chunks), redone, time.perf_counter() - started)
+    return _merge(params, k, root, run_id, len(chunks), redone, time.perf_counter() - started)
 
 
-def _finished_chunks(partial: Path) -> dict[int, dict]:
-    done = {}
-    for path in sorted(partial.glob("rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill: that chunk is redone
-            done[entry["chunk"]] = entry
-    return done
-
-
-def _merge(params: Params, k: int, root: Path, n_chunks: int, chunks_run: int, seconds: float) -> dict:
+def _merge(params: Params, k: int, root: Path, run_id: str, n_chunks: int, chunks_run: int, seconds: float) -> dict:
     partial = partial_dir(k, root)
-    done = _finished_chunks(partial)
+    done = read_journals(sorted(partial.glob("rank*.jsonl")), run_id)
     missing = [c for c in range(n_chunks) if c not in done]
     if missing:
         raise SenaError(f"{partial}: chunks {missing[:5]} are not finished; rerun `sena qa --iter {k}` to resume")

@@ -28,6 +28,24 @@ def test_qa_writes_des_and_gen_records(micro_project, micro_dict):
         assert set(r) >= {"clean_answer", "corrupted_answer", "enhanced_answer", "prompt", "image"}
 
 
+def _noised_project(micro_project, micro_dict, project, images, batch_size):
+    """A copy of the micro project with iteration 1 sampled and corrupted, and its params file."""
+    import shutil
+
+    from tests.conftest import full_params_yaml
+
+    shutil.copytree(micro_project, project, ignore=shutil.ignore_patterns("iter1", "iter2", "iter3"))
+    shutil.copytree(micro_project / "models" / "iter0", project / "models" / "iter0", dirs_exist_ok=True)
+    d = {**micro_dict, "loop": {"iterations": 1},
+         "sample": {"pool": "data/world/pool", "images_per_iteration": images},
+         "qa": {"batch_size": batch_size, "max_new_tokens": 16}}
+    (project / "params.yaml").write_text(full_params_yaml(d))
+    params = params_from_dict(d)
+    run_sample(params, 1, root=project)
+    run_noise(params, 1, root=project)
+    return project, params
+
+
 def test_killed_qa_resumes_without_redoing_finished_chunks(micro_project, micro_dict, tmp_path):
     import os
     import shutil
@@ -36,18 +54,7 @@ def test_killed_qa_resumes_without_redoing_finished_chunks(micro_project, micro_
     import sys
     import time
 
-    from tests.conftest import full_params_yaml
-
-    project = tmp_path / "p"
-    shutil.copytree(micro_project, project, ignore=shutil.ignore_patterns("iter1", "iter2", "iter3"))
-    shutil.copytree(micro_project / "models" / "iter0", project / "models" / "iter0", dirs_exist_ok=True)
-    d = {**micro_dict, "loop": {"iterations": 1},
-         "sample": {"pool": "data/world/pool", "images_per_iteration": 16},
-         "qa": {"batch_size": 1, "max_new_tokens": 16}}
-    (project / "params.yaml").write_text(full_params_yaml(d))
-    params = params_from_dict(d)
-    run_sample(params, 1, root=project)
-    run_noise(params, 1, root=project)
+    project, params = _noised_project(micro_project, micro_dict, tmp_path / "p", images=16, batch_size=1)
     reference = tmp_path / "ref"
     shutil.copytree(project, reference)
     run_qa(params, 1, root=reference)
@@ -81,18 +88,8 @@ def test_two_processes_split_the_images_and_merge_the_same_records(micro_project
     import subprocess
     import sys
 
-    from tests.conftest import full_params_yaml
 
-    project = tmp_path / "p"
-    shutil.copytree(micro_project, project, ignore=shutil.ignore_patterns("iter1", "iter2", "iter3"))
-    shutil.copytree(micro_project / "models" / "iter0", project / "models" / "iter0", dirs_exist_ok=True)
-    d = {**micro_dict, "loop": {"iterations": 1},
-         "sample": {"pool": "data/world/pool", "images_per_iteration": 8},
-         "qa": {"batch_size": 2, "max_new_tokens": 16}}
-    (project / "params.yaml").write_text(full_params_yaml(d))
-    params = params_from_dict(d)
-    run_sample(params, 1, root=project)
-    run_noise(params, 1, root=project)
+    project, params = _noised_project(micro_project, micro_dict, tmp_path / "p", images=8, batch_size=2)
     single = tmp_path / "single"
     shutil.copytree(project, single)
     run_qa(params, 1, root=single)
