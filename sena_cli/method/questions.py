@@ -40,9 +40,6 @@ def has_dropped_word(question: str, words: list[str]) -> bool:
     return any(re.search(rf"\b{re.escape(w)}(s|d)?\b", question, re.IGNORECASE) for w in words)
 
 
-def first_kept_question(output: str, drop_words: list[str], prefix: str = "QUESTION:") -> str | None:
-    """The question the method keeps from one output, or None when there is none to keep."""
-    for question in extract_questions(output, prefix):
-        if not has_dropped_word(question, drop_words):
-            return question
-    return None
+def kept_questions(output: str, drop_words: list[str], prefix: str = "QUESTION:") -> list[str]:
+    """Every question of one output that the method keeps (all '?' sentences without a dropped word)."""
+    return [q for q in extract_questions(output, prefix) if not has_dropped_word(q, drop_words)]

@@ -3,9 +3,9 @@
 Per sampled image, with θ(K-1):
   1. ask for one question about the image; ask again (with the image, or text-only when
      `qa.check_with_image` is false, as the reference code does) to check it and rewrite it
-     if the image cannot answer it; keep the first '?' sentence of the check's output
-     without a dropped word, else drop the image (counted);
-  2. a description instruction drawn per image from `describe_instructions`: the description
+     if the image cannot answer it; every '?' sentence of the check's output without a
+     dropped word is a question (an image without one is dropped and counted);
+  2. a description instruction drawn per question from `describe_instructions`: the description
      (type `des`, "one short sentence") and the short answer to the question (type `gen`),
      on the clean image and on its corrupted copy (the stored tensors of `sena noise`);
   3. every clean answer is improved using the description ("Improved Answer: ...",
@@ -45,13 +45,13 @@ from sena_cli.artifacts import (
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method import prompts as P
-from sena_cli.method.questions import extract_questions, first_kept_question
+from sena_cli.method.questions import extract_questions, kept_questions
 from sena_cli.vlm import VLM
 
 
-def describe_instruction(params: Params, image_id: str) -> str:
-    """The description instruction of one image: seeded by (qa.seed, id), so resumes agree."""
-    rng = random.Random(f"{params.qa.seed}:{image_id}")
+def describe_instruction(params: Params, image_id: str, question_index: int) -> str:
+    """The description instruction paired with one question: seeded by (qa.seed, id, index), so resumes agree."""
+    rng = random.Random(f"{params.qa.seed}:{image_id}:{question_index}")
     return rng.choice(params.qa.prompts.describe_instructions)
 
 
@@ -102,17 +102,16 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: 
     checked = gen(images if params.qa.check_with_image else None, checks)
     kept = []
     for i, out in enumerate(checked):
-        question = first_kept_question(out, params.qa.drop_question_words)
-        if question is None:
+        questions = kept_questions(out, params.qa.drop_question_words)
+        if not questions:
             drops["dropped_word" if extract_questions(out) else "no_question"] += 1
-        else:
-            kept.append((i, question))
+        kept += [(i, q, qi) for qi, q in enumerate(questions)]
     if not kept:
         return [], drops
-    idx = [i for i, _ in kept]
+    idx = [i for i, _, _ in kept]
     kimgs = [images[i] for i in idx]
-    des_prompts = [P.description_prompt(qp, describe_instruction(params, items[i]["id"])) for i in idx]
-    gen_prompts = [P.short_answer_prompt(qp, q) for _, q in kept]
+    des_prompts = [P.description_prompt(qp, describe_instruction(params, items[i]["id"], qi)) for i, _, qi in kept]
+    gen_prompts = [P.short_answer_prompt(qp, q) for _, q, _ in kept]
     prompts = des_prompts + gen_prompts
     clean = gen(kimgs + kimgs, prompts)
     if noised.tensor(items[idx[0]]["id"]) is not None:
@@ -126,13 +125,14 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: 
     enhance = [P.enhance_prompt(qp, descriptions[j % n], prompts[j], clean[j]) for j in range(2 * n)]
     improved = gen(kimgs + kimgs, enhance)
     records = []
-    order = [j for i in range(n) for j in (i, n + i)]  # per image: des, then gen (independent of batch size)
+    order = [j for i in range(n) for j in (i, n + i)]  # per question: des, then gen (whatever the batch size)
     for j in order:
         item = items[idx[j % n]]
         answer, was_improved = P.parse_improved(improved[j], clean[j])
         records.append({
             "id": item["id"], "image": item["path"], "type": "des" if j < n else "gen",
-            "question": kept[j % n][1], "raw_question": raw[idx[j % n]], "checked_question": checked[idx[j % n]],
+            "question": kept[j % n][1], "question_index": kept[j % n][2],
+            "raw_question": raw[idx[j % n]], "checked_question": checked[idx[j % n]],
             "prompt": prompts[j], "description": descriptions[j % n],
             "clean_answer": clean[j], "corrupted_answer": corrupted[j],
             "enhance_output": improved[j], "enhanced_answer": answer, "enhanced": was_improved,
@@ -198,7 +198,8 @@ def _merge(params: Params, k: int, root: Path, run_id: str, n_chunks: int, chunk
     images = sum(done[c]["images"] for c in range(n_chunks))
     stats = {
         "images": images,
-        "questions_kept": images - sum(drops.values()),
+        "images_with_questions": images - sum(drops.values()),
+        "questions_kept": sum(r["type"] == "gen" for r in records),
         "dropped_no_question": drops["no_question"],
         "dropped_word": drops["dropped_word"],
         "records": len(records),

@@ -1,6 +1,6 @@
 import pytest
 
-from sena_cli.method.questions import extract_questions, first_kept_question, has_dropped_word, split_sentences
+from sena_cli.method.questions import extract_questions, has_dropped_word, kept_questions, split_sentences
 
 
 def test_split_sentences():
@@ -25,6 +25,7 @@ def test_dropped_words_match_words_not_substrings():
     assert not has_dropped_word("Is this a renamed file?", ["name"])
 
 
-def test_first_kept_question_skips_dropped_and_missing():
-    assert first_kept_question("What is the name of it? Where is the cross?", ["name"]) == "Where is the cross?"
-    assert first_kept_question("No question here.", ["name"]) is None
+def test_kept_questions_skips_dropped_and_missing():
+    assert kept_questions("What is the name of it? Where is the cross?", ["name"]) == ["Where is the cross?"]
+    assert kept_questions("QUESTION: Where is it? How many are there?", []) == ["Where is it?", "How many are there?"]
+    assert kept_questions("No question here.", ["name"]) == []

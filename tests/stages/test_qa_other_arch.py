@@ -30,7 +30,7 @@ def test_sample_noise_qa_pair_on_idefics3(micro_project, micro_dict, tmp_path):
     info = run_qa(params, 1, root=tmp_path)
     assert info["images"] == 5
     stats = json.loads((tmp_path / "data/iter1/qa/stats.json").read_text())
-    assert stats["questions_kept"] + stats["dropped_no_question"] + stats["dropped_word"] == 5
+    assert stats["images_with_questions"] + stats["dropped_no_question"] + stats["dropped_word"] == 5
     run_pair(params, 1, root=tmp_path)
     assert (tmp_path / "data/iter1/pairs/pairs.jsonl").is_file()
 
