@@ -9,16 +9,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as ProgressBars
 from rich.table import Table
 
 from sena_cli.config import DEFAULT_PARAMS_FILE, Params, load_params
 from sena_cli.errors import SenaError
+from sena_cli.progress import Progress, Tick
 
 app = typer.Typer(
     help="sena: a vision-language model improves itself from unlabeled images (SENA, AAAI 2025).\n\n"
@@ -77,14 +79,14 @@ def _params() -> Params:
 
 
 @contextlib.contextmanager
-def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+def _progress() -> Iterator[Progress]:
     """Yield `phase(name, total) -> tick(n)`: one progress bar per phase of long work."""
-    bar = Progress(
+    bar = ProgressBars(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
     )
 
-    def phase(name: str, total: int) -> Callable[[int], None]:
+    def phase(name: str, total: int) -> Tick:
         task = bar.add_task(name, total=total)
         return lambda n: bar.advance(task, n)
 
@@ -132,7 +134,7 @@ def base() -> None:
         params = _params()
         started = time.perf_counter()
         with _progress() as phase:
-            info = run_base(params, on_phase=phase)
+            info = run_base(params, progress=phase)
         _summary("θ0 trained", info, time.perf_counter() - started)
 
 
@@ -152,7 +154,7 @@ def sample(k: int = ITER_OPTION) -> None:
 
         params = _params()
         with _progress() as phase:
-            info = run_sample(params, k, tick=phase(f"sampling iteration {k}", params.sample.images_per_iteration))
+            info = run_sample(params, k, progress=phase)
         seconds = info.pop("seconds")
         _summary(f"iteration {k}: sample", info, seconds)
 
@@ -161,12 +163,11 @@ def sample(k: int = ITER_OPTION) -> None:
 def noise(k: int = ITER_OPTION) -> None:
     """Step 2: corrupt every sampled image by forward diffusion (t = noise.timestep)."""
     with _errors():
-        from sena_cli.artifacts import read_manifest
         from sena_cli.stages.noise import run_noise
 
         params = _params()
         with _progress() as phase:
-            info = run_noise(params, k, tick=phase(f"corrupting iteration {k}", len(read_manifest(k, Path(".")))))
+            info = run_noise(params, k, progress=phase)
         seconds = info.pop("seconds")
         _summary(f"iteration {k}: noise", info, seconds)
 
@@ -175,12 +176,11 @@ def noise(k: int = ITER_OPTION) -> None:
 def qa(k: int = ITER_OPTION) -> None:
     """Step 3: self-questioning, answers on clean and corrupted images, answer self-enhancement."""
     with _errors():
-        from sena_cli.artifacts import read_manifest
         from sena_cli.stages.qa import run_qa
 
         params = _params()
         with _progress() as phase:
-            info = run_qa(params, k, tick=phase(f"qa iteration {k} (images)", len(read_manifest(k, Path(".")))))
+            info = run_qa(params, k, progress=phase)
         seconds = info.pop("seconds", None)
         _summary(f"iteration {k}: qa", info, seconds)
 
@@ -189,13 +189,11 @@ def qa(k: int = ITER_OPTION) -> None:
 def pair(k: int = ITER_OPTION) -> None:
     """Step 4: build and filter preference pairs; store θ(K-1)'s reference log-probs."""
     with _errors():
-        from sena_cli.stages.pair import filter_pairs, read_qa, run_pair
+        from sena_cli.stages.pair import run_pair
 
         params = _params()
-        records = read_qa(k, Path("."))
         with _progress() as phase:
-            info = run_pair(params, k, tick=phase(f"reference log-probs, iteration {k}",
-                                                  len(filter_pairs(params, records)[0])))
+            info = run_pair(params, k, progress=phase)
         seconds = info.pop("seconds")
         dropped = info.pop("dropped")
         _summary(f"iteration {k}: pairs", info, seconds)

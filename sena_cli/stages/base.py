@@ -18,6 +18,7 @@ from sena_cli.artifacts import atomic_dir, read_jsonl
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.prompts import with_suffix
+from sena_cli.progress import Progress, no_progress
 from sena_cli.world import tiny
 
 
@@ -44,7 +45,7 @@ def pixel_tensor(processor, paths: list[Path], tick: Callable[[int], None], chun
 
 
 def run_base(
-    params: Params, root: Path = Path("."), on_phase: Callable[[str, int], Callable[[int], None]] | None = None
+    params: Params, root: Path = Path("."), progress: Progress = no_progress
 ) -> dict:
     """Build tokenizer, processor and model from the world, train, save to models/iter0."""
     if params.model.base != "embedded":
@@ -52,7 +53,6 @@ def run_base(
             f"model.base is '{params.model.base}': θ0 is your checkpoint, so `sena base` has nothing to "
             "train; set model.base: embedded to build the tiny θ0"
         )
-    on_phase = on_phase or (lambda name, total: (lambda n: None))
     torch.set_num_threads(params.base.threads)
     world = layout.world_dir(root)
     train_file = world / "instruct" / "train.jsonl"
@@ -66,13 +66,13 @@ def run_base(
     names = sorted({ex["image"] for ex in examples})
     index = {n: i for i, n in enumerate(names)}
     pixels = pixel_tensor(processor, [world / "instruct" / "images" / n for n in names],
-                          on_phase("preparing images", len(names)))
+                          progress("preparing images", len(names)))
     encoded = tiny.encode_examples(processor, examples)
     unknown = sum(seq.count(tokenizer.unk_token_id) for seq, _ in encoded)
     if unknown:
         raise RuntimeError(f"{unknown} unknown tokens in the instruction set: the vocabulary is incomplete")
 
-    step_tick = on_phase("training θ0", params.base.steps)
+    step_tick = progress("training θ0", params.base.steps)
     started = time.perf_counter()
     log = tiny.train_tiny(model, pixels, encoded, [index[ex["image"]] for ex in examples], params.base,
                           tokenizer.pad_token_id, on_step=lambda step, loss: step_tick(1))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,16 +18,16 @@ from sena_cli.artifacts import write_json, write_jsonl
 from sena_cli.bench import world as world_bench
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.progress import Progress, no_progress
 from sena_cli.vlm import VLM
 
 
 def run_eval(
     params: Params, k: int, root: Path = Path("."),
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    progress: Progress = no_progress,
 ) -> dict:
     if k < 0 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: must be between 0 and loop.iterations ({params.loop.iterations})")
-    progress = progress or (lambda name, total: (lambda n: None))
     torch.manual_seed(params.loop.seed)
     vlm = VLM.load(layout.model_dir(k, root), trust_remote_code=params.model.trust_remote_code,
                    dtype=params.model.dtype)

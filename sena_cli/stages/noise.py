@@ -11,7 +11,6 @@ for people. Noise is seeded per image id: a rerun is bit-identical.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from sena_cli.artifacts import atomic_dir, open_rgb, read_manifest, write_json, 
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.noise import corrupt, scheduler
+from sena_cli.progress import Progress, no_progress
 from sena_cli.vlm import load_processor
 
 SHARD_SIZE = 256
@@ -43,10 +43,11 @@ def _first_image(pixels: torch.Tensor) -> torch.Tensor:
     return pixels
 
 
-def run_noise(params: Params, k: int, root: Path = Path("."), tick: Callable[[int], None] = lambda n: None) -> dict:
+def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     if k < 1 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: noise runs for iterations 1..loop.iterations ({params.loop.iterations})")
     manifest = read_manifest(k, root)
+    tick = progress(f"corrupting iteration {k}", len(manifest))
     np_ = params.noise
     sched = scheduler(np_)
     started = time.perf_counter()

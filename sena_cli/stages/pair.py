@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from sena_cli import layout
@@ -31,6 +30,7 @@ from sena_cli.artifacts import (
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.filters import filter_reasons, first_failed_filter
+from sena_cli.progress import Progress, no_progress
 from sena_cli.vlm import VLM
 
 
@@ -60,12 +60,13 @@ def filter_pairs(params: Params, records: list[dict]) -> tuple[list[dict], dict[
     return kept, counts
 
 
-def run_pair(params: Params, k: int, root: Path = Path("."), tick: Callable[[int], None] = lambda n: None) -> dict:
+def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     if k < 1 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: pair runs for iterations 1..loop.iterations ({params.loop.iterations})")
     records = read_qa(k, root)
     started = time.perf_counter()
     pairs, drops = filter_pairs(params, records)
+    tick = progress(f"reference log-probs, iteration {k}", len(pairs))
     # A journal of other pairs or another model is stale: the fingerprint tells.
     run_id = fingerprint(pairs, params.pair.batch_size, file_identity(layout.model_dir(k - 1, root)))
     journal = Journal(layout.iter_dir(k, root) / "pairs.partial.jsonl", run_id)
@@ -93,7 +94,7 @@ def run_pair(params: Params, k: int, root: Path = Path("."), tick: Callable[[int
     stats = {"records": len(records), "pairs": len(pairs),
              "pairs_des": sum(p["type"] == "des" for p in pairs),
              "pairs_gen": sum(p["type"] == "gen" for p in pairs),
-             "dropped": {k_: v for k_, v in drops.items()}}
+             "dropped": drops}
     with atomic_dir(layout.iter_dir(k, root) / "pairs") as tmp:
         write_jsonl(tmp / "pairs.jsonl", pairs)
         write_json(tmp / "stats.json", stats)

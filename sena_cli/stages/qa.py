@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,6 +45,7 @@ from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method import prompts as P
 from sena_cli.method.questions import extract_questions, kept_questions
+from sena_cli.progress import Progress, no_progress
 from sena_cli.vlm import VLM
 
 
@@ -149,7 +149,7 @@ def _rank_and_world() -> tuple[int, int, object | None]:
     return 0, 1, None
 
 
-def run_qa(params: Params, k: int, root: Path = Path("."), tick: Callable[[int], None] = lambda n: None) -> dict:
+def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     if k < 1 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: qa runs for iterations 1..loop.iterations ({params.loop.iterations})")
     manifest = read_manifest(k, root)
@@ -163,6 +163,7 @@ def run_qa(params: Params, k: int, root: Path = Path("."), tick: Callable[[int],
     run_id = fingerprint(manifest, params.qa, params.noise, file_identity(layout.model_dir(k - 1, root)))
     journal = Journal(partial / f"rank{rank}.jsonl", run_id)
     done = read_journals(partial.glob("rank*.jsonl"), run_id)
+    tick = progress(f"qa iteration {k} (images)", len(manifest))
     bs = params.qa.batch_size
     chunks = [manifest[s : s + bs] for s in range(0, len(manifest), bs)]
     redone = 0

@@ -24,6 +24,7 @@ from sena_cli import layout
 from sena_cli.artifacts import atomic_dir, write_json, write_jsonl
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.progress import Progress, no_progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 # Larger images are refused rather than decoded (a decompression bomb must not exhaust memory).
@@ -181,7 +182,7 @@ def _shown_path(path: Path, root: Path) -> str:
     return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(resolved)
 
 
-def run_sample(params: Params, k: int, root: Path = Path("."), tick: Callable[[int], None] = lambda n: None) -> dict:
+def run_sample(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     if k < 1 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: sample runs for iterations 1..loop.iterations ({params.loop.iterations})")
     m = params.sample.images_per_iteration
@@ -193,6 +194,7 @@ def run_sample(params: Params, k: int, root: Path = Path("."), tick: Callable[[i
             f"(sample.images_per_iteration {m} x loop.iterations {params.loop.iterations}); add images or lower M"
         )
     started = time.perf_counter()
+    tick = progress(f"sampling iteration {k}", m)
     order = seeded_order(candidates, params.sample.seed, bool(params.sample.stratify_by))
     earlier = 0  # readable images given to iterations 1..k-1
     mine: list[dict] = []
