@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -105,6 +105,16 @@ def _summary(title: str, rows: dict, seconds: float | None = None) -> None:
     out.print(table)
 
 
+def _run_stage(title: str, run: Callable[..., dict], k: int, hide: tuple[str, ...] = ()) -> dict:
+    """Run one loop stage with progress bars and print its summary table."""
+    params = _params()
+    with _progress() as phase:
+        info = run(params, k, progress=phase)
+    shown = {key: v for key, v in info.items() if key not in (*hide, "seconds")}
+    _summary(f"iteration {k}: {title}", shown, info.get("seconds"))
+    return info
+
+
 ITER_OPTION = typer.Option(..., "--iter", "-k", help="Iteration K (θ(K-1) generates, θK is trained).")
 
 
@@ -152,11 +162,7 @@ def sample(k: int = ITER_OPTION) -> None:
     with _errors():
         from sena_cli.stages.sample import run_sample
 
-        params = _params()
-        with _progress() as phase:
-            info = run_sample(params, k, progress=phase)
-        seconds = info.pop("seconds")
-        _summary(f"iteration {k}: sample", info, seconds)
+        _run_stage("sample", run_sample, k)
 
 
 @app.command()
@@ -165,11 +171,7 @@ def noise(k: int = ITER_OPTION) -> None:
     with _errors():
         from sena_cli.stages.noise import run_noise
 
-        params = _params()
-        with _progress() as phase:
-            info = run_noise(params, k, progress=phase)
-        seconds = info.pop("seconds")
-        _summary(f"iteration {k}: noise", info, seconds)
+        _run_stage("noise", run_noise, k)
 
 
 @app.command()
@@ -178,11 +180,7 @@ def qa(k: int = ITER_OPTION) -> None:
     with _errors():
         from sena_cli.stages.qa import run_qa
 
-        params = _params()
-        with _progress() as phase:
-            info = run_qa(params, k, progress=phase)
-        seconds = info.pop("seconds", None)
-        _summary(f"iteration {k}: qa", info, seconds)
+        _run_stage("qa", run_qa, k)
 
 
 @app.command()
@@ -191,12 +189,7 @@ def pair(k: int = ITER_OPTION) -> None:
     with _errors():
         from sena_cli.stages.pair import run_pair
 
-        params = _params()
-        with _progress() as phase:
-            info = run_pair(params, k, progress=phase)
-        seconds = info.pop("seconds")
-        dropped = info.pop("dropped")
-        _summary(f"iteration {k}: pairs", info, seconds)
+        dropped = _run_stage("pairs", run_pair, k, hide=("dropped",))["dropped"]
         table = Table(title="pairs dropped, by the first filter they fail", title_justify="left")
         table.add_column("filter", style="bold")
         table.add_column("dropped", justify="right")
