@@ -151,11 +151,6 @@ def base() -> None:
 # ---------------------------------------------------------------- the loop
 
 
-def _not_yet(stage: str) -> None:
-    console.print(f"[bold red]error:[/] `sena {stage}` is not implemented yet (see the open issues)")
-    raise typer.Exit(2)
-
-
 @app.command()
 def sample(k: int = ITER_OPTION) -> None:
     """Step 1: draw M fresh images for iteration K from the unlabeled pool."""
@@ -201,7 +196,10 @@ def pair(k: int = ITER_OPTION) -> None:
 @app.command()
 def train(k: int = ITER_OPTION) -> None:
     """Step 5: θK = θ(K-1) trained on the pairs with DPO + image-content alignment loss."""
-    _not_yet("train")
+    with _errors():
+        from sena_cli.stages.train import run_train
+
+        _run_stage("training", run_train, k)
 
 
 @app.command("eval")

@@ -205,6 +205,11 @@ class TrainParams:
     lora: bool = False
     lora_r: int = field(default=16, metadata=_rng(1))
     lora_alpha: int = field(default=32, metadata=_rng(1))
+    lora_dropout: float = field(default=0.05, metadata=_rng(0.0, 1.0))
+    # Optimizer steps between resumable checkpoints (0 = none); no paper counterpart.
+    checkpoint_steps: int = field(default=50, metadata=_rng(0))
+    # After training, score θK on its own pairs (DPO loss, reward accuracy): a measurement only.
+    evaluate_pairs: bool = True
     seed: int = field(default=0, metadata=_rng(0))
 
 

@@ -27,3 +27,13 @@ def metrics_file(k: int, root: Path = Path(".")) -> Path:
 def eval_dir(k: int, root: Path = Path(".")) -> Path:
     """Per-question answers of θk's evaluation, kept beside the metrics for inspection."""
     return root / "data" / f"iter{k}" / "eval"
+
+
+def train_dir(k: int, root: Path = Path(".")) -> Path:
+    """Training log of θk (dvclive curves, summary); θk itself is model_dir(k)."""
+    return root / "data" / f"iter{k}" / "train"
+
+
+def train_work_dir(k: int, root: Path = Path(".")) -> Path:
+    """Checkpoints of an unfinished training run of θk; not a DVC output, so a rerun can resume."""
+    return root / "data" / f"iter{k}" / "train.partial"

@@ -4,7 +4,8 @@ chosen = the enhanced clean-image answer, rejected = the corrupted-image answer 
 prompt. Every filter of the method applies in a fixed order (method/filters.py); each
 dropped pair is counted under the first filter it fails. The log-probabilities of chosen
 and rejected under θ(K-1) (sum over answer tokens and the token mean) are computed once,
-in batches on the clean image, and stored with the pair, so `train` holds no second model.
+in batches on the clean image, with the tokenization `train` uses (vlm/preference.py), and
+stored with the pair, so `train` holds no second model.
 Finished batches of log-probs are journaled, so a killed run resumes.
 Output: data/iterK/pairs/pairs.jsonl (loadable with `datasets.load_dataset("json", ...)`)
 and stats.json with the per-filter counts.
@@ -68,7 +69,8 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     pairs, drops = filter_pairs(params, records)
     tick = progress(f"reference log-probs, iteration {k}", len(pairs))
     # A journal of other pairs or another model is stale: the fingerprint tells.
-    run_id = fingerprint(pairs, params.pair.batch_size, file_identity(layout.model_dir(k - 1, root)))
+    run_id = fingerprint(pairs, params.pair.batch_size, params.train.max_length,
+                         file_identity(layout.model_dir(k - 1, root)))
     journal = Journal(layout.iter_dir(k, root) / "pairs.partial.jsonl", run_id)
     done = journal.done()
     bs = params.pair.batch_size
@@ -79,17 +81,14 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
         for b, start in enumerate(range(0, len(pairs), bs)):
             chunk = pairs[start : start + bs]
             if b not in done:
-                images = [open_rgb(root / p["image"]) for p in chunk]
-                prompts = [p["prompt"] for p in chunk]
-                scores = vlm.answer_logprobs(images * 2, prompts * 2, [p["chosen"] for p in chunk]
-                                             + [p["rejected"] for p in chunk], batch_size=2 * len(chunk))
-                done[b] = scores
-                journal.add(b, scores)
+                done[b] = vlm.preference_logps(chunk, lambda path: open_rgb(root / path),
+                                               max_length=params.train.max_length)
+                journal.add(b, done[b])
                 batches_run += 1
             n = len(chunk)
-            for p, c, r in zip(chunk, done[b][:n], done[b][n:]):
-                p.update(ref_chosen_logp=c[0], ref_chosen_logp_mean=c[1], ref_rejected_logp=r[0],
-                         ref_rejected_logp_mean=r[1])
+            for p, (c, c_mean, r, r_mean) in zip(chunk, done[b]):
+                p.update(ref_chosen_logp=c, ref_chosen_logp_mean=c_mean, ref_rejected_logp=r,
+                         ref_rejected_logp_mean=r_mean)
             tick(n)
     stats = {"records": len(records), "pairs": len(pairs),
              "pairs_des": sum(p["type"] == "des" for p in pairs),

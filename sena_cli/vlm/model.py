@@ -156,46 +156,22 @@ class VLM:
             add_generation_prompt=False, tokenize=False,
         )
 
-    @torch.inference_mode()
-    def answer_logprobs(
+    def preference_logps(
         self,
-        images: Sequence[Image.Image],
-        texts: Sequence[str],
-        answers: Sequence[str],
+        rows: Sequence[dict],
+        load_image: Callable[[str], Image.Image],
         *,
-        batch_size: int = 8,
-        on_batch: Callable[[int], None] = lambda n: None,
-    ) -> list[tuple[float, float, int]]:
-        """(sum, token-mean, token count) of log p(answer | image, text) over the answer's tokens
-        (everything the conversation adds after the generation prompt, end-of-turn included)."""
-        out: list[tuple[float, float, int]] = []
-        for start in range(0, len(texts), batch_size):
-            end = start + batch_size
-            imgs = [im.convert("RGB") for im in images[start:end]]
-            prompts = [self.chat_prompt(t) for t in texts[start:end]]
-            fulls = [self.chat_text(t, a) for t, a in zip(texts[start:end], answers[start:end])]
-            for p, f in zip(prompts, fulls):
-                if not f.startswith(p):
-                    raise SenaError("the chat template does not render the prompt as a prefix of the conversation")
-            prompt_enc = self.processor(text=prompts, images=imgs, padding=True, padding_side="right",
-                                        return_tensors="pt")
-            prompt_len = prompt_enc["attention_mask"].sum(1)
-            enc = self.processor(text=fulls, images=imgs, padding=True, padding_side="right",
-                                 return_tensors="pt").to(self.device)
-            if "pixel_values" in enc:
-                enc["pixel_values"] = enc["pixel_values"].to(self.model.dtype)
-            logits = self.model(**enc).logits.float()
-            ids = enc["input_ids"]
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-            full_len = enc["attention_mask"].sum(1)
-            pos = torch.arange(1, ids.shape[1], device=ids.device)[None, :]
-            mask = (pos >= prompt_len.to(ids.device)[:, None]) & (pos < full_len[:, None])
-            sums = (logp * mask).sum(1)
-            counts = mask.sum(1)
-            for s_, c_ in zip(sums.tolist(), counts.tolist()):
-                out.append((s_, s_ / max(c_, 1), c_))
-            on_batch(len(prompts))
-        return out
+        max_length: int | None = None,
+    ) -> list[tuple[float, float, float, float]]:
+        """(chosen sum, chosen token-mean, rejected sum, rejected token-mean) of each pair's answer
+        log-probs on its image, tokenized exactly as trl's DPO training tokenizes them."""
+        from sena_cli.vlm.preference import PreferenceCollator, completion_logps
+
+        batch = PreferenceCollator(self.processor, load_image, max_length)(rows)
+        sums, counts = completion_logps(self.model, batch)
+        means = sums / counts.clamp(min=1)
+        n = len(rows)
+        return [(sums[i].item(), means[i].item(), sums[n + i].item(), means[n + i].item()) for i in range(n)]
 
     def _generate(self, inputs, max_new_tokens: int) -> list[str]:
         tok = self.processor.tokenizer

@@ -43,5 +43,31 @@ def test_sample_noise_qa_pair_on_idefics3(micro_project, micro_dict, tmp_path):
     assert batched == [vlm.generate([im], [t], max_new_tokens=5, batch_size=1)[0] for im, t in zip(images, texts)]
     noisy = [torch.randn_like(stored) for _ in images]
     assert len(vlm.generate(images, texts, max_new_tokens=5, batch_size=3, pixel_values=noisy)) == 3
-    scores = vlm.answer_logprobs(images, texts, ["red", "blue", "Yes"], batch_size=3)
-    assert all(s < 0 and n >= 2 for s, _, n in scores)
+    rows = [{"image": n, "prompt": t, "chosen": c, "rejected": "square", "type": "gen"}
+            for n, t, c in zip(names, texts, ["red", "blue", "Yes"])]
+    scores = vlm.preference_logps(rows, lambda name: Image.open(tmp_path / "pool" / name).convert("RGB"))
+    assert all(c < 0 and r < 0 and c <= c_mean for c, c_mean, r, _ in scores)
+
+
+def test_train_on_idefics3_freezes_its_vision_model(micro_project, micro_dict, tmp_path):
+    from sena_cli.stages.train import run_train
+
+    shutil.copytree(micro_project / "data" / "world" / "pool", tmp_path / "pool")
+    build_tiny_idefics3(tmp_path / "models" / "iter0")
+    qa = tmp_path / "data" / "iter1" / "qa"
+    qa.mkdir(parents=True)
+    records = [{"id": str(i), "image": f"pool/{i:05d}.png", "type": "gen" if i % 2 else "des",
+                "prompt": "What color is the circle?", "enhanced_answer": "red", "corrupted_answer": "blue"}
+               for i in range(4)]
+    (qa / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    params = params_from_dict({**micro_dict, "train": {"global_batch_size": 2, "per_device_batch_size": 2,
+                                                       "lr": 1e-3, "checkpoint_steps": 0}})
+    run_pair(params, 1, root=tmp_path)
+    info = run_train(params, 1, root=tmp_path)
+    assert info["steps"] == 2
+    before = load_file(tmp_path / "models/iter0/model.safetensors")
+    after = load_file(tmp_path / "models/iter1/model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and not any("vision_model" in name for name in changed)
+    assert any("connector" in name for name in changed)
+    VLM.load(tmp_path / "models" / "iter1")

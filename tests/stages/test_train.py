@@ -1,0 +1,197 @@
+import json
+import math
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+
+from sena_cli.artifacts import open_rgb
+from sena_cli.config import params_from_dict
+from sena_cli.errors import SenaError
+from sena_cli.stages import train as train_stage
+from sena_cli.stages.pair import run_pair
+from sena_cli.stages.train import run_train
+from sena_cli.vlm import VLM
+from sena_cli.vlm.preference import PreferenceCollator, completion_logps
+
+DES = "Describe the image concisely."
+GEN = "What color is the circle? Answer with a single word or phrase."
+
+
+def _qa_records(n: int) -> list[dict]:
+    records = []
+    for i in range(n):
+        des = i % 3 == 0
+        records.append({
+            "id": str(i), "image": f"data/world/pool/{i:05d}.png", "type": "des" if des else "gen",
+            "prompt": DES if des else GEN,
+            "enhanced_answer": "A red circle and a blue square." if des else ["red", "green", "blue"][i % 3],
+            "corrupted_answer": "A yellow cross." if des else ["yellow", "blue", "red"][i % 3]})
+    return records
+
+
+def train_params(micro_dict, **train):
+    return params_from_dict({**micro_dict, "train": {"global_batch_size": 4, "per_device_batch_size": 2,
+                                                     "lr": 1e-3, "checkpoint_steps": 0, **train}})
+
+
+@pytest.fixture
+def paired_project(micro_project, micro_dict, tmp_path):
+    """A project with the micro world, θ0 and iteration 1's pairs (10 pairs, 4 of them `des`)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "world").symlink_to(micro_project / "data" / "world")
+    shutil.copytree(micro_project / "models" / "iter0", tmp_path / "models" / "iter0")
+    qa = tmp_path / "data" / "iter1" / "qa"
+    qa.mkdir(parents=True)
+    (qa / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _qa_records(10)))
+    run_pair(train_params(micro_dict), 1, root=tmp_path)
+    return tmp_path
+
+
+def _trainer(project, params, rows, tmp_path):
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from sena_cli.vlm.dpo import SenaDPOTrainer
+
+    vlm = VLM.load(project / "models" / "iter0", dtype="float32")
+    config = DPOConfig(output_dir=str(tmp_path / "out"), beta=params.train.beta, report_to="none",
+                       remove_unused_columns=False, activation_checkpointing=False, bf16=False,
+                       per_device_train_batch_size=len(rows))
+    collator = PreferenceCollator(vlm.processor, lambda path: open_rgb(project / path))
+    trainer = SenaDPOTrainer(model=vlm.model, args=config, train_dataset=Dataset.from_list(rows),
+                             data_collator=collator, processing_class=vlm.processor,
+                             alignment_weight=params.train.alignment_weight)
+    return trainer, collator
+
+
+def _hand_losses(model, batch, rows, beta):
+    sums, counts = completion_logps(model, batch)
+    n = len(rows)
+    chosen, rejected = sums[:n], sums[n:]
+    ref_c = torch.tensor([r["ref_chosen_logp"] for r in rows])
+    ref_r = torch.tensor([r["ref_rejected_logp"] for r in rows])
+    dpo = -F.logsigmoid(beta * ((chosen - ref_c) - (rejected - ref_r))).mean().item()
+    is_des = torch.tensor([float(r["type"] == "des") for r in rows])
+    align = -(is_des * chosen / counts[:n]).mean().item()
+    return dpo, align
+
+
+@pytest.mark.parametrize("types", [("des", "gen", "gen"), ("gen", "gen", "gen")])
+def test_loss_is_dpo_on_stored_reference_plus_alignment(paired_project, micro_dict, tmp_path, types):
+    params = train_params(micro_dict, beta=0.5, alignment_weight=0.7)
+    # Reference values far from the policy's, so the DPO term is not just log 2.
+    rows = [{"image": f"data/world/pool/{i:05d}.png", "prompt": DES if t == "des" else GEN, "type": t,
+             "chosen": "A red circle." if t == "des" else "red", "rejected": "A blue cross." if t == "des" else "blue",
+             "ref_chosen_logp": -3.0 - i, "ref_rejected_logp": -6.0 + 2 * i} for i, t in enumerate(types)]
+    trainer, collator = _trainer(paired_project, params, rows, tmp_path)
+    assert trainer.ref_model is None  # no second model in memory
+    trainer.model.eval()
+    dpo, align = _hand_losses(trainer.model, collator(rows), rows, beta=0.5)
+    loss = trainer.compute_loss(trainer.model, collator(rows))
+    logged = trainer._metrics["eval"]
+    assert logged["dpo_loss"][-1] == pytest.approx(dpo, rel=1e-4)
+    assert logged["alignment_loss"][-1] == pytest.approx(align, rel=1e-4, abs=1e-7)
+    assert loss.item() == pytest.approx(dpo + 0.7 * align, rel=1e-4)
+    if "des" in types:
+        assert align > 0.1  # -log-probs of a real description, averaged over 3 rows
+    else:
+        assert align == 0.0 and loss.item() == pytest.approx(dpo, rel=1e-6)
+
+
+def test_stored_reference_equals_the_policy_before_training(paired_project, micro_dict, tmp_path):
+    """pair and train tokenize identically: at θ0 the log-ratios against the stored values are 0."""
+    params = train_params(micro_dict)
+    rows = [json.loads(line) for line in (paired_project / "data/iter1/pairs/pairs.jsonl").read_text().splitlines()]
+    trainer, collator = _trainer(paired_project, params, rows, tmp_path)
+    trainer.model.eval()
+    sums, _ = completion_logps(trainer.model, collator(rows))
+    stored = torch.tensor([r["ref_chosen_logp"] for r in rows] + [r["ref_rejected_logp"] for r in rows])
+    assert torch.allclose(sums, stored, atol=1e-4)
+    trainer.compute_loss(trainer.model, collator(rows))
+    assert trainer._metrics["eval"]["dpo_loss"][-1] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_train_writes_a_plain_model_and_a_dvclive_log(paired_project, micro_dict):
+    params = train_params(micro_dict)
+    info = run_train(params, 1, root=paired_project)
+    out = paired_project / "models" / "iter1"
+    assert info["steps"] == 3 and info["global_batch"] == 4
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
+    before = load_file(paired_project / "models/iter0/model.safetensors")
+    after = load_file(out / "model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert not any("vision_tower" in name for name in changed)  # frozen
+    assert any("multi_modal_projector" in name for name in changed)
+    assert any("language_model" in name for name in changed)
+    vlm = VLM.load(out)  # AutoModelForImageTextToText + AutoProcessor
+    assert vlm.generate([Image.open(paired_project / "data/world/pool/00000.png")], [GEN], max_new_tokens=3)
+
+    summary = json.loads((paired_project / "data/iter1/train/summary.json").read_text())
+    assert summary["first"]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)  # θ0 is the reference
+    assert summary["first"]["reward_margin"] == pytest.approx(0.0, abs=1e-5)
+    assert summary["after"]["dpo_loss"] < math.log(2)
+    assert summary["after"]["reward_accuracy"] > 0.5
+    assert summary["pairs_des"] == 4
+    plots = paired_project / "data/iter1/train/live/plots/metrics"
+    alignment = [float(line.split("\t")[-1]) for line in (plots / "alignment_loss.tsv").read_text().splitlines()[1:]]
+    assert any(value > 0 for value in alignment)  # des pairs were in some batch
+    for name in ("dpo_loss", "alignment_loss", "rewards/accuracies", "rewards/margins", "rewards/chosen",
+                 "rewards/rejected", "learning_rate"):
+        lines = (plots / f"{name}.tsv").read_text().splitlines()
+        assert lines[0].startswith("step\t") and len(lines) == 1 + 3, name
+    assert not (paired_project / "data/iter1/train.partial").exists()
+
+
+def test_lora_output_is_merged_into_a_plain_model(paired_project, micro_dict):
+    params = train_params(micro_dict, lora=True, lora_r=4, lora_alpha=8)
+    run_train(params, 1, root=paired_project)
+    out = paired_project / "models" / "iter1"
+    assert not (out / "adapter_config.json").exists()
+    before = load_file(paired_project / "models/iter0/model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert set(before) == set(after)  # same parameter names: no lora_A/lora_B left
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all("language_model" in name and "proj" in name for name in changed)
+    VLM.load(out)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(paired_project, micro_dict, monkeypatch):
+    params = train_params(micro_dict, checkpoint_steps=2)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while saving")
+
+    monkeypatch.setattr(train_stage, "_save_model", crash)
+    with pytest.raises(RuntimeError):
+        run_train(params, 1, root=paired_project)
+    assert not (paired_project / "models" / "iter1").exists()
+    assert [p.name for p in (paired_project / "data/iter1/train.partial/checkpoints").glob("checkpoint-*")] == [
+        "checkpoint-3"]
+    monkeypatch.undo()
+    info = run_train(params, 1, root=paired_project)
+    assert info["resumed from step"] == 3
+    assert (paired_project / "models/iter1/model.safetensors").is_file()
+
+
+def test_refusals(paired_project, micro_dict):
+    pairs = paired_project / "data/iter1/pairs/pairs.jsonl"
+    with pytest.raises(SenaError, match="train.global_batch_size 6 cannot be reached .* multiple of 4"):
+        run_train(train_params(micro_dict, global_batch_size=6, per_device_batch_size=4), 1, root=paired_project)
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    del rows[1]["ref_rejected_logp"]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SenaError, match="line 2 has no reference log-probs"):
+        run_train(train_params(micro_dict), 1, root=paired_project)
+    pairs.write_text("")
+    with pytest.raises(SenaError, match="no pairs to train on"):
+        run_train(train_params(micro_dict), 1, root=paired_project)
+    pairs.unlink()
+    with pytest.raises(SenaError, match="run `sena pair --iter 1` first"):
+        run_train(train_params(micro_dict), 1, root=paired_project)
+    with pytest.raises(SenaError, match="--iter 0"):
+        run_train(train_params(micro_dict), 0, root=paired_project)
