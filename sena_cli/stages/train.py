@@ -200,6 +200,9 @@ def _build_trainer(params, k, root, vlm, pairs, accumulation, work, resume, prog
         processing_class=vlm.processor, peft_config=peft_config, callbacks=callbacks,
         alignment_weight=tp.alignment_weight,
     )
+    if tp.lora and trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        raise SenaError("train.lora with DeepSpeed ZeRO-3 cannot merge the sharded adapters; use ZeRO-2 "
+                        "(configs/accelerate/zero2.yaml) or full-parameter training")
     trainer.remove_callback(PrinterCallback)  # the progress bar and dvclive report instead
     return trainer
 
