@@ -6,9 +6,10 @@ AdamW. "live" is plain trl: DPOTrainer builds a reference copy of the model and 
 "stored" is sena's SenaDPOTrainer: the reference log-probs come in the batch. Each run is its own
 process; on a GPU the peak is torch.cuda.max_memory_allocated, on CPU the growth of peak RSS over
 the process's RSS before the model is loaded. Also printed: the peak of forward+backward alone
-(before the optimizer allocates its state).
+(before the optimizer allocates its state). Small images and batch by default, so weights,
+gradients and AdamW state dominate, as they do for a 7B model with gradient checkpointing.
 
-    python benchmarks/train_memory.py [--hidden 768 --layers 6]
+    python benchmarks/train_memory.py [--hidden 768 --layers 6 --image-size 64 --batch 2]
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def build_model(out: Path, hidden: int, layers: int) -> None:
+def build_model(out: Path, hidden: int, layers: int, image_size: int) -> None:
     from PIL import Image
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-    from transformers import LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     from sena_cli.world import tiny
 
@@ -39,13 +46,14 @@ def build_model(out: Path, hidden: int, layers: int) -> None:
              "What color is the circle? red blue"]
     tok = tiny.build_tokenizer(texts)
     vocab = 32000  # a real vocabulary size: the embedding and LM head are a real share of the weights
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=8,
                                vision_feature_select_strategy="full", num_additional_image_tokens=1,
                                chat_template=tiny.CHAT_TEMPLATE)
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
-                                       num_attention_heads=4, image_size=224, patch_size=14),
+                                       num_attention_heads=4, image_size=image_size, patch_size=8),
         text_config=LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 8 // 3,
                                 num_hidden_layers=layers, num_attention_heads=hidden // 64,
                                 num_key_value_heads=hidden // 64, pad_token_id=tok.pad_token_id,
@@ -57,7 +65,7 @@ def build_model(out: Path, hidden: int, layers: int) -> None:
     LlavaForConditionalGeneration(config).save_pretrained(out)
     processor.save_pretrained(out)
     for i in range(8):
-        Image.new("RGB", (224, 224), ["red", "blue", "green", "yellow"][i % 4]).save(out / f"img{i}.png")
+        Image.new("RGB", (image_size, image_size), ["red", "blue", "green", "yellow"][i % 4]).save(out / f"img{i}.png")
 
 
 def rss_mb() -> float:
@@ -74,23 +82,22 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(mode: str, model_dir: Path) -> dict:
+def run_one(mode: str, model_dir: Path, batch: int) -> dict:
     """One optimizer step in this process; returns peak memory figures in MiB."""
     from datasets import Dataset
+    from PIL import Image
+    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from sena_cli.vlm import VLM
     from sena_cli.vlm.dpo import SenaDPOTrainer
     from sena_cli.vlm.preference import PreferenceCollator
 
-    from PIL import Image
-    from transformers import TrainerCallback
-
     base = 0.0 if torch.cuda.is_available() else rss_mb()
     vlm = VLM.load(model_dir, dtype="float32")
     rows = [{"image": f"img{i}.png", "prompt": "Describe the image concisely.", "type": "des",
              "chosen": "A red circle and a blue square.", "rejected": "A green cross.",
-             "ref_chosen_logp": -20.0, "ref_rejected_logp": -15.0} for i in range(8)]
+             "ref_chosen_logp": -20.0, "ref_rejected_logp": -15.0} for i in range(batch)]
     collator = PreferenceCollator(vlm.processor, lambda p: Image.open(model_dir / p).convert("RGB"))
     marks = {}
 
@@ -98,7 +105,7 @@ def run_one(mode: str, model_dir: Path) -> dict:
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             marks["forward_backward"] = peak_mb() - base
 
-    config = DPOConfig(output_dir=str(model_dir / f"out-{mode}"), per_device_train_batch_size=8, max_steps=1,
+    config = DPOConfig(output_dir=str(model_dir / f"out-{mode}"), per_device_train_batch_size=batch, max_steps=1,
                        report_to="none", remove_unused_columns=False, bf16=torch.cuda.is_available(),
                        activation_checkpointing=False, save_strategy="no", disable_tqdm=True, logging_steps=1)
     if mode == "stored":
@@ -123,24 +130,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=2, help="pairs per step (8 images max)")
     parser.add_argument("--one", choices=["stored", "live"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, Path(args.model_dir))))
+        print(json.dumps(run_one(args.one, Path(args.model_dir), args.batch)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        build_model(model_dir, args.hidden, args.layers)
+        build_model(model_dir, args.hidden, args.layers, args.image_size)
         results = {}
         for mode in ("stored", "live"):
-            proc = subprocess.run([sys.executable, __file__, "--one", mode, "--model-dir", str(model_dir)],
+            proc = subprocess.run([sys.executable, __file__, "--one", mode, "--model-dir", str(model_dir),
+                                   "--batch", str(args.batch)],
                                   capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
             if proc.returncode:
                 sys.exit(proc.stderr[-3000:])
             results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (peak RSS growth)"
-    print(f"device: {device}; model parameters: {results['stored']['params'] / 1e6:.1f}M (fp32 weights)")
+    params = results["stored"]["params"]
+    print(f"device: {device}; model parameters: {params / 1e6:.1f}M, fp32 weights = {params * 4 / 2**20:.0f} MiB; "
+          f"batch {args.batch} pairs, {args.image_size}px images")
     for mode in ("stored", "live"):
         r = results[mode]
         print(f"{mode:>6}: peak {r['peak_mb']:8.0f} MiB  (forward+backward only: {r['forward_backward_mb']:8.0f} MiB)")

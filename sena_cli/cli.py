@@ -7,6 +7,7 @@ Errors are one red line; --debug shows the traceback.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -107,7 +108,9 @@ def _summary(title: str, rows: dict, seconds: float | None = None) -> None:
 
 def _run_stage(title: str, run: Callable[..., dict], k: int, hide: tuple[str, ...] = ()) -> dict:
     """Run one loop stage with progress bars and print its summary table."""
-    params = _params()
+    from sena_cli.config import for_iteration
+
+    params = for_iteration(_params(), k)
     with _progress() as phase:
         info = run(params, k, progress=phase)
     shown = {key: v for key, v in info.items() if key not in (*hide, "seconds")}
@@ -137,7 +140,7 @@ def world() -> None:
 
 @app.command()
 def base() -> None:
-    """Train θ0 of the embedded default (a tiny LLaVA) on the world's instruction set."""
+    """θ0: train the embedded tiny LLaVA, or point models/iter0 at model.base (your checkpoint)."""
     with _errors():
         from sena_cli.stages.base import run_base
 
@@ -145,7 +148,7 @@ def base() -> None:
         started = time.perf_counter()
         with _progress() as phase:
             info = run_base(params, progress=phase)
-        _summary("θ0 trained", info, time.perf_counter() - started)
+        _summary("θ0", info, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- the loop
@@ -226,6 +229,34 @@ def evaluate(k: int = ITER_OPTION) -> None:
             table.add_row(*row)
         out.print(table)
         console.print(f"evaluated in {result['seconds']:.1f} s")
+
+
+@app.command()
+def history() -> None:
+    """The headline metrics of θ0…θK in metrics/history.csv (`dvc plots show` draws them)."""
+    with _errors():
+        from sena_cli.stages.history import HEADLINE, run_history
+
+        params = _params()
+        info = run_history(params)
+        table = Table(title=f"headline metrics by iteration ({info['output']})", title_justify="left")
+        table.add_column("metric", style="bold")
+        rows = list(csv.DictReader(open(info["output"])))
+        for row in rows:
+            table.add_column(f"θ{row['iteration']}", justify="right")
+        for key in HEADLINE:
+            table.add_row(key, *[f"{float(r[key]):.4f}" if r[key] else "" for r in rows])
+        out.print(table)
+
+
+@app.command()
+def profile(name: str = typer.Argument(..., help="A file profiles/NAME.yaml of overrides, e.g. `ci`.")) -> None:
+    """Lay profiles/NAME.yaml over params.yaml and write the result to params.yaml (validated)."""
+    with _errors():
+        from sena_cli.config import apply_profile
+
+        changed = apply_profile(STATE.params_file, Path("profiles") / f"{name}.yaml")
+        _summary(f"profile {name} applied to {STATE.params_file}", {key: str(v) for key, v in changed.items()})
 
 
 def main() -> None:

@@ -235,6 +235,10 @@ class Params:
     pair: PairParams = field(default_factory=PairParams)
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    # Per-iteration overrides of the loop stages: {"3": {"train": {"lr": 1e-6}}} changes
+    # iteration 3 only. Stage@K tracks `iterations.K` in dvc.yaml, so editing one iteration's
+    # entry reruns that iteration's stages and nothing else. Every iteration has an entry.
+    iterations: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- loading
@@ -254,10 +258,78 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
     return params_from_dict(data, source=str(path))
 
 
+# Sections an iteration may override; sample's draw layout is shared so iterations stay disjoint,
+# and eval stays the same for every θK so the metrics compare.
+PER_ITERATION_SECTIONS = ("noise", "qa", "pair", "train")
+
+
 def params_from_dict(data: Any, source: str = "params") -> Params:
+    if isinstance(data, dict):
+        data = dict(data)
+        overrides = data.pop("iterations", None)
+    else:
+        overrides = None
+    params = _flat_params(data, source)
+    params.iterations = _check_iterations(params, overrides, source)
+    return params
+
+
+def _flat_params(data: Any, source: str) -> Params:
+    """Every section but the per-iteration overrides."""
     params = _build(Params, data, "", source)
     _check_cross_field(params, source)
     return params
+
+
+def _check_iterations(params: Params, overrides: Any, source: str) -> dict:
+    overrides = {} if overrides is None else overrides
+    if not isinstance(overrides, dict):
+        raise SenaError(f"{source}: 'iterations' must map iteration numbers to overrides, "
+                        "e.g. '3': {train: {lr: 1.0e-06}}")
+    n = params.loop.iterations
+    out = {}
+    for key, value in overrides.items():
+        if str(key) not in {str(k) for k in range(1, n + 1)}:
+            raise SenaError(f"{source}: 'iterations.{key}' is not an iteration 1..loop.iterations ({n}); remove it")
+        value = dict(value or {})
+        if not isinstance(value, dict):
+            raise SenaError(f"{source}: 'iterations.{key}' must be a mapping of sections, got {_show(value)}")
+        for section in value:
+            if section not in PER_ITERATION_SECTIONS:
+                raise SenaError(f"{source}: 'iterations.{key}.{section}' cannot change per iteration; "
+                                f"only {', '.join(PER_ITERATION_SECTIONS)} can")
+        out[str(key)] = value
+    for k in range(1, n + 1):  # every section present: dvc.yaml tracks iterations.K.<section>
+        entry = out.setdefault(str(k), {})
+        for section in PER_ITERATION_SECTIONS:
+            entry[section] = entry.get(section) or {}
+    flat = to_dict(params)
+    flat.pop("iterations", None)
+    for key, value in out.items():
+        try:
+            _flat_params(_merge(flat, value), source)
+        except SenaError as exc:
+            raise SenaError(str(exc).replace(" '", f" 'iterations.{key}.", 1)) from None
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def for_iteration(params: Params, k: int) -> Params:
+    """The params iteration k runs with: the file's values with `iterations.k` laid over them."""
+    override = params.iterations.get(str(k), {})
+    if not override:
+        return params
+    flat = to_dict(params)
+    flat.pop("iterations", None)
+    out = _flat_params(_merge(flat, override), f"iterations.{k}")
+    out.iterations = params.iterations
+    return out
 
 
 def _build(cls, data: Any, prefix: str, source: str):
@@ -370,3 +442,33 @@ def _show(value) -> str:
 
 def to_dict(params: Params) -> dict:
     return dataclasses.asdict(params)
+
+
+def apply_profile(params_file: str | Path, profile_file: str | Path) -> dict:
+    """Write params_file = params_file with profile_file's keys laid over it; returns the changed keys."""
+    from sena_cli.artifacts import atomic_write_text
+
+    profile_file = Path(profile_file)
+    if not profile_file.is_file():
+        raise SenaError(f"{profile_file}: profile not found; see profiles/ for the shipped ones")
+    try:
+        overrides = yaml.safe_load(profile_file.read_text()) or {}
+    except yaml.YAMLError:
+        raise SenaError(f"{profile_file}: not valid YAML; fix the syntax") from None
+    if not isinstance(overrides, dict):
+        raise SenaError(f"{profile_file}: must be a mapping of sections to keys")
+    base = load_params(params_file)
+    merged = params_from_dict(_merge(to_dict(base), overrides), source=str(profile_file))
+    before, after = _leaves(to_dict(base)), _leaves(to_dict(merged))
+    atomic_write_text(params_file, yaml.safe_dump(to_dict(merged), sort_keys=False))
+    return {key: after[key] for key in after if before.get(key) != after[key]}
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from sena_cli.cli import app
@@ -16,11 +15,15 @@ def test_help_lists_every_stage():
         assert command in result.output
 
 
-@pytest.mark.parametrize("stage", ["train"])
-def test_unfinished_stages_exit_2(stage):
-    result = runner.invoke(app, [stage, "--iter", "1"])
-    assert result.exit_code == 2
-    assert "not implemented yet" in result.output
+def test_train_without_pairs_is_one_line_naming_the_missing_file(tmp_path):
+    from tests.conftest import full_params_yaml
+
+    (tmp_path / "params.yaml").write_text(full_params_yaml({}))
+    proc = subprocess.run([sys.executable, "-m", "sena_cli", "train", "--iter", "1"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "data/iter1/pairs/pairs.jsonl: missing" in lines[0], proc.stderr
 
 
 def test_bad_params_give_one_red_line_without_traceback(tmp_path):

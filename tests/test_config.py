@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from sena_cli.config import Params, load_params, params_from_dict
@@ -65,3 +67,23 @@ def test_shipped_params_list_every_key_so_dvc_can_track_it():
 
     shipped = yaml.safe_load(open("params.yaml"))
     assert keys(shipped) == keys(to_dict(Params()))
+
+
+def test_per_iteration_overrides_change_only_their_iteration():
+    from sena_cli.config import for_iteration
+
+    p = params_from_dict({"train": {"lr": 3e-5}, "iterations": {"3": {"train": {"lr": 1e-5}, "qa": {"batch_size": 4}}}})
+    assert sorted(p.iterations) == ["1", "2", "3"]  # every iteration has an entry, for dvc.yaml
+    assert for_iteration(p, 3).train.lr == 1e-5 and for_iteration(p, 3).qa.batch_size == 4
+    assert for_iteration(p, 2).train.lr == 3e-5 and for_iteration(p, 2).qa.batch_size == p.qa.batch_size
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"4": {}}, "'iterations.4' is not an iteration 1..loop.iterations (3)"),
+    ({"2": {"sample": {"seed": 1}}}, "'iterations.2.sample' cannot change per iteration"),
+    ({"2": {"train": {"lr": "fast"}}}, "'iterations.2.train.lr' must be a number"),
+    ({"2": {"train": {"speed": 1}}}, "unknown key 'iterations.2.train.speed'"),
+])
+def test_bad_per_iteration_overrides_are_refused(overrides, message):
+    with pytest.raises(SenaError, match=re.escape(message)):
+        params_from_dict({"iterations": overrides})

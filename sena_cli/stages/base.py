@@ -1,11 +1,14 @@
-"""Stage `base`: train θ0 of the embedded default into models/iter0.
+"""Stage `base`: θ0 in models/iter0.
 
-Only for `model.base: embedded`. With a real checkpoint, θ0 is that checkpoint and this
-stage is not part of the pipeline.
+`model.base: embedded` trains the tiny θ0 on the world. Any other value is a checkpoint
+folder or hub id: models/iter0 is then a pointer to it (pointer.json), so the weights are
+not copied into the DVC cache; every stage loads θ0 through the pointer.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,15 +47,31 @@ def pixel_tensor(processor, paths: list[Path], tick: Callable[[int], None], chun
     return torch.cat(parts)
 
 
+def point_to_checkpoint(base: str, root: Path) -> dict:
+    """models/iter0 = a pointer to the user's checkpoint (a local folder, or a hub id that
+    transformers downloads into its own cache when a stage first loads it)."""
+    from sena_cli.vlm import POINTER_FILE, check_model_dir
+
+    local = Path(base).expanduser()
+    looks_local = local.is_absolute() or base.startswith(".") or local.exists()
+    if looks_local:
+        check_model_dir(local)
+        target = str(local.resolve())
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", base):
+        target = base
+    else:
+        raise SenaError(f"model.base '{base}': not a model folder nor a hub id like 'llava-hf/llava-1.5-7b-hf'")
+    with atomic_dir(layout.model_dir(0, root)) as tmp:
+        (tmp / POINTER_FILE).write_text(json.dumps({"base": target}, indent=2) + "\n")
+    return {"θ0": target, "output": str(layout.model_dir(0, root) / POINTER_FILE)}
+
+
 def run_base(
     params: Params, root: Path = Path("."), progress: Progress = no_progress
 ) -> dict:
     """Build tokenizer, processor and model from the world, train, save to models/iter0."""
     if params.model.base != "embedded":
-        raise SenaError(
-            f"model.base is '{params.model.base}': θ0 is your checkpoint, so `sena base` has nothing to "
-            "train; set model.base: embedded to build the tiny θ0"
-        )
+        return point_to_checkpoint(params.model.base, root)
     torch.set_num_threads(params.base.threads)
     world = layout.world_dir(root)
     train_file = world / "instruct" / "train.jsonl"

@@ -36,12 +36,29 @@ def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+POINTER_FILE = "pointer.json"
+
+
+def resolve_model(path: str | Path) -> Path | str:
+    """A model folder, or what its pointer.json names: θ0 of a real checkpoint is a pointer
+    (`sena base` writes it), so DVC tracks a few bytes instead of a copy of the weights."""
+    path = Path(path)
+    pointer = path / POINTER_FILE
+    if not pointer.is_file():
+        return path
+    try:
+        target = json.loads(pointer.read_text())["base"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise SenaError(f"{pointer}: malformed; rerun `sena base`") from None
+    return Path(target) if Path(target).is_dir() else target  # else a hub id
+
+
 def load_processor(path: str | Path, *, trust_remote_code: bool = False):
     """The processor saved with a model (for stages that only preprocess, like `noise`)."""
     from transformers import AutoProcessor
 
-    path = Path(path)
-    if not path.is_dir():
+    path = resolve_model(path)
+    if isinstance(path, Path) and not path.is_dir():
         raise SenaError(f"{path}: model directory not found; build or train that model first")
     with _quiet_transformers():
         try:
@@ -51,6 +68,16 @@ def load_processor(path: str | Path, *, trust_remote_code: bool = False):
     if not hasattr(processor, "image_processor"):
         raise SenaError(f"{path}: the saved processor has no image processor; this is not a VLM processor")
     return processor
+
+
+def check_model_dir(path: Path) -> None:
+    """Refuse, in one line, a folder that is not a save_pretrained model with safetensors weights."""
+    if not path.is_dir():
+        raise SenaError(f"{path}: model directory not found; build it first (e.g. `sena base`) or fix the path")
+    if not (path / "config.json").is_file():
+        raise SenaError(f"{path}: no config.json, so this is not a saved model; point to a save_pretrained folder")
+    if not any(path.glob("*.safetensors")):
+        raise SenaError(f"{path}: no .safetensors weights; sena loads safetensors only (no pickle)")
 
 
 class VLM:
@@ -69,14 +96,9 @@ class VLM:
     ) -> VLM:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        path = Path(path)
-        if not path.is_dir():
-            raise SenaError(f"{path}: model directory not found; build it first (e.g. `sena base`) or fix the path")
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise SenaError(f"{path}: no config.json, so this is not a saved model; point to a save_pretrained folder")
-        if not any(path.glob("*.safetensors")):
-            raise SenaError(f"{path}: no .safetensors weights; sena loads safetensors only (no pickle)")
+        path = resolve_model(path)
+        if isinstance(path, Path):
+            check_model_dir(path)
         device = device or _device()
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
@@ -88,7 +110,8 @@ class VLM:
                     path, trust_remote_code=trust_remote_code, dtype=torch_dtype, use_safetensors=True
                 )
             except ValueError as exc:
-                kind = json.loads(config_file.read_text()).get("model_type", "?")
+                config_file = Path(path) / "config.json"
+                kind = json.loads(config_file.read_text()).get("model_type", "?") if config_file.is_file() else "?"
                 raise SenaError(
                     f"{path}: model type '{kind}' is not an image-text-to-text model; point to a VLM checkpoint"
                 ) from exc

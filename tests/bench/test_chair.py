@@ -10,8 +10,9 @@ def test_hand_made_captions():
     assert m["chair_s"] == pytest.approx(1 / 3)  # only caption 0 names an absent object
     assert m["chair_i"] == pytest.approx(1 / 3)  # 1 of 3 named objects is absent
     assert m["recall"] == pytest.approx(2 / 4)  # red circle and green cross of four present
+    assert m["caption_f1"] == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))  # = 4/7
 
 
 def test_silent_captions_score_zero_chair_and_zero_recall():
     m = chair_metrics([[], []], [["red circle"], ["blue square"]])
-    assert m == {"chair_s": 0.0, "chair_i": 0.0, "recall": 0.0}
+    assert m == {"chair_s": 0.0, "chair_i": 0.0, "recall": 0.0, "caption_f1": 0.0}  # silence is not precision

@@ -12,7 +12,7 @@ def test_eval_writes_stable_keys_and_answers(micro_project, micro_params):
     for split in ("random", "popular", "adversarial"):
         assert set(metrics["pope"][split]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
         assert all(0.0 <= v <= 1.0 for v in metrics["pope"][split].values())
-    assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall"}
+    assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall", "caption_f1"}
     assert 0.0 <= metrics["world_vqa"]["accuracy"] <= 1.0
     assert 0.0 <= metrics["world_questions"]["well_formed"] <= 1.0
     answers = (micro_project / "data" / "iter0" / "eval" / "answers.jsonl").read_text().splitlines()

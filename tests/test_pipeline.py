@@ -1,0 +1,139 @@
+"""The DVC pipeline end to end on the reduced profile (profiles/ci.yaml), in a temporary copy
+of the repo: three iterations, incremental rebuilds, sharing through a local remote.
+
+The tests share one run and go in file order: each later test starts from the state the
+earlier ones left.
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(args, cwd):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def _dvc(args, cwd):
+    return _run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def _ran(out: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def _copy_code(dst: Path) -> None:
+    shutil.copytree(REPO / "sena_cli", dst / "sena_cli", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "profiles", dst / "profiles")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, dst / name)
+
+
+def _edit_params(root: Path, edit) -> None:
+    path = root / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+ITERS = (1, 2, 3)
+LOOP = {f"{s}@{k}" for s in ("sample", "noise", "qa", "pair", "train") for k in ITERS}
+EVALS = {f"eval@{k}" for k in (0, *ITERS)}
+EVERY_STAGE = {"world", "base", "history"} | LOOP | EVALS
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    _copy_code(root)
+    _run([sys.executable, "-m", "sena_cli", "profile", "ci"], root)
+    _dvc(["init", "--no-scm", "-q"], root)
+    return root, _dvc(["repro"], root)
+
+
+def test_repro_runs_three_iterations_and_writes_well_formed_artifacts(project):
+    root, out = project
+    assert _ran(out) == EVERY_STAGE
+    for k in (0, *ITERS):
+        metrics = json.loads((root / f"metrics/iter{k}.json").read_text())
+        for split in ("random", "popular", "adversarial"):
+            values = metrics["pope"][split]
+            assert set(values) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
+            assert all(0.0 <= v <= 1.0 for v in values.values())
+        assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall", "caption_f1"}
+        assert (root / f"data/iter{k}/eval/answers.jsonl").stat().st_size > 0
+    for k in ITERS:
+        pairs = (root / f"data/iter{k}/pairs/pairs.jsonl").read_text().splitlines()
+        assert pairs and all("ref_chosen_logp" in json.loads(line) for line in pairs)
+        assert (root / f"models/iter{k}/model.safetensors").is_file()
+        summary = json.loads((root / f"data/iter{k}/train/summary.json").read_text())
+        assert summary["steps"] >= 1 and summary["pairs"] == len(pairs)
+        assert (root / f"data/iter{k}/train/live/plots/metrics/dpo_loss.tsv").is_file()
+    history = list(csv.DictReader((root / "metrics/history.csv").open()))
+    assert [row["iteration"] for row in history] == ["0", "1", "2", "3"]
+    shown = json.loads(_dvc(["metrics", "show", "--json"], root))
+    assert "metrics/iter3.json" in json.dumps(shown)
+    html = _dvc(["plots", "show", "--out", str(root / "plots")], root)
+    assert (root / "plots" / "index.html").is_file(), html
+
+
+def test_a_second_repro_runs_nothing(project):
+    root, _ = project
+    assert _ran(_dvc(["repro"], root)) == set()
+
+
+def test_an_eval_parameter_reruns_only_the_evaluations(project):
+    root, _ = project
+    _edit_params(root, lambda d: d["eval"].update(max_new_tokens=d["eval"]["max_new_tokens"] + 4))
+    ran = _ran(_dvc(["repro"], root))
+    assert ran - {"history"} == EVALS
+
+
+def test_an_iteration_3_parameter_reruns_only_iteration_3(project):
+    root, _ = project
+    _edit_params(root, lambda d: d["iterations"]["3"]["noise"].update(seed=7))
+    ran = _ran(_dvc(["repro"], root))
+    assert "noise@3" in ran
+    assert ran <= {"noise@3", "qa@3", "pair@3", "train@3", "eval@3", "history"}
+
+
+def test_artifacts_pushed_from_one_clone_pull_into_another_with_nothing_to_rerun(project, tmp_path):
+    root, _ = project
+    remote = tmp_path / "remote"
+    _dvc(["remote", "add", "-d", "shared", str(remote)], root)
+    _dvc(["push"], root)
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    _copy_code(clone)
+    shutil.copy(root / "params.yaml", clone / "params.yaml")
+    shutil.copy(root / "dvc.lock", clone / "dvc.lock")
+    _dvc(["init", "--no-scm", "-q"], clone)
+    shutil.copy(root / ".dvc" / "config", clone / ".dvc" / "config")
+    _dvc(["pull"], clone)
+    weights = "models/iter3/model.safetensors"
+    assert (clone / weights).read_bytes() == (root / weights).read_bytes()
+    assert _ran(_dvc(["repro"], clone)) == set()
+
+
+def test_a_qa_prompt_reruns_qa_and_everything_downstream_in_every_iteration(project):
+    root, _ = project
+    _edit_params(root, lambda d: d["qa"]["prompts"].update(
+        short_answer_suffix="Answer with one word or a short phrase."))
+    ran = _ran(_dvc(["repro"], root))
+    # θ0's instruction set is written with the qa prompts, so world and θ0 follow them too.
+    assert {f"{s}@{k}" for s in ("qa", "pair", "train") for k in ITERS} | EVALS <= ran
+    assert not any(name.startswith("sample@") for name in ran)  # the draw does not read prompts
