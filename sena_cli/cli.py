@@ -223,11 +223,16 @@ def evaluate(k: int = ITER_OPTION) -> None:
         if before:
             table.add_column("vs θ0", justify="right")
         for key, value in now.items():
+            if not isinstance(value, int | float):  # e.g. the judge's model name, stored with its scores
+                table.add_row(key, str(value))
+                continue
             row = [key, f"{value:.4f}"]
-            if before and key in before:
+            if before and isinstance(before.get(key), int | float):
                 row.append(f"{value - before[key]:+.4f}")
             table.add_row(*row)
         out.print(table)
+        for name, why in result["skipped"].items():
+            console.print(f"[yellow]{name}[/]: {why}", highlight=False)
         console.print(f"evaluated in {result['seconds']:.1f} s")
 
 

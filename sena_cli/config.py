@@ -214,13 +214,78 @@ class TrainParams:
 
 
 @dataclass
+class CocoPopeFiles:
+    # POPE's question files, one per split (coco_pope_random.json, …), JSON lines.
+    files: list[str] = field(default_factory=list)
+    image_root: str = ""  # COCO val2014 images
+
+
+@dataclass
+class AmberFiles:
+    queries: str = ""  # query_all.json (or query_generative.json, query_discriminative.json)
+    annotations: str = ""  # annotations.json
+    relation: str = ""  # relation.json
+    safe_words: str = ""  # safe_words.txt
+    image_root: str = ""
+    # spaCy similarity above which two words are near-synonyms (AMBER: 0.8); 0 = exact matching only.
+    similarity: float = field(default=0.8, metadata=_rng(0.0, 1.0))
+
+
+@dataclass
+class MMBenchFiles:
+    tsv: str = ""  # mmbench_dev_en.tsv (images inside, base64)
+    circular: bool = True  # every rotation of the options must be answered right
+
+
+@dataclass
+class JudgeParams:
+    # An OpenAI-compatible chat endpoint, e.g. https://api.openai.com/v1; empty = judged benchmarks skipped.
+    base_url: str = ""
+    model: str = ""  # stored with the scores: judge drift is these benchmarks' known problem
+    # The key is read from this environment variable, never from params, never logged or written.
+    api_key_env: str = "SENA_JUDGE_API_KEY"
+    timeout_s: float = field(default=120.0, metadata=_rng(0.0, None, lo_open=True))
+
+
+@dataclass
+class LlavaBenchFiles:
+    questions: str = ""  # questions.jsonl {question_id, image, text, category}
+    answers: str = ""  # answers_gpt4.jsonl {question_id, text}: the reference answers
+    context: str = ""  # context.jsonl {id, image, caption}
+    image_root: str = ""
+
+
+@dataclass
+class MMVetFiles:
+    file: str = ""  # mm-vet.json {id: {imagename, question, answer, capability}}
+    image_root: str = ""
+
+
+@dataclass
+class MMHalFiles:
+    file: str = ""  # response_template.json [{question_type, image_src, image_content, question, gt_answer}]
+    image_root: str = ""  # images named as the basename of image_src
+
+
+BENCHMARK_NAMES = ["world_pope", "world_chair", "world_vqa", "world_questions", "coco_pope", "amber", "mmbench",
+                   "llava_bench", "mm_vet", "mmhal"]
+
+
+@dataclass
 class EvalParams:
     benchmarks: list[str] = field(default_factory=lambda: ["world_pope", "world_chair", "world_vqa", "world_questions"],
-                                  metadata=_rng(choices=["world_pope", "world_chair", "world_vqa", "world_questions"]))
+                                  metadata=_rng(choices=BENCHMARK_NAMES))
     batch_size: int = field(default=32, metadata=_rng(1))
     max_new_tokens: int = field(default=64, metadata=_rng(1))
     # The caption prompt of CHAIR; empty = the first describe instruction of qa.prompts.
     chair_prompt: str = ""
+    coco_pope: CocoPopeFiles = field(default_factory=CocoPopeFiles)
+    amber: AmberFiles = field(default_factory=AmberFiles)
+    mmbench: MMBenchFiles = field(default_factory=MMBenchFiles)
+    judge: JudgeParams = field(default_factory=JudgeParams)
+    llava_bench: LlavaBenchFiles = field(default_factory=LlavaBenchFiles)
+    mm_vet: MMVetFiles = field(default_factory=MMVetFiles)
+    mmhal: MMHalFiles = field(default_factory=MMHalFiles)
 
 
 @dataclass

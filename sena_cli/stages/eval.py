@@ -15,6 +15,8 @@ import torch
 
 from sena_cli import layout
 from sena_cli.artifacts import write_json, write_jsonl
+from sena_cli.bench import external
+from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import world as world_bench
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
@@ -31,18 +33,37 @@ def run_eval(
     torch.manual_seed(params.loop.seed)
     vlm = VLM.load(layout.model_dir(k, root), trust_remote_code=params.model.trust_remote_code,
                    dtype=params.model.dtype)
-    data = world_bench.WorldEvalSet(layout.world_dir(root))
+    # Judged benchmarks without a configured judge are skipped, each with one line saying how to enable it.
+    skipped, judge = {}, None
+    names = list(params.eval.benchmarks)
+    if any(name in external.JUDGED for name in names):
+        try:
+            judge = judge_lib.Judge(params.eval.judge)
+        except judge_lib.JudgeUnavailable as why:
+            skipped = {name: str(why) for name in names if name in external.JUDGED}
+            names = [name for name in names if name not in skipped]
+    data = None
+    if any(name in world_bench.BENCHMARKS for name in names):
+        data = world_bench.WorldEvalSet(layout.world_dir(root))
+    # Read and check every benchmark file before the long generation starts.
+    counts = {name: world_bench.question_count(data, params, name) if name in world_bench.BENCHMARKS
+              else external.count(params, name) for name in names}
     metrics: dict = {}
     records: list[dict] = []
     started = time.perf_counter()
-    for name in params.eval.benchmarks:
-        key, fn = world_bench.BENCHMARKS[name]
-        tick = progress(name, world_bench.question_count(data, params, name))
-        metrics[key], recs = fn(vlm, data, params, tick)
+    for name in names:
+        tick = progress(name, counts[name])
+        if name in world_bench.BENCHMARKS:
+            key, fn = world_bench.BENCHMARKS[name]
+            metrics[key], recs = fn(vlm, data, params, tick)
+        elif name in external.JUDGED_BENCHMARKS:
+            metrics[name], recs = external.JUDGED_BENCHMARKS[name](vlm, params, tick, judge)
+        else:
+            metrics[name], recs = external.BENCHMARKS[name](vlm, params, tick)
         records += recs
     write_jsonl(layout.eval_dir(k, root) / "answers.jsonl", records)
     write_json(layout.metrics_file(k, root), metrics)
-    return {"metrics": metrics, "seconds": time.perf_counter() - started}
+    return {"metrics": metrics, "skipped": skipped, "seconds": time.perf_counter() - started}
 
 
 def read_metrics(k: int, root: Path = Path(".")) -> dict | None:

@@ -1,0 +1,264 @@
+"""Published benchmarks (COCO POPE, AMBER, MMBench) on fixture files written in their real formats."""
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from sena_cli.bench import amber as amber_lib
+from sena_cli.bench import external
+from sena_cli.bench import mmbench as mmb
+from sena_cli.bench.coco_pope import read_pope_file
+from sena_cli.config import params_from_dict
+from sena_cli.errors import SenaError
+
+
+class ScriptedVLM:
+    """The model boundary's generate(), answering from a script keyed by prompt text."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.asked = []
+
+    def generate(self, images, texts, *, max_new_tokens, batch_size, on_batch=lambda n: None):
+        assert len(images) == len(texts) and all(isinstance(im, Image.Image) for im in images)
+        self.asked += list(texts)
+        on_batch(len(texts))
+        return [self.answer(t) for t in texts]
+
+
+def _draw(path, colour):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), colour).save(path)
+
+
+# ---------------------------------------------------------------- COCO POPE
+
+def _pope_fixture(tmp_path):
+    """10 questions: the scripted model gets TP=3, FP=2, TN=4, FN=1."""
+    labels = ["yes"] * 4 + ["no"] * 6
+    said = ["yes", "yes", "yes", "no", "yes", "yes", "no", "no", "no", "no"]
+    lines, script = [], {}
+    for i, (label, answer) in enumerate(zip(labels, said), 1):
+        image = f"COCO_val2014_{i:012d}.jpg"
+        _draw(tmp_path / "val2014" / image, "red")
+        text = f"Is there a thing{i} in the image?"
+        lines.append(json.dumps({"question_id": i, "image": image, "text": text, "label": label}))
+        script[text] = "Yes, there is." if answer == "yes" else "No, there is not."
+    (tmp_path / "coco_pope_random.json").write_text("\n".join(lines) + "\n")
+    return script
+
+
+def test_coco_pope_on_a_10_question_file_with_known_counts(tmp_path):
+    script = _pope_fixture(tmp_path)
+    params = params_from_dict({"eval": {"coco_pope": {"files": [str(tmp_path / "coco_pope_random.json")],
+                                                      "image_root": str(tmp_path / "val2014")}}})
+    vlm = ScriptedVLM(lambda t: script[t.split(" Answer")[0]])
+    metrics, records = external.coco_pope(vlm, params, lambda n: None)
+    tp, fp, tn, fn = 3, 2, 4, 1
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    assert metrics["random"] == pytest.approx({
+        "accuracy": (tp + tn) / 10, "precision": precision, "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall), "yes_ratio": (tp + fp) / 10})
+    assert len(records) == 10 and records[0]["question_id"] == 1
+    assert external.count(params, "coco_pope") == 10
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?"}\n', "line 1 lacks label"),
+    ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?", "label": "maybe"}\n', "label 'maybe'"),
+    ("not json\n", "line 1 is not JSON"),
+    ("", "no questions"),
+])
+def test_malformed_pope_files_are_refused_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "coco_pope_random.json"
+    path.write_text(content)
+    with pytest.raises(SenaError, match=message) as err:
+        read_pope_file(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(SenaError, match="not found"):
+        read_pope_file(tmp_path / "missing.json")
+
+
+def test_a_pope_image_outside_the_root_is_refused(tmp_path):
+    _pope_fixture(tmp_path)
+    path = tmp_path / "coco_pope_random.json"
+    path.write_text(json.dumps({"question_id": 1, "image": "../escape.jpg", "text": "Is?", "label": "no"}) + "\n")
+    params = params_from_dict({"eval": {"coco_pope": {"files": [str(path)], "image_root": str(tmp_path / "val2014")}}})
+    with pytest.raises(SenaError, match="leaves eval.coco_pope.image_root"):
+        external.coco_pope(ScriptedVLM(lambda t: "no"), params, lambda n: None)
+
+
+# ---------------------------------------------------------------- MMBench
+
+def _b64_png(colour) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), colour).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _mmbench_fixture(tmp_path):
+    header = "index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage\tsource\tl2-category\tsplit"
+    rows = [
+        ("0", "What colour is the square?", "nan", "red", "green", "blue", "yellow", "A", "colour", _b64_png("red")),
+        ("1", "How many squares?", "Count them.", "one", "two", "three", "four", "A", "count", _b64_png("blue")),
+        ("2", "What shape?", "nan", "circle", "square", "", "", "B", "shape", _b64_png("green")),
+    ]
+    lines = [header] + ["\t".join([*r, "src", "l2", "dev"]) for r in rows]
+    (tmp_path / "mmbench_dev_en.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_mmbench_circular_counts_a_question_right_only_if_every_rotation_is(tmp_path):
+    _mmbench_fixture(tmp_path)
+    params = params_from_dict({"eval": {"mmbench": {"tsv": str(tmp_path / "mmbench_dev_en.tsv")}}})
+
+    def answer(prompt):
+        options = {line[0]: line[3:] for line in prompt.splitlines() if line[:2] in ("A.", "B.", "C.", "D.")}
+        if prompt.startswith("What colour"):  # always right: names the letter of 'red'
+            return next(letter for letter, text in options.items() if text == "red")
+        if "How many" in prompt:  # always says A: right only when 'one' is first
+            return "A"
+        return "The answer is (B)."  # 2 options: right in the first pass ('square' is B), wrong rotated
+
+    vlm = ScriptedVLM(answer)
+    metrics, records = external.mmbench(vlm, params, lambda n: None)
+    assert len(vlm.asked) == 4 + 4 + 2  # one pass per rotation of each question's options
+    assert metrics == pytest.approx({"accuracy": 1 / 3, "first_pass_accuracy": 1.0})
+    assert "Count them." in vlm.asked[4] and vlm.asked[0].endswith(mmb.INSTRUCTION)
+    params = params_from_dict({"eval": {"mmbench": {"tsv": str(tmp_path / "mmbench_dev_en.tsv"), "circular": False}}})
+    assert external.mmbench(ScriptedVLM(answer), params, lambda n: None)[0]["accuracy"] == 1.0
+
+
+def test_mmbench_answer_parsing():
+    options = ["red", "green", "blue", "yellow"]
+    assert mmb.parse_choice("B", options) == 1
+    assert mmb.parse_choice("(C) blue", options) == 2
+    assert mmb.parse_choice("green.", options) == 1
+    assert mmb.parse_choice("A cat", options) == 0  # a standalone letter counts, as MMBench's matcher does
+    assert mmb.parse_choice("purple", options) is None
+
+
+def test_malformed_mmbench_tsv_is_refused(tmp_path):
+    path = tmp_path / "mm.tsv"
+    path.write_text("index\tquestion\tA\tB\tanswer\n0\tq\ta\tb\tA\n")
+    with pytest.raises(SenaError, match="missing column.*image"):
+        mmb.read_mmbench_tsv(path)
+    path.write_text("index\tquestion\tA\tB\tanswer\timage\n0\tq\ta\tb\tC\t" + _b64_png("red") + "\n")
+    with pytest.raises(SenaError, match="line 2 has answer 'C' outside its options"):
+        mmb.read_mmbench_tsv(path)
+
+
+# ---------------------------------------------------------------- AMBER
+
+def _amber_fixture(tmp_path):
+    for i in (1, 2, 3, 4):
+        _draw(tmp_path / "image" / f"AMBER_{i}.jpg", "white")
+    queries = [{"id": 1, "image": "AMBER_1.jpg", "query": "Describe this image."},
+               {"id": 2, "image": "AMBER_2.jpg", "query": "Describe this image."},
+               {"id": 3, "image": "AMBER_3.jpg", "query": "Is there a dog in this image?"},
+               {"id": 4, "image": "AMBER_4.jpg", "query": "Is there a cat in this image?"}]
+    annotations = [{"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["cat", "frisbee"]},
+                   {"id": 2, "type": "generative", "truth": ["car"], "hallu": ["person"]},
+                   {"id": 3, "type": "discriminative-hallucination", "truth": "no"},
+                   {"id": 4, "type": "discriminative-hallucination", "truth": "yes"}]
+    relation = {"dog": ["puppy"], "grass": ["lawn"], "cat": ["kitten"], "frisbee": [], "car": ["vehicle"],
+                "person": ["man", "woman"], "tree": ["turf"]}
+    (tmp_path / "query_all.json").write_text(json.dumps(queries))
+    (tmp_path / "annotations.json").write_text(json.dumps(annotations))
+    (tmp_path / "relation.json").write_text(json.dumps(relation))
+    (tmp_path / "safe_words.txt").write_text("picture\n")
+    return params_from_dict({"eval": {"amber": {
+        "queries": str(tmp_path / "query_all.json"), "annotations": str(tmp_path / "annotations.json"),
+        "relation": str(tmp_path / "relation.json"), "safe_words": str(tmp_path / "safe_words.txt"),
+        "image_root": str(tmp_path / "image")}}})
+
+
+def test_amber_scores_by_hand(tmp_path):
+    params = _amber_fixture(tmp_path)
+    answers = {
+        # 'puppy' is an associated word of dog; 'kitten' -> hallucination that is in the hallu list (cat);
+        # 'tree' -> a hallucination outside it; 'sky' is not in AMBER's vocabulary, so not counted.
+        1: "puppy kitten tree sky",
+        2: "vehicle",  # car covered, no hallucination
+        3: "Yes, there is a dog.",  # truth no -> wrong
+        4: "Yes.",  # truth yes -> right
+    }
+    vlm = ScriptedVLM(lambda t: None)
+    images = iter([1, 2, 3, 4])
+    vlm.answer = lambda t: answers[next(images)]
+    metrics, records = external.amber(vlm, params, lambda n: None, nouns=str.split, similar=lambda a, b: False)
+    # vocabulary nouns: puppy, kitten, tree | vehicle = 4; hallucinated: kitten, tree = 2
+    assert metrics["chair"] == pytest.approx(2 / 4)
+    assert metrics["cover"] == pytest.approx(2 / 3)  # dog and car of dog, grass, car
+    assert metrics["hal"] == pytest.approx(1 / 2)
+    assert metrics["cog"] == pytest.approx(1 / 3)  # cat of cat, frisbee, person
+    # discriminative, 'no' positive: said no 0 times -> precision 0; truth no once, found 0 -> recall 0
+    assert metrics["discriminative_accuracy"] == pytest.approx(1 / 2)
+    assert metrics["discriminative_precision"] == 0.0 and metrics["discriminative_f1"] == 0.0
+    assert len(records) == 4
+
+
+def test_amber_similarity_counts_near_synonyms_as_truth(tmp_path):
+    params = _amber_fixture(tmp_path)
+    data = external._amber_data(params)
+    near = {("turf", "grass")}  # spaCy would say so; the test says it by hand
+    exact = amber_lib.score_generative([["turf"]], [data.annotation(1)], data, lambda a, b: False)
+    assert exact["chair"] == 1.0 and exact["cover"] == 0.0
+    similar = amber_lib.score_generative([["turf"], ["tree"]], [data.annotation(1), data.annotation(1)], data,
+                                         lambda a, b: (a, b) in near)
+    assert similar["chair"] == pytest.approx(1 / 2)  # turf ~ grass is truth; tree is still a hallucination
+    assert similar["cover"] == pytest.approx(1 / 4)  # grass, in the first response of two
+
+
+def test_amber_without_nltk_names_the_install_command(tmp_path):
+    try:
+        import nltk  # noqa: F401
+        pytest.skip("nltk is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(SenaError, match="pip install nltk"):
+        amber_lib.nltk_nouns()
+    with pytest.raises(SenaError, match="en_core_web_lg"):
+        amber_lib.spacy_similarity(0.8)
+
+
+def test_malformed_amber_files_are_refused(tmp_path):
+    params = _amber_fixture(tmp_path)
+    (tmp_path / "annotations.json").write_text("[")
+    with pytest.raises(SenaError, match="annotations.json: AMBER annotations is not valid JSON"):
+        external._amber_data(params)
+    (tmp_path / "annotations.json").write_text(json.dumps([{"id": 1, "type": "generative", "truth": []}]))
+    with pytest.raises(SenaError, match="query id 2 has no annotation"):
+        external._amber_data(params)
+
+
+def test_an_empty_benchmark_path_is_refused_naming_the_key():
+    params = params_from_dict({"eval": {"benchmarks": ["mmbench"]}})
+    with pytest.raises(SenaError, match="'eval.mmbench.tsv' is empty"):
+        external.count(params, "mmbench")
+
+
+def test_sena_eval_writes_published_benchmarks_under_their_own_keys(micro_project, micro_dict, tmp_path):
+    from sena_cli.stages.eval import run_eval
+
+    _pope_fixture(tmp_path)
+    _mmbench_fixture(tmp_path)
+    params = params_from_dict({**micro_dict, "eval": {
+        **micro_dict["eval"], "benchmarks": ["world_pope", "coco_pope", "mmbench"],
+        "coco_pope": {"files": [str(tmp_path / "coco_pope_random.json")], "image_root": str(tmp_path / "val2014")},
+        "mmbench": {"tsv": str(tmp_path / "mmbench_dev_en.tsv")}}})
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    (root / "models").mkdir()
+    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
+    (root / "models" / "iter0").symlink_to(micro_project / "models" / "iter0")
+    result = run_eval(params, 0, root=root)
+    metrics = json.loads((root / "metrics" / "iter0.json").read_text())
+    assert metrics == json.loads(json.dumps(result["metrics"]))
+    assert set(metrics) == {"pope", "coco_pope", "mmbench"}
+    assert set(metrics["coco_pope"]["random"]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
+    assert 0.0 <= metrics["mmbench"]["accuracy"] <= metrics["mmbench"]["first_pass_accuracy"] <= 1.0
+    answers = (root / "data/iter0/eval/answers.jsonl").read_text().splitlines()
+    assert sum('"benchmark": "mmbench"' in line for line in answers) == 10
