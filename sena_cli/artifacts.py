@@ -11,7 +11,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from sena_cli import layout
 from sena_cli.errors import SenaError
@@ -62,8 +63,17 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Records of a JSON-lines file; a bad line raises JSONDecodeError whose lineno is the file's line."""
+    text = Path(path).read_text()
+    records, offset = [], 0
+    for line in text.splitlines(keepends=True):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise json.JSONDecodeError(exc.msg, text, offset + min(exc.pos, len(line.rstrip("\n")))) from None
+        offset += len(line)
+    return records
 
 
 def fingerprint(*parts) -> str:
@@ -123,8 +133,28 @@ def read_manifest(k: int, root: Path) -> list[dict]:
     return read_jsonl(path)
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: 16/32-bit greyscale scaled (not clipped) to 8 bits, CMYK and
+    palette converted, transparency composited over white (not turned black)."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        values = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
 def open_rgb(path: Path) -> Image.Image:
     if not path.is_file():
         raise SenaError(f"{path}: image listed in the sample manifest is missing; rerun `sena sample`")
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    try:
+        with Image.open(path) as im:
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SenaError(f"{path}: unreadable image ({exc.__class__.__name__}); replace it and rerun") from None

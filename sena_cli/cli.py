@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +70,13 @@ def _errors() -> Iterator[None]:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; finished work is kept and a rerun resumes", 130)
+    except OSError as exc:
+        if STATE.debug:
+            raise
+        if exc.errno == errno.ENOSPC:
+            _fail(f"no space left on the device writing {exc.filename or 'an artifact'}; free space and rerun "
+                  "(finished work is kept, nothing half-written was published)")
+        _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc} (rerun with --debug for the traceback)")
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if STATE.debug:
             raise

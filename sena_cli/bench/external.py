@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from sena_cli.artifacts import to_rgb
 from sena_cli.bench import amber as amber_lib
 from sena_cli.bench import coco_pope as pope_lib
 from sena_cli.bench import judge as judge_lib
@@ -39,7 +40,7 @@ def open_benchmark_image(root: Path, name: str, key: str) -> Image.Image:
         raise SenaError(f"{path}: image named by the benchmark is missing; check {key}")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except (UnidentifiedImageError, OSError):
         raise SenaError(f"{path}: not a readable image") from None
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from sena_cli.artifacts import to_rgb
 from sena_cli.errors import SenaError
 
 LETTERS = "ABCDE"
@@ -36,7 +37,7 @@ class MMBenchItem:
 
     def image(self) -> Image.Image:
         with Image.open(io.BytesIO(base64.b64decode(self.image_b64))) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
 
 
 def read_mmbench_tsv(path: str | Path) -> list[MMBenchItem]:

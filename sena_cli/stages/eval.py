@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from sena_cli import layout
-from sena_cli.artifacts import write_json, write_jsonl
+from sena_cli.artifacts import Journal, file_identity, fingerprint, write_json, write_jsonl
 from sena_cli.bench import external
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import world as world_bench
-from sena_cli.config import Params
+from sena_cli.config import Params, to_dict
 from sena_cli.errors import SenaError
 from sena_cli.progress import Progress, no_progress
 from sena_cli.vlm import VLM
@@ -51,19 +51,32 @@ def run_eval(
     metrics: dict = {}
     records: list[dict] = []
     started = time.perf_counter()
-    for name in names:
+    # Each finished benchmark is journaled: a killed run resumes at the first unfinished one.
+    run_id = fingerprint(to_dict(params)["eval"], params.loop.seed, names,
+                         file_identity(layout.model_dir(k, root)))
+    journal = Journal(layout.iter_dir(k, root) / "eval.partial.jsonl", run_id)
+    done = journal.done()
+    for i, name in enumerate(names):
         tick = progress(name, counts[name])
-        if name in world_bench.BENCHMARKS:
-            key, fn = world_bench.BENCHMARKS[name]
-            metrics[key], recs = fn(vlm, data, params, tick)
-        elif name in external.JUDGED_BENCHMARKS:
-            metrics[name], recs = external.JUDGED_BENCHMARKS[name](vlm, params, tick, judge)
+        if i in done:
+            key, result, recs = done[i]
+            tick(counts[name])
         else:
-            metrics[name], recs = external.BENCHMARKS[name](vlm, params, tick)
+            if name in world_bench.BENCHMARKS:
+                key, fn = world_bench.BENCHMARKS[name]
+                result, recs = fn(vlm, data, params, tick)
+            elif name in external.JUDGED_BENCHMARKS:
+                key, (result, recs) = name, external.JUDGED_BENCHMARKS[name](vlm, params, tick, judge)
+            else:
+                key, (result, recs) = name, external.BENCHMARKS[name](vlm, params, tick)
+            journal.add(i, [key, result, recs])
+        metrics[key] = result
         records += recs
     write_jsonl(layout.eval_dir(k, root) / "answers.jsonl", records)
     write_json(layout.metrics_file(k, root), metrics)
-    return {"metrics": metrics, "skipped": skipped, "seconds": time.perf_counter() - started}
+    journal.path.unlink(missing_ok=True)
+    return {"metrics": metrics, "skipped": skipped, "benchmarks run now": len(names) - len(done),
+            "seconds": time.perf_counter() - started}
 
 
 def read_metrics(k: int, root: Path = Path(".")) -> dict | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_dir, write_json, write_jsonl
+from sena_cli.artifacts import atomic_dir, to_rgb, write_json, write_jsonl
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.progress import Progress, no_progress
@@ -228,7 +228,7 @@ def run_sample(params: Params, k: int, root: Path = Path("."), progress: Progres
             if load is not None:  # dataset rows become files, so every stage reads a path
                 name = f"images/{i:06d}.png"
                 (tmp / "images").mkdir(exist_ok=True)
-                load().convert("RGB").save(tmp / name, format="PNG")
+                to_rgb(load()).save(tmp / name, format="PNG")
                 rec["path"] = (layout.iter_dir(k) / "sample" / name).as_posix()  # relative to the project
                 rec["sha256"] = hashlib.sha256((tmp / name).read_bytes()).hexdigest()
         write_jsonl(tmp / "manifest.jsonl", mine)

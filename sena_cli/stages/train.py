@@ -134,6 +134,10 @@ def _prepare_work_dir(work: Path, run_id: str, state) -> bool:
     resume = False
     if state.is_main_process:
         stamp = work / "run_id"
+        # trainer_state.json is the last file a checkpoint gets: without it the save was cut short.
+        for partial in (work / "checkpoints").glob("checkpoint-*"):
+            if not (partial / "trainer_state.json").is_file():
+                shutil.rmtree(partial)
         checkpoints = list((work / "checkpoints").glob("checkpoint-*"))
         if stamp.is_file() and stamp.read_text() == run_id and checkpoints:
             resume = True

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import torch
 import trl.trainer.dpo_trainer as trl_dpo
+from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 
 from sena_cli.errors import SenaError
@@ -64,6 +65,22 @@ class SenaDPOTrainer(DPOTrainer):
         self.ref_model = None
         self.precompute_ref_logps = True  # trl's loss reads ref_*_logps from the batch
         self.alignment_weight = alignment_weight
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Restore the weights of a checkpoint the way from_pretrained reads them.
+
+        save_pretrained writes some VLMs under legacy key names (LLaVA: language_model.model.*),
+        which the Trainer's own resume loads by raw name, non-strictly: it would warn and go on
+        with the weights of the model it started from. Loading through from_pretrained applies
+        the key mapping; strict loading makes any mismatch an error.
+        """
+        model = model if model is not None else self.model
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_peft_model(unwrapped):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(unwrapped).from_pretrained(resume_from_checkpoint, dtype=unwrapped.dtype, use_safetensors=True)
+        unwrapped.load_state_dict(saved.state_dict(), strict=True)
+        del saved
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "ref_chosen_logps" not in inputs:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from sena_cli.artifacts import to_rgb
 from sena_cli.errors import SenaError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -159,7 +160,7 @@ class VLM:
             prompts = [self.chat_prompt(t, with_image=images is not None) for t in chunk]
             kwargs = {"text": prompts, "padding": True, "return_tensors": "pt"}
             if images is not None:
-                kwargs["images"] = [im.convert("RGB") for im in images[start : start + batch_size]]
+                kwargs["images"] = [to_rgb(im) for im in images[start : start + batch_size]]
             inputs = self.processor(**kwargs, padding_side="left")
             if pixel_values is not None:
                 chunk_pixels = pixel_values[start : start + batch_size]

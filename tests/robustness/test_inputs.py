@@ -1,0 +1,212 @@
+"""Bad input to each stage, through the real CLI: one error line naming the file or parameter
+(no traceback without --debug), a non-zero exit, and no earlier artifact touched."""
+
+import errno
+import hashlib
+import json
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sena_cli.cli import app
+from sena_cli.config import params_from_dict
+from sena_cli.stages.noise import run_noise
+from sena_cli.stages.pair import run_pair
+from sena_cli.stages.sample import run_sample
+from tests.conftest import full_params_yaml
+
+runner = CliRunner()
+
+
+def _tree_hash(root):
+    """A fingerprint of every artifact file (data/, models/, metrics/)."""
+    h = hashlib.sha256()
+    for top in ("data", "models", "metrics"):
+        for p in sorted((root / top).rglob("*")) if (root / top).exists() else []:
+            if p.is_file() and not p.is_symlink():
+                h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(micro_project, micro_dict, tmp_path_factory):
+    """A micro project with iteration 1 sampled, corrupted, asked (scripted records) and paired."""
+    root = tmp_path_factory.mktemp("robust")
+    shutil.copytree(micro_project / "data" / "world", root / "data" / "world")
+    shutil.copytree(micro_project / "models" / "iter0", root / "models" / "iter0")
+    d = {**micro_dict, "sample": {"images_per_iteration": 6}}
+    (root / "params.yaml").write_text(full_params_yaml(d))
+    params = params_from_dict(d)
+    run_sample(params, 1, root=root)
+    run_noise(params, 1, root=root)
+    manifest = [json.loads(line) for line in (root / "data/iter1/sample/manifest.jsonl").read_text().splitlines()]
+    qa = root / "data/iter1/qa"
+    qa.mkdir(parents=True)
+    (qa / "records.jsonl").write_text("".join(json.dumps({
+        "id": m["id"], "image": m["path"], "type": "gen", "prompt": "What color is the circle?",
+        "enhanced_answer": "red", "corrupted_answer": "blue"}) + "\n" for m in manifest))
+    run_pair(params, 1, root=root)
+    return root
+
+
+def _fails(project, monkeypatch, args, expected, params_text=None):
+    """Run `sena ARGS` in the project; assert one error line containing `expected` and nothing changed."""
+    monkeypatch.chdir(project)
+    original = (project / "params.yaml").read_text()
+    if params_text is not None:
+        (project / "params.yaml").write_text(params_text)
+    before = _tree_hash(project)
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        (project / "params.yaml").write_text(original)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and expected in " ".join(lines), result.output
+    assert _tree_hash(project) == before, "a failed command changed an artifact"
+    return " ".join(lines)
+
+
+def _params_with(project, **edits) -> str:
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    for dotted, value in edits.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return yaml.safe_dump(data)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    ({"sample__colour": 1}, "unknown key 'sample.colour'"),
+    ({"train__lr": "fast"}, "'train.lr' must be a number"),
+    ({"loop__iterations": 0}, "'loop.iterations'"),
+    ({"sample__images_per_iteration": 0}, "'sample.images_per_iteration'"),
+    ({"noise__timestep": 1000}, "'noise.timestep'"),
+    ({"noise__timestep": -1}, "'noise.timestep'"),
+])
+def test_bad_params_are_refused_naming_the_key(project, monkeypatch, edit, expected):
+    _fails(project, monkeypatch, ["noise", "--iter", "1"], expected, _params_with(project, **edit))
+
+
+def test_malformed_params_file(project, monkeypatch):
+    _fails(project, monkeypatch, ["qa", "--iter", "1"], "not valid YAML", "train: [unclosed\n")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["qa", "--iter", "0"], "--iter 0"),
+    (["pair", "--iter", "0"], "--iter 0"),
+    (["train", "--iter", "0"], "--iter 0"),
+    (["qa", "--iter", "4"], "--iter 4"),
+    (["sample", "--iter", "-1"], "--iter -1"),
+    (["eval", "--iter", "2"], "models/iter2: model directory not found"),
+    (["noise", "--iter", "2"], "data/iter2/sample"),
+    (["train", "--iter", "2"], "data/iter2/pairs/pairs.jsonl: missing"),
+])
+def test_iterations_without_their_inputs(project, monkeypatch, args, expected):
+    _fails(project, monkeypatch, args, expected)
+
+
+def test_a_missing_predecessor_model(project, monkeypatch):
+    shutil.copytree(project / "data/iter1/sample", project / "data/iter2/sample")
+    try:
+        _fails(project, monkeypatch, ["noise", "--iter", "2"], "models/iter1")
+    finally:
+        shutil.rmtree(project / "data/iter2")
+
+
+def test_an_image_missing_from_the_manifest(project, monkeypatch):
+    manifest = [json.loads(line) for line in (project / "data/iter1/sample/manifest.jsonl").read_text().splitlines()]
+    image = project / manifest[0]["path"]
+    saved = image.read_bytes()
+    image.unlink()
+    try:
+        _fails(project, monkeypatch, ["noise", "--iter", "1"], f"{manifest[0]['path']}: image listed in the sample")
+    finally:
+        image.write_bytes(saved)
+
+
+def test_pools_too_small_or_empty(project, monkeypatch, tmp_path):
+    (project / "tiny_pool").mkdir(exist_ok=True)
+    try:
+        _fails(project, monkeypatch, ["sample", "--iter", "1"], "found 0 images",
+               _params_with(project, sample__pool="tiny_pool"))
+        from PIL import Image
+
+        Image.new("RGB", (8, 8)).save(project / "tiny_pool" / "a.png")
+        _fails(project, monkeypatch, ["sample", "--iter", "1"], "found 1 images, need",
+               _params_with(project, sample__pool="tiny_pool"))
+    finally:
+        shutil.rmtree(project / "tiny_pool")
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("missing", "model directory not found"),
+    ("not_a_model", "no config.json"),
+    ("pickle_only", "no .safetensors weights"),
+    ("no_processor", "no usable processor"),
+    ("not_a_vlm", "not an image-text-to-text model"),
+])
+def test_bad_model_directories(project, monkeypatch, breakage, expected):
+    model = project / "models" / "iter0"
+    backup = project / "iter0.bak"
+    shutil.copytree(model, backup)
+    try:
+        if breakage == "missing":
+            shutil.rmtree(model)
+        elif breakage == "not_a_model":
+            (model / "config.json").unlink()
+        elif breakage == "pickle_only":
+            (model / "model.safetensors").rename(model / "pytorch_model.bin")
+        elif breakage == "no_processor":
+            for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+                (model / name).unlink(missing_ok=True)
+        else:
+            config = json.loads((model / "config.json").read_text())
+            text = config["text_config"]
+            (model / "config.json").write_text(json.dumps({**text, "model_type": "llama",
+                                                           "architectures": ["LlamaForCausalLM"]}))
+        _fails(project, monkeypatch, ["eval", "--iter", "0"], expected)
+    finally:
+        shutil.rmtree(model, ignore_errors=True)
+        backup.rename(model)
+
+
+def test_malformed_pairs_and_qa_records(project, monkeypatch):
+    pairs = project / "data/iter1/pairs/pairs.jsonl"
+    saved = pairs.read_bytes()
+    pairs.write_text('{"image": "x.png", "prompt": "q"\n')
+    try:
+        _fails(project, monkeypatch, ["train", "--iter", "1"], "pairs.jsonl: malformed JSON at line 1")
+    finally:
+        pairs.write_bytes(saved)
+    records = project / "data/iter1/qa/records.jsonl"
+    saved = records.read_bytes()
+    records.write_text("{not json\n")
+    try:
+        _fails(project, monkeypatch, ["pair", "--iter", "1"], "records.jsonl: malformed JSON at line 1")
+    finally:
+        records.write_bytes(saved)
+
+
+def test_a_missing_benchmark_file(project, monkeypatch):
+    text = _params_with(project, eval__benchmarks=["coco_pope"], eval__coco_pope={"files": ["nowhere/pope.json"],
+                                                                                 "image_root": "coco"})
+    _fails(project, monkeypatch, ["eval", "--iter", "0"], "nowhere/pope.json: POPE question file not found", text)
+
+
+def test_disk_full_during_qa_is_one_line_and_publishes_nothing(project, monkeypatch):
+    from sena_cli import artifacts
+
+    def full(self, chunk, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(artifacts.Journal, "add", full)
+    out = _fails(project, monkeypatch, ["qa", "--iter", "1"], "no space left on the device")
+    assert "qa.partial" in out
+    assert not (project / "data/iter1/qa.partial").exists() or not any((project / "data/iter1/qa.partial").iterdir())
