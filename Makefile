@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check sena_cli tests benchmarks
+	$(VENV)/bin/ruff check sena_cli tests benchmarks scripts
 
 test: lint
 	$(PY) -m pytest

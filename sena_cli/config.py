@@ -176,6 +176,14 @@ class QAParams:
     drop_question_words: list[str] = field(default_factory=lambda: ["name"])
     seed: int = field(default=0, metadata=_rng(0))
     prompts: QAPrompts = field(default_factory=QAPrompts)
+    # Ablations (the paper's method has both on). self_questioning: false asks each image one
+    # question drawn (seeded by image) from fixed_questions instead of the model's own, checked one.
+    # self_enhancement: false makes the clean answer the chosen one, without the enhancement step.
+    self_questioning: bool = True
+    fixed_questions: list[str] = field(default_factory=lambda: [
+        "What is the main object in the image?", "What color is the main object?",
+        "How many objects are there?", "Where is the main object?"])
+    self_enhancement: bool = True
 
 
 @dataclass

@@ -55,6 +55,11 @@ def describe_instruction(params: Params, image_id: str, question_index: int) -> 
     return rng.choice(params.qa.prompts.describe_instructions)
 
 
+def fixed_question(params: Params, image_id: str) -> str:
+    """Ablation without self-questioning: one of qa.fixed_questions, seeded by (qa.seed, id)."""
+    return random.Random(f"{params.qa.seed}:fixed:{image_id}").choice(params.qa.fixed_questions)
+
+
 def partial_dir(k: int, root: Path) -> Path:
     # Beside, not inside, data/iterK/qa: DVC empties a stage's outputs before it runs.
     return layout.iter_dir(k, root) / "qa.partial"
@@ -97,9 +102,13 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: 
         return vlm.generate(imgs, texts, max_new_tokens=n_new, batch_size=bs, pixel_values=pixels)
 
     drops = {"no_question": 0, "dropped_word": 0}
-    raw = gen(images, [qp.question_generate] * len(items))
-    checks = [P.check_prompt(qp, r) for r in raw]
-    checked = gen(images if params.qa.check_with_image else None, checks)
+    if params.qa.self_questioning:
+        raw = gen(images, [qp.question_generate] * len(items))
+        checks = [P.check_prompt(qp, r) for r in raw]
+        checked = gen(images if params.qa.check_with_image else None, checks)
+    else:  # ablation: a fixed template question per image, no generation and no check
+        raw = [fixed_question(params, item["id"]) for item in items]
+        checked = list(raw)
     kept = []
     for i, out in enumerate(checked):
         questions = kept_questions(out, params.qa.drop_question_words)
@@ -122,8 +131,11 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: 
         corrupted = gen(nimgs + nimgs, prompts)
     n = len(idx)
     descriptions = clean[:n]
-    enhance = [P.enhance_prompt(qp, descriptions[j % n], prompts[j], clean[j]) for j in range(2 * n)]
-    improved = gen(kimgs + kimgs, enhance)
+    if params.qa.self_enhancement:
+        enhance = [P.enhance_prompt(qp, descriptions[j % n], prompts[j], clean[j]) for j in range(2 * n)]
+        improved = gen(kimgs + kimgs, enhance)
+    else:  # ablation: chosen = the clean answer as it came
+        improved = [""] * (2 * n)
     records = []
     order = [j for i in range(n) for j in (i, n + i)]  # per question: des, then gen (whatever the batch size)
     for j in order:

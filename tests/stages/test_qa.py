@@ -106,3 +106,18 @@ def test_two_processes_split_the_images_and_merge_the_same_records(micro_project
     out = "data/iter1/qa/records.jsonl"
     assert (project / out).read_bytes() == (single / out).read_bytes()
     assert "chunks run now" in proc.stdout
+
+
+def test_ablations_fixed_questions_and_no_enhancement(micro_project, micro_dict, tmp_path):
+    fixed = ["What color is the circle?", "How many objects are there?"]
+    project, _ = _noised_project(micro_project, micro_dict, tmp_path / "p", images=6, batch_size=4)
+    params = params_from_dict({**micro_dict, "loop": {"iterations": 1},
+                               "sample": {"pool": "data/world/pool", "images_per_iteration": 6},
+                               "qa": {"batch_size": 4, "max_new_tokens": 16, "self_questioning": False,
+                                      "fixed_questions": fixed, "self_enhancement": False}})
+    run_qa(params, 1, root=project)
+    records = [json.loads(line) for line in (project / "data/iter1/qa/records.jsonl").open()]
+    assert len(records) == 2 * 6  # one question per image, never dropped by a check
+    assert {r["question"] for r in records} <= set(fixed)
+    assert all(r["raw_question"] == r["question"] for r in records)
+    assert all(r["enhanced_answer"] == r["clean_answer"] and not r["enhanced"] for r in records)
