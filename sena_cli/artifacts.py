@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from safetensors.torch import load_file
 
 from sena_cli import layout
 from sena_cli.errors import SenaError
@@ -24,6 +25,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
     except BaseException:
@@ -38,6 +40,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +55,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are shared like any file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -158,3 +167,32 @@ def open_rgb(path: Path) -> Image.Image:
             return to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SenaError(f"{path}: unreadable image ({exc.__class__.__name__}); replace it and rerun") from None
+
+
+class NoisedImages:
+    """The corrupted copies written by `sena noise`, by image id."""
+
+    def __init__(self, folder: Path):
+        index_file = folder / "index.jsonl"
+        if not index_file.is_file():
+            raise SenaError(f"{index_file}: missing; run `sena noise` for this iteration first")
+        self.folder = folder
+        self.index = {r["id"]: r for r in read_jsonl(index_file)}
+        self._shards: dict[str, dict] = {}
+
+    def tensor(self, image_id: str):  # -> torch.Tensor | None
+        rec = self._lookup(image_id)
+        if "shard" not in rec:
+            return None
+        if rec["shard"] not in self._shards:
+            self._shards = {rec["shard"]: load_file(self.folder / rec["shard"])}  # one shard in memory
+        return self._shards[rec["shard"]][rec["key"]]
+
+    def image(self, image_id: str):
+        rec = self._lookup(image_id)
+        return open_rgb(self.folder / rec["image"]) if "image" in rec else None
+
+    def _lookup(self, image_id: str) -> dict:
+        if image_id not in self.index:
+            raise SenaError(f"{self.folder}: no corrupted copy of '{image_id}'; rerun `sena noise`")
+        return self.index[image_id]

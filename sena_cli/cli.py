@@ -263,6 +263,19 @@ def history() -> None:
 
 
 @app.command()
+def report() -> None:
+    """A self-contained HTML page about the run: metrics, training curves, filters, sample pairs."""
+    with _errors():
+        from sena_cli.stages.report import run_report
+
+        params = _params()
+        started = time.perf_counter()
+        with _progress() as phase:
+            info = run_report(params, progress=phase)
+        _summary("report", info, time.perf_counter() - started)
+
+
+@app.command()
 def profile(name: str = typer.Argument(..., help="A file profiles/NAME.yaml of overrides, e.g. `ci`.")) -> None:
     """Lay profiles/NAME.yaml over params.yaml and write the result to params.yaml (validated)."""
     with _errors():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
@@ -35,3 +36,18 @@ def corrupt(x0: torch.Tensor, params: NoiseParams, image_id: str, sched: DDPMSch
     eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
     t = torch.tensor([params.timestep], dtype=torch.long)
     return sched.add_noise(x0.float().unsqueeze(0), eps.unsqueeze(0), t)[0].to(x0.dtype)
+
+
+def tensor_to_uint8(chw: torch.Tensor, mean, std) -> np.ndarray:
+    """A normalised (C, H, W) tensor back to an (H, W, C) uint8 picture."""
+    mean = torch.tensor(mean).view(-1, 1, 1)
+    std = torch.tensor(std).view(-1, 1, 1)
+    x = (chw.float() * std + mean).clamp(0, 1)
+    return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def first_image(pixels: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) of the first image, whatever the processor's layout (4-D LLaVA, 5-D Idefics3)."""
+    while pixels.dim() > 3:
+        pixels = pixels[0]
+    return pixels

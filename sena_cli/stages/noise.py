@@ -22,25 +22,11 @@ from sena_cli import layout
 from sena_cli.artifacts import atomic_dir, open_rgb, read_manifest, write_json, write_jsonl
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
-from sena_cli.method.noise import corrupt, scheduler
+from sena_cli.method.noise import corrupt, first_image, scheduler, tensor_to_uint8
 from sena_cli.progress import Progress, no_progress
 from sena_cli.vlm import load_processor
 
 SHARD_SIZE = 256
-
-
-def _to_uint8(chw: torch.Tensor, mean, std) -> np.ndarray:
-    mean = torch.tensor(mean).view(-1, 1, 1)
-    std = torch.tensor(std).view(-1, 1, 1)
-    x = (chw.float() * std + mean).clamp(0, 1)
-    return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-
-
-def _first_image(pixels: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) of the first image, whatever the processor's layout (4-D LLaVA, 5-D Idefics3)."""
-    while pixels.dim() > 3:
-        pixels = pixels[0]
-    return pixels
 
 
 def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
@@ -72,7 +58,7 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
                 if len(shard) == SHARD_SIZE:
                     save_file(shard, tmp / f"shard-{shard_no:05d}.safetensors")
                     shard, shard_no = {}, shard_no + 1
-                preview = (_to_uint8(_first_image(clean), mean, std), _to_uint8(_first_image(noised), mean, std))
+                preview = tuple(tensor_to_uint8(first_image(t), mean, std) for t in (clean, noised))
             else:
                 x0 = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
                 noised = corrupt(x0, np_, rec["id"], sched)
@@ -94,6 +80,9 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
             save_file(shard, tmp / f"shard-{shard_no:05d}.safetensors")
         write_jsonl(tmp / "index.jsonl", index)
         write_json(tmp / "info.json", {"space": np_.space, "timestep": np_.timestep, "images": len(index),
-                                       "sqrt_alpha_bar": float(sched.alphas_cumprod[np_.timestep].sqrt())})
+                                       "sqrt_alpha_bar": float(sched.alphas_cumprod[np_.timestep].sqrt()),
+                                       # how to turn a stored tensor back into a picture (sena report)
+                                       "image_mean": list(mean) if processor is not None else None,
+                                       "image_std": list(std) if processor is not None else None})
     return {"images": len(index), "space": np_.space, "timestep": np_.timestep,
             "output": str(out_dir), "seconds": time.perf_counter() - started}

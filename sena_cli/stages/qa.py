@@ -26,17 +26,16 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from sena_cli import layout
 from sena_cli.artifacts import (
     Journal,
+    NoisedImages,
     atomic_dir,
     file_identity,
     fingerprint,
     open_rgb,
     read_journals,
-    read_jsonl,
     read_manifest,
     write_json,
     write_jsonl,
@@ -63,35 +62,6 @@ def fixed_question(params: Params, image_id: str) -> str:
 def partial_dir(k: int, root: Path) -> Path:
     # Beside, not inside, data/iterK/qa: DVC empties a stage's outputs before it runs.
     return layout.iter_dir(k, root) / "qa.partial"
-
-
-class NoisedImages:
-    """The corrupted copies written by `sena noise`, by image id."""
-
-    def __init__(self, folder: Path):
-        index_file = folder / "index.jsonl"
-        if not index_file.is_file():
-            raise SenaError(f"{index_file}: missing; run `sena noise` for this iteration first")
-        self.folder = folder
-        self.index = {r["id"]: r for r in read_jsonl(index_file)}
-        self._shards: dict[str, dict] = {}
-
-    def tensor(self, image_id: str) -> torch.Tensor | None:
-        rec = self._lookup(image_id)
-        if "shard" not in rec:
-            return None
-        if rec["shard"] not in self._shards:
-            self._shards = {rec["shard"]: load_file(self.folder / rec["shard"])}  # one shard in memory
-        return self._shards[rec["shard"]][rec["key"]]
-
-    def image(self, image_id: str):
-        rec = self._lookup(image_id)
-        return open_rgb(self.folder / rec["image"]) if "image" in rec else None
-
-    def _lookup(self, image_id: str) -> dict:
-        if image_id not in self.index:
-            raise SenaError(f"{self.folder}: no corrupted copy of '{image_id}'; rerun `sena noise`")
-        return self.index[image_id]
 
 
 def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: NoisedImages) -> tuple[list, dict]:

@@ -1,0 +1,246 @@
+"""Stage `report`: one self-contained HTML page (report/index.html) about a whole run.
+
+Inline SVG charts and base64 images, no script and no network: the headline metrics against
+iteration, each iteration's training curves (its dvclive log), the per-filter pair counts,
+and a sample of pairs with the clean image, the corrupted image the rejected answer came
+from, the prompt, and the chosen and rejected answers. Whatever a run has not produced yet
+(no θ3, no training log) is left out with a note, so the page works part-way through a run.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import random
+from pathlib import Path
+
+from PIL import Image
+
+from sena_cli import layout
+from sena_cli.artifacts import NoisedImages, atomic_write_text, open_rgb, read_jsonl
+from sena_cli.config import Params
+from sena_cli.errors import SenaError
+from sena_cli.method.noise import first_image, tensor_to_uint8
+from sena_cli.progress import Progress, no_progress
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+HEADLINE_CHARTS = [
+    ("POPE accuracy", [("random", ("pope", "random", "accuracy")), ("popular", ("pope", "popular", "accuracy")),
+                       ("adversarial", ("pope", "adversarial", "accuracy"))]),
+    ("POPE F1 and yes-ratio (adversarial)", [("F1", ("pope", "adversarial", "f1")),
+                                             ("yes-ratio", ("pope", "adversarial", "yes_ratio"))]),
+    ("CHAIR (lower is better)", [("CHAIR_s", ("chair", "chair_s")), ("CHAIR_i", ("chair", "chair_i"))]),
+    ("Caption recall and F1", [("recall", ("chair", "recall")), ("caption F1", ("chair", "caption_f1"))]),
+]
+TRAIN_CURVES = [("DPO loss", "dpo_loss"), ("alignment loss", "alignment_loss"),
+                ("reward accuracy", "rewards/accuracies"), ("reward margin", "rewards/margins")]
+
+
+def report_file(root: Path = Path(".")) -> Path:
+    return root / "report" / "index.html"
+
+
+# ---------------------------------------------------------------- drawing
+
+def svg_chart(title: str, series: list[tuple[str, list[tuple[float, float]]]], x_label: str,
+              width: int = 420, height: int = 240) -> str:
+    """A line chart as inline SVG; series = [(name, [(x, y), ...])]."""
+    points = [p for _, pts in series for p in pts]
+    if not points:
+        return ""
+    left, right, top, bottom = 48, 12, 28, 36
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys)
+    pad = (y1 - y0) * 0.08 or abs(y1) * 0.1 or 0.1
+    y0, y1 = y0 - pad, y1 + pad
+
+    def px(x):
+        return left + (x - x0) / (x1 - x0) * (width - left - right)
+
+    def py(y):
+        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'role="img" aria-label="{html.escape(title)}">',
+             f'<rect width="{width}" height="{height}" fill="#fff"/>',
+             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">'
+             f'{html.escape(title)}</text>',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#444"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#444"/>',
+             f'<text x="{width / 2}" y="{height - 6}" text-anchor="middle" font-size="11">'
+             f'{html.escape(x_label)}</text>']
+    for frac in (0.0, 0.5, 1.0):
+        y = y0 + frac * (y1 - y0)
+        parts.append(f'<text x="{left - 4}" y="{py(y) + 4:.1f}" text-anchor="end" font-size="10">{y:.3g}</text>')
+    for x in sorted(set(xs))[:: max(1, len(set(xs)) // 8)]:
+        parts.append(f'<text x="{px(x):.1f}" y="{height - bottom + 13}" text-anchor="middle" font-size="10">'
+                     f'{x:g}</text>')
+    for i, (name, pts) in enumerate(series):
+        colour = COLOURS[i % len(COLOURS)]
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        parts += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{colour}"/>' for x, y in pts]
+        parts.append(f'<text x="{left + 8 + 92 * i}" y="{top + 10}" font-size="10" fill="{colour}">'
+                     f'{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def png_data_uri(image: Image.Image, scale: int = 3) -> str:
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# ---------------------------------------------------------------- reading a run
+
+def _metric(metrics: dict, path: tuple[str, ...]):
+    for part in path:
+        if not isinstance(metrics, dict) or part not in metrics:
+            return None
+        metrics = metrics[part]
+    return metrics if isinstance(metrics, int | float) else None
+
+
+def _read_tsv(path: Path, column: str) -> list[tuple[float, float]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [(float(r["step"]), float(r[column])) for r in csv.DictReader(f, delimiter="\t")]
+
+
+def _corrupted_picture(noised: NoisedImages, info: dict, image_id: str) -> Image.Image | None:
+    tensor = noised.tensor(image_id)
+    if tensor is not None and info.get("image_mean"):
+        return Image.fromarray(tensor_to_uint8(first_image(tensor), info["image_mean"], info["image_std"]))
+    picture = noised.image(image_id)
+    return picture
+
+
+def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
+    pairs_file = layout.iter_dir(k, root) / "pairs" / "pairs.jsonl"
+    noised_dir = layout.iter_dir(k, root) / "noised"
+    if not pairs_file.is_file() or not (noised_dir / "index.jsonl").is_file():
+        return []
+    pairs = read_jsonl(pairs_file)
+    picked = random.Random(f"report:{k}").sample(pairs, min(count, len(pairs)))
+    noised = NoisedImages(noised_dir)
+    info = json.loads((noised_dir / "info.json").read_text()) if (noised_dir / "info.json").is_file() else {}
+    out = []
+    for p in picked:
+        clean = open_rgb(root / p["image"])
+        corrupted = _corrupted_picture(noised, info, p["id"])
+        if corrupted is not None and corrupted.size != clean.size:
+            corrupted = corrupted.resize(clean.size)
+        out.append({**p, "clean_uri": png_data_uri(clean),
+                    "corrupted_uri": png_data_uri(corrupted) if corrupted is not None else ""})
+    return out
+
+
+# ---------------------------------------------------------------- the page
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;background:#fafafa}
+h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
+.charts{display:flex;flex-wrap:wrap;gap:12px} .chart{border:1px solid #ddd;background:#fff}
+table{border-collapse:collapse;margin:8px 0;background:#fff} td,th{border:1px solid #ccc;padding:4px 8px;
+font-size:13px;text-align:right} th{background:#eee} td.l,th.l{text-align:left}
+.pair{display:grid;grid-template-columns:160px 160px 1fr;gap:10px;align-items:start;background:#fff;
+border:1px solid #ddd;padding:8px;margin:8px 0} .pair img{width:150px;image-rendering:pixelated;border:1px solid #999}
+.cap{font-size:11px;color:#555} .chosen{color:#176b1b} .rejected{color:#a11d1d} .note{color:#777;font-style:italic}
+details{margin:8px 0} summary{cursor:pointer;font-weight:bold}
+"""
+
+
+def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lambda n: None) -> str:
+    n = params.loop.iterations
+    metrics = {}
+    for k in range(n + 1):
+        path = layout.metrics_file(k, root)
+        if path.is_file():
+            metrics[k] = json.loads(path.read_text())
+    if not metrics:
+        raise SenaError(f"{layout.metrics_file(0, root)}: no metrics yet; run `sena eval --iter 0` first")
+    body = [f"<h1>sena report</h1><p class='cap'>model.base: {html.escape(params.model.base)} · "
+            f"{n} iterations · M = {params.sample.images_per_iteration} images per iteration · "
+            f"t = {params.noise.timestep} · β = {params.train.beta} · lr = {params.train.lr} · "
+            f"alignment weight {params.train.alignment_weight} · self-questioning "
+            f"{'on' if params.qa.self_questioning else 'off'} · self-enhancement "
+            f"{'on' if params.qa.self_enhancement else 'off'}</p>"]
+
+    body.append("<h2>Headline metrics against iteration</h2><div class='charts'>")
+    for title, lines in HEADLINE_CHARTS:
+        series = [(name, [(k, v) for k in sorted(metrics) if (v := _metric(metrics[k], path)) is not None])
+                  for name, path in lines]
+        body.append(svg_chart(title, [s for s in series if s[1]], "iteration (θk)"))
+    body.append("</div>")
+    keys = [("POPE random acc.", ("pope", "random", "accuracy")),
+            ("POPE adv. acc.", ("pope", "adversarial", "accuracy")),
+            ("POPE adv. F1", ("pope", "adversarial", "f1")), ("yes-ratio", ("pope", "adversarial", "yes_ratio")),
+            ("CHAIR_s", ("chair", "chair_s")), ("CHAIR_i", ("chair", "chair_i")), ("recall", ("chair", "recall")),
+            ("caption F1", ("chair", "caption_f1"))]
+    body.append("<table><tr><th class='l'>θ</th>" + "".join(f"<th>{html.escape(n_)}</th>" for n_, _ in keys) + "</tr>")
+    for k in sorted(metrics):
+        cells = "".join(f"<td>{v:.3f}</td>" if (v := _metric(metrics[k], p)) is not None else "<td></td>"
+                        for _, p in keys)
+        body.append(f"<tr><td class='l'>θ{k}</td>{cells}</tr>")
+    body.append("</table>")
+
+    body.append("<h2>Training curves</h2>")
+    for k in range(1, n + 1):
+        live = layout.train_dir(k, root) / "live" / "plots" / "metrics"
+        if not live.is_dir():
+            body.append(f"<p class='note'>iteration {k}: not trained yet</p>")
+            continue
+        body.append(f"<h3>iteration {k}</h3><div class='charts'>")
+        for title, name in TRAIN_CURVES:
+            body.append(svg_chart(title, [(name.split("/")[-1], _read_tsv(live / f"{name}.tsv", name.split("/")[-1]))],
+                                  "optimizer step", width=260, height=180))
+        body.append("</div>")
+
+    body.append("<h2>Preference pairs and filters</h2>")
+    stats = {k: json.loads(p.read_text()) for k in range(1, n + 1)
+             if (p := layout.iter_dir(k, root) / "pairs" / "stats.json").is_file()}
+    if stats:
+        filters = list(next(iter(stats.values()))["dropped"])
+        body.append("<table><tr><th class='l'>iteration</th><th>qa records</th><th>pairs</th><th>des</th><th>gen</th>"
+                    + "".join(f"<th>dropped: {html.escape(f)}</th>" for f in filters) + "</tr>")
+        for k, s in stats.items():
+            body.append(f"<tr><td class='l'>{k}</td><td>{s['records']}</td><td>{s['pairs']}</td>"
+                        f"<td>{s['pairs_des']}</td><td>{s['pairs_gen']}</td>"
+                        + "".join(f"<td>{s['dropped'].get(f, 0)}</td>" for f in filters) + "</tr>")
+        body.append("</table>")
+    for k in range(1, n + 1):
+        samples = _pair_samples(params, k, root, samples_per_iteration)
+        tick(1)
+        if not samples:
+            continue
+        body.append(f"<details{' open' if k == 1 else ''}><summary>iteration {k}: {len(samples)} pairs "
+                    f"(seeded sample)</summary>")
+        for p in samples:
+            corrupted = (f"<img alt='corrupted' src='{p['corrupted_uri']}'>" if p["corrupted_uri"]
+                         else "<span class='note'>no corrupted copy</span>")
+            body.append(
+                f"<div class='pair'><div><img alt='clean' src='{p['clean_uri']}'><div class='cap'>clean</div></div>"
+                f"<div>{corrupted}<div class='cap'>corrupted (t = {params.noise.timestep})</div></div>"
+                f"<div><div class='cap'>{html.escape(p['type'])} · {html.escape(p['id'])}</div>"
+                f"<p><b>prompt</b>: {html.escape(p['prompt'])}</p>"
+                f"<p class='chosen'><b>chosen</b>: {html.escape(p['chosen'])}</p>"
+                f"<p class='rejected'><b>rejected</b>: {html.escape(p['rejected'])}</p></div></div>")
+        body.append("</details>")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sena report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def run_report(params: Params, root: Path = Path("."), progress: Progress = no_progress) -> dict:
+    tick = progress("report: sampling pairs", params.loop.iterations)
+    page = render(params, root, tick=tick)
+    atomic_write_text(report_file(root), page)
+    return {"output": str(report_file(root)), "kilobytes": round(len(page.encode()) / 1024)}
+

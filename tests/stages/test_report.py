@@ -1,0 +1,91 @@
+"""`sena report`: a self-contained page, rendered in headless Chromium."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from sena_cli.config import params_from_dict
+from sena_cli.stages.eval import run_eval
+from sena_cli.stages.noise import run_noise
+from sena_cli.stages.pair import run_pair
+from sena_cli.stages.report import run_report
+from sena_cli.stages.sample import run_sample
+from sena_cli.stages.train import run_train
+
+
+def _chromium() -> str:
+    """Debian's chromium, installed when missing (the test set-up the report test needs)."""
+    path = shutil.which("chromium")
+    if path is None:
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        proc = subprocess.run([*sudo, "apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                              capture_output=True, text=True)
+        path = shutil.which("chromium")
+        if path is None:
+            pytest.fail("chromium is missing and `apt-get install chromium` failed:\n" + proc.stderr[-2000:])
+    return path
+
+
+@pytest.fixture
+def run_project(micro_project, micro_dict, tmp_path):
+    """One iteration of the micro loop: sampled, corrupted, paired (scripted qa records), trained, evaluated."""
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
+    shutil.copytree(micro_project / "models" / "iter0", root / "models" / "iter0")
+    d = {**micro_dict, "loop": {"iterations": 1}, "sample": {"images_per_iteration": 6},
+         "train": {"global_batch_size": 2, "per_device_batch_size": 2, "lr": 1e-3, "checkpoint_steps": 0}}
+    params = params_from_dict(d)
+    run_sample(params, 1, root=root)
+    run_noise(params, 1, root=root)
+    manifest = [json.loads(line) for line in (root / "data/iter1/sample/manifest.jsonl").read_text().splitlines()]
+    qa = root / "data/iter1/qa"
+    qa.mkdir(parents=True)
+    (qa / "records.jsonl").write_text("".join(json.dumps({
+        "id": m["id"], "image": m["path"], "type": "des", "prompt": "Describe the image <concisely>.",
+        "enhanced_answer": "A red circle & a blue square.", "corrupted_answer": "A green cross."}) + "\n"
+        for m in manifest))
+    run_pair(params, 1, root=root)
+    run_train(params, 1, root=root)
+    run_eval(params, 0, root=root)
+    run_eval(params, 1, root=root)
+    return root, params
+
+
+def test_report_is_self_contained_and_renders_in_headless_chromium(run_project, tmp_path):
+    root, params = run_project
+    info = run_report(params, root=root)
+    page = (root / "report" / "index.html").read_text()
+    assert info["output"].endswith("report/index.html")
+    assert not re.search(r"""(src|href)=["'](https?:)?//""", page)  # nothing fetched from the network
+    assert "<script" not in page
+    assert page.count("<svg") >= 4 + 4  # headline charts + one iteration's training curves
+    assert page.count("data:image/png;base64,") == 2 * 6  # clean and corrupted image of 6 pairs
+    assert "Describe the image &lt;concisely&gt;." in page and "&amp; a blue square" in page  # escaped text
+    assert "dropped: identical" in page
+
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--window-size=1200,1600", f"--screenshot={shot}", "--enable-logging=stderr", "--v=0",
+                           (root / "report" / "index.html").as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Failed to load" in line]
+    assert console == [], console
+    with Image.open(shot) as im:
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # charts, text and pictures: far from blank
+    background = max(colours)[0] / sum(c for c, _ in colours)
+    assert background < 0.97
+
+
+def test_report_before_any_evaluation_says_what_to_run(tmp_path):
+    from sena_cli.errors import SenaError
+
+    with pytest.raises(SenaError, match="run `sena eval --iter 0` first"):
+        run_report(params_from_dict({}), root=tmp_path)
