@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,7 +40,8 @@ CHAIR = ["chair_s", "chair_i", "recall", "caption_f1"]
 
 
 def _sh(args, cwd, log=None):
-    proc = subprocess.run(args, cwd=cwd, text=True, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(args, cwd=cwd, text=True, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
         sys.exit(f"{' '.join(map(str, args))} failed in {cwd}" + (f":\n{proc.stdout[-3000:]}" if proc.stdout else ""))
     return proc.stdout
@@ -49,6 +51,7 @@ def run(out: Path, only: set[str] | None, cache: Path | None) -> None:
     out = out.resolve()
     cache = (cache or out / "cache").resolve()
     cache.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     venv_bin = Path(sys.executable).parent
     for variant, profile, seeds in VARIANTS:
         if only and variant not in only:
