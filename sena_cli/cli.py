@@ -90,6 +90,9 @@ def _params() -> Params:
 @contextlib.contextmanager
 def _progress() -> Iterator[Progress]:
     """Yield `phase(name, total) -> tick(n)`: one progress bar per phase of long work."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # rich draws the bars; no tqdm bars for loading or saving weights
     bar = ProgressBars(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
