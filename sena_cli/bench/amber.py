@@ -21,11 +21,11 @@ similarity function, so it is testable without them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sena_cli.bench.files import read_json_file
 from sena_cli.errors import SenaError
 
 Similar = Callable[[str, str], bool]
@@ -45,20 +45,11 @@ class AmberData:
         return self.annotations[query_id - 1]
 
 
-def _load_json(path: Path, what: str):
-    if not path.is_file():
-        raise SenaError(f"{path}: AMBER {what} not found; fix eval.amber")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise SenaError(f"{path}: AMBER {what} is not valid JSON") from None
-
-
 def read_amber(queries: str | Path, annotations: str | Path, relation: str | Path,
                safe_words: str | Path) -> AmberData:
-    q = _load_json(Path(queries), "query file")
-    ann = _load_json(Path(annotations), "annotations")
-    rel = _load_json(Path(relation), "relation file")
+    q = read_json_file(queries, "AMBER query file", "fix eval.amber.queries")
+    ann = read_json_file(annotations, "AMBER annotations", "fix eval.amber.annotations")
+    rel = read_json_file(relation, "AMBER relation file", "fix eval.amber.relation")
     if not isinstance(q, list) or not all(isinstance(r, dict) and {"id", "image", "query"} <= set(r) for r in q):
         raise SenaError(f"{queries}: an AMBER query file is a JSON list of {{id, image, query}}")
     if not isinstance(ann, list) or not all(isinstance(a, dict) and {"type", "truth"} <= set(a) for a in ann):

@@ -16,6 +16,7 @@ from sena_cli.bench import amber as amber_lib
 from sena_cli.bench import coco_pope as pope_lib
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import mmbench as mmb
+from sena_cli.bench.files import read_json_file, read_jsonl_file
 from sena_cli.bench.pope import parse_yes_no, pope_metrics
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
@@ -151,11 +152,11 @@ def _judged_result(metrics: dict, judge: judge_lib.Judge, name: str) -> dict:
 
 def _llava_bench_rows(params: Params):
     f = params.eval.llava_bench
-    questions = judge_lib.read_jsonl_file(_need(f.questions, "eval.llava_bench.questions"),
+    questions = read_jsonl_file(_need(f.questions, "eval.llava_bench.questions"),
                                           ("question_id", "image", "text"), "LLaVA-Bench question file")
-    answers = judge_lib.read_jsonl_file(_need(f.answers, "eval.llava_bench.answers"), ("question_id", "text"),
+    answers = read_jsonl_file(_need(f.answers, "eval.llava_bench.answers"), ("question_id", "text"),
                                         "LLaVA-Bench reference answer file")
-    context = judge_lib.read_jsonl_file(_need(f.context, "eval.llava_bench.context"), ("image", "caption"),
+    context = read_jsonl_file(_need(f.context, "eval.llava_bench.context"), ("image", "caption"),
                                         "LLaVA-Bench context file")
     reference = {a["question_id"]: a["text"] for a in answers}
     captions = {c["image"]: c["caption"] for c in context}
@@ -183,7 +184,7 @@ def llava_bench(vlm: VLM, params: Params, tick: Tick, judge: judge_lib.Judge):
 
 def _mm_vet_items(params: Params) -> list[tuple[str, dict]]:
     path = _need(params.eval.mm_vet.file, "eval.mm_vet.file")
-    data = judge_lib.read_json_file(path, "MM-Vet file")
+    data = read_json_file(path, "MM-Vet file")
     if not isinstance(data, dict) or not all(isinstance(v, dict) and {"imagename", "question", "answer"} <= set(v)
                                              for v in data.values()):
         raise SenaError(f"{path}: MM-Vet's file maps ids to {{imagename, question, answer, capability}}")
@@ -205,7 +206,7 @@ def mm_vet(vlm: VLM, params: Params, tick: Tick, judge: judge_lib.Judge):
 
 def _mmhal_items(params: Params) -> list[dict]:
     path = _need(params.eval.mmhal.file, "eval.mmhal.file")
-    data = judge_lib.read_json_file(path, "MMHal-Bench file")
+    data = read_json_file(path, "MMHal-Bench file")
     keys = {"image_src", "image_content", "question", "gt_answer"}
     if not isinstance(data, list) or not all(isinstance(r, dict) and keys <= set(r) for r in data):
         raise SenaError(f"{path}: MMHal-Bench's file is a list of {{{', '.join(sorted(keys))}, …}}")

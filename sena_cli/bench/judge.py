@@ -18,7 +18,6 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from sena_cli.config import JudgeParams
 from sena_cli.errors import SenaError
@@ -88,37 +87,6 @@ class Judge:
 def _urlopen(request: urllib.request.Request, timeout: float) -> bytes:
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the user's endpoint
         return response.read()
-
-
-# ---------------------------------------------------------------- readers
-
-def read_jsonl_file(path: str | Path, keys: Sequence[str], what: str) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise SenaError(f"{path}: {what} not found; fix its path in params.yaml")
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise SenaError(f"{path}: line {i} is not JSON") from None
-        missing = [k for k in keys if k not in row]
-        if missing:
-            raise SenaError(f"{path}: line {i} lacks {', '.join(missing)}; is this the {what}?")
-        rows.append(row)
-    return rows
-
-
-def read_json_file(path: str | Path, what: str):
-    path = Path(path)
-    if not path.is_file():
-        raise SenaError(f"{path}: {what} not found; fix its path in params.yaml")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise SenaError(f"{path}: {what} is not valid JSON") from None
 
 
 # ---------------------------------------------------------------- prompts and parsing
