@@ -23,8 +23,11 @@ def _chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
         sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        proc = subprocess.run([*sudo, "apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                              capture_output=True, text=True)
+        install = [*sudo, "apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+        proc = subprocess.run(install, capture_output=True, text=True)
+        if proc.returncode:  # a fresh machine may have no package lists yet
+            subprocess.run([*sudo, "apt-get", "update"], capture_output=True, text=True)
+            proc = subprocess.run(install, capture_output=True, text=True)
         path = shutil.which("chromium")
         if path is None:
             pytest.fail("chromium is missing and `apt-get install chromium` failed:\n" + proc.stderr[-2000:])
