@@ -118,7 +118,8 @@ def table(out: Path) -> str:
 
     for variant, infos in runs.items():
         deltas = [_cell([get(i["metrics"][3], h) - get(i["metrics"][0], h) for i in infos]) for h in heads]
-        secs = _cell([i["seconds"] for i in infos]).replace(".000", "")
+        times = [i["seconds"] for i in infos]
+        secs = f"{statistics.mean(times):.0f}" + (f" ± {statistics.stdev(times):.0f}" if len(times) > 1 else "")
         lines.append(f"| {variant} | {len(infos)} | " + " | ".join(deltas) + f" | {secs} s |")
     for variant, infos in runs.items():
         lines += ["", f"## {variant}", "", f"Reproduce: `{infos[0]['command']}` (seed 0; other seeds change the "
