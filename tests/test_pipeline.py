@@ -53,7 +53,8 @@ def _edit_params(root: Path, edit) -> None:
 ITERS = (1, 2, 3)
 LOOP = {f"{s}@{k}" for s in ("sample", "noise", "qa", "pair", "train") for k in ITERS}
 EVALS = {f"eval@{k}" for k in (0, *ITERS)}
-EVERY_STAGE = {"world", "base", "history"} | LOOP | EVALS
+SUMMARIES = {"history", "report"}  # rerun whenever any metric moves
+EVERY_STAGE = {"world", "base"} | SUMMARIES | LOOP | EVALS
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,7 @@ def test_repro_runs_three_iterations_and_writes_well_formed_artifacts(project):
         summary = json.loads((root / f"data/iter{k}/train/summary.json").read_text())
         assert summary["steps"] >= 1 and summary["pairs"] == len(pairs)
         assert (root / f"data/iter{k}/train/live/plots/metrics/dpo_loss.tsv").is_file()
+    assert (root / "report/index.html").stat().st_size > 10_000
     history = list(csv.DictReader((root / "metrics/history.csv").open()))
     assert [row["iteration"] for row in history] == ["0", "1", "2", "3"]
     shown = json.loads(_dvc(["metrics", "show", "--json"], root))
@@ -100,7 +102,7 @@ def test_an_eval_parameter_reruns_only_the_evaluations(project):
     root, _ = project
     _edit_params(root, lambda d: d["eval"].update(max_new_tokens=d["eval"]["max_new_tokens"] + 4))
     ran = _ran(_dvc(["repro"], root))
-    assert ran - {"history"} == EVALS
+    assert ran - SUMMARIES == EVALS
 
 
 def test_an_iteration_3_parameter_reruns_only_iteration_3(project):
@@ -108,7 +110,7 @@ def test_an_iteration_3_parameter_reruns_only_iteration_3(project):
     _edit_params(root, lambda d: d["iterations"]["3"]["noise"].update(seed=7))
     ran = _ran(_dvc(["repro"], root))
     assert "noise@3" in ran
-    assert ran <= {"noise@3", "qa@3", "pair@3", "train@3", "eval@3", "history"}
+    assert ran <= {"noise@3", "qa@3", "pair@3", "train@3", "eval@3"} | SUMMARIES
 
 
 def test_artifacts_pushed_from_one_clone_pull_into_another_with_nothing_to_rerun(project, tmp_path):
