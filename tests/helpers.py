@@ -47,3 +47,13 @@ def build_tiny_idefics3(out: Path, texts: list[str] | None = None) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def project_from(micro_project: Path, root: Path) -> Path:
+    """A fresh project folder sharing the micro world (symlinked, read-only use) with its own copy of θ0."""
+    import shutil
+
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
+    shutil.copytree(micro_project / "models" / "iter0", root / "models" / "iter0")
+    return root

@@ -30,9 +30,6 @@ def run_eval(
 ) -> dict:
     if k < 0 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: must be between 0 and loop.iterations ({params.loop.iterations})")
-    torch.manual_seed(params.loop.seed)
-    vlm = VLM.load(layout.model_dir(k, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype)
     # Judged benchmarks without a configured judge are skipped, each with one line saying how to enable it.
     skipped, judge = {}, None
     names = list(params.eval.benchmarks)
@@ -45,9 +42,12 @@ def run_eval(
     data = None
     if any(name in world_bench.BENCHMARKS for name in names):
         data = world_bench.WorldEvalSet(layout.world_dir(root))
-    # Read and check every benchmark file before the long generation starts.
+    # Read and check every benchmark file before loading the model and generating.
     counts = {name: world_bench.question_count(data, params, name) if name in world_bench.BENCHMARKS
               else external.count(params, name) for name in names}
+    torch.manual_seed(params.loop.seed)
+    vlm = VLM.load(layout.model_dir(k, root), trust_remote_code=params.model.trust_remote_code,
+                   dtype=params.model.dtype)
     metrics: dict = {}
     records: list[dict] = []
     started = time.perf_counter()

@@ -119,8 +119,7 @@ def _corrupted_picture(noised: NoisedImages, info: dict, image_id: str) -> Image
     tensor = noised.tensor(image_id)
     if tensor is not None and info.get("image_mean"):
         return Image.fromarray(tensor_to_uint8(first_image(tensor), info["image_mean"], info["image_std"]))
-    picture = noised.image(image_id)
-    return picture
+    return noised.image(image_id)
 
 
 def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:

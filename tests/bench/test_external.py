@@ -13,6 +13,7 @@ from sena_cli.bench import mmbench as mmb
 from sena_cli.bench.coco_pope import read_pope_file
 from sena_cli.config import params_from_dict
 from sena_cli.errors import SenaError
+from tests.helpers import project_from
 
 
 class ScriptedVLM:
@@ -249,11 +250,7 @@ def test_sena_eval_writes_published_benchmarks_under_their_own_keys(micro_projec
         **micro_dict["eval"], "benchmarks": ["world_pope", "coco_pope", "mmbench"],
         "coco_pope": {"files": [str(tmp_path / "coco_pope_random.json")], "image_root": str(tmp_path / "val2014")},
         "mmbench": {"tsv": str(tmp_path / "mmbench_dev_en.tsv")}}})
-    root = tmp_path / "project"
-    (root / "data").mkdir(parents=True)
-    (root / "models").mkdir()
-    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
-    (root / "models" / "iter0").symlink_to(micro_project / "models" / "iter0")
+    root = project_from(micro_project, tmp_path / "project")
     result = run_eval(params, 0, root=root)
     metrics = json.loads((root / "metrics" / "iter0.json").read_text())
     assert metrics == json.loads(json.dumps(result["metrics"]))

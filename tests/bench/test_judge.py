@@ -11,6 +11,7 @@ from sena_cli.bench import judge as judge_lib
 from sena_cli.config import JudgeParams, params_from_dict
 from sena_cli.errors import SenaError
 from sena_cli.stages.eval import run_eval
+from tests.helpers import project_from
 
 KEY = "sk-test-0123456789"
 
@@ -84,12 +85,7 @@ def _write_benchmarks(tmp_path) -> dict:
 
 @pytest.fixture
 def project(micro_project, tmp_path):
-    root = tmp_path / "project"
-    (root / "data").mkdir(parents=True)
-    (root / "models").mkdir()
-    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
-    (root / "models" / "iter0").symlink_to(micro_project / "models" / "iter0")
-    return root
+    return project_from(micro_project, tmp_path / "project")
 
 
 def _params(micro_dict, files, judge):

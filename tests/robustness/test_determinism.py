@@ -1,18 +1,16 @@
 """The same params and seed give byte-identical artifacts on the same machine."""
 
-import shutil
 
 from sena_cli.config import params_from_dict
 from sena_cli.stages.noise import run_noise
 from sena_cli.stages.pair import run_pair
 from sena_cli.stages.qa import run_qa
 from sena_cli.stages.sample import run_sample
+from tests.helpers import project_from
 
 
 def _run(micro_project, micro_dict, root):
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
-    shutil.copytree(micro_project / "models" / "iter0", root / "models" / "iter0")
+    project_from(micro_project, root)
     params = params_from_dict({**micro_dict, "sample": {"images_per_iteration": 5}})
     for stage in (run_sample, run_noise, run_qa, run_pair):
         stage(params, 1, root=root)

@@ -3,7 +3,6 @@ flushed (qa: tests/stages/test_qa.py) and writes the same outputs as an uninterr
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,14 +17,13 @@ from sena_cli.stages.eval import run_eval
 from sena_cli.stages.pair import run_pair
 from sena_cli.stages.train import run_train
 from tests.conftest import full_params_yaml
+from tests.helpers import project_from
 
 pytestmark = pytest.mark.slow
 
 
 def _project(micro_project, root, d, n_pairs=12):
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
-    shutil.copytree(micro_project / "models" / "iter0", root / "models" / "iter0")
+    project_from(micro_project, root)
     (root / "params.yaml").write_text(full_params_yaml(d))
     qa = root / "data/iter1/qa"
     qa.mkdir(parents=True)

@@ -1,6 +1,5 @@
 """Security defaults: no remote code unless asked, safetensors only, the judge key only in the request."""
 
-import shutil
 
 from typer.testing import CliRunner
 
@@ -9,6 +8,7 @@ from sena_cli.config import Params
 from sena_cli.vlm import VLM
 from tests.bench.test_judge import KEY, FakeJudge, _write_benchmarks, endpoint  # noqa: F401 - fixture
 from tests.conftest import full_params_yaml
+from tests.helpers import project_from
 
 
 def test_models_load_without_remote_code_and_from_safetensors_only(micro_project, monkeypatch):
@@ -29,10 +29,7 @@ def test_models_load_without_remote_code_and_from_safetensors_only(micro_project
 
 def test_the_judge_key_never_reaches_output_or_files(micro_project, micro_dict, tmp_path, endpoint,  # noqa: F811
                                                       monkeypatch):
-    project = tmp_path / "project"
-    (project / "data").mkdir(parents=True)
-    (project / "data" / "world").symlink_to(micro_project / "data" / "world")
-    shutil.copytree(micro_project / "models" / "iter0", project / "models" / "iter0")
+    project = project_from(micro_project, tmp_path / "project")
     files = _write_benchmarks(tmp_path)
     eval_params = {**micro_dict["eval"], **files, "benchmarks": ["llava_bench", "mmhal"],
                    "judge": {"base_url": endpoint, "model": "fake-judge-1"}}

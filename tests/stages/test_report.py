@@ -16,6 +16,7 @@ from sena_cli.stages.pair import run_pair
 from sena_cli.stages.report import run_report
 from sena_cli.stages.sample import run_sample
 from sena_cli.stages.train import run_train
+from tests.helpers import project_from
 
 
 def _chromium() -> str:
@@ -37,10 +38,7 @@ def _chromium() -> str:
 @pytest.fixture
 def run_project(micro_project, micro_dict, tmp_path):
     """One iteration of the micro loop: sampled, corrupted, paired (scripted qa records), trained, evaluated."""
-    root = tmp_path / "project"
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
-    shutil.copytree(micro_project / "models" / "iter0", root / "models" / "iter0")
+    root = project_from(micro_project, tmp_path / "project")
     d = {**micro_dict, "loop": {"iterations": 1}, "sample": {"images_per_iteration": 6},
          "train": {"global_batch_size": 2, "per_device_batch_size": 2, "lr": 1e-3, "checkpoint_steps": 0}}
     params = params_from_dict(d)

@@ -1,6 +1,5 @@
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from sena_cli.stages.pair import run_pair
 from sena_cli.stages.train import run_train
 from sena_cli.vlm import VLM
 from sena_cli.vlm.preference import PreferenceCollator, completion_logps
+from tests.helpers import project_from
 
 DES = "Describe the image concisely."
 GEN = "What color is the circle? Answer with a single word or phrase."
@@ -41,9 +41,7 @@ def train_params(micro_dict, **train):
 @pytest.fixture
 def paired_project(micro_project, micro_dict, tmp_path):
     """A project with the micro world, θ0 and iteration 1's pairs (10 pairs, 4 of them `des`)."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "world").symlink_to(micro_project / "data" / "world")
-    shutil.copytree(micro_project / "models" / "iter0", tmp_path / "models" / "iter0")
+    project_from(micro_project, tmp_path)
     qa = tmp_path / "data" / "iter1" / "qa"
     qa.mkdir(parents=True)
     (qa / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _qa_records(10)))
