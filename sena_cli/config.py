@@ -97,9 +97,11 @@ class BaseParams:
     """θ0 for the embedded default: a tiny LLaVA trained on the world's instruction set."""
 
     seed: int = field(default=0, metadata=_rng(0))
-    steps: int = field(default=5000, metadata=_rng(1))
-    batch_size: int = field(default=32, metadata=_rng(1))
-    lr: float = field(default=1e-3, metadata=_rng(0.0, 1.0, lo_open=True))
+    steps: int = field(default=3800, metadata=_rng(1))
+    batch_size: int = field(default=16, metadata=_rng(1))  # rows (images) per step
+    # Examples of one image packed into a row, each masked off from the others (tiny.train_tiny).
+    examples_per_sequence: int = field(default=6, metadata=_rng(1))
+    lr: float = field(default=7e-4, metadata=_rng(0.0, 1.0, lo_open=True))
     warmup_steps: int = field(default=100, metadata=_rng(0))
     threads: int = field(default=2, metadata=_rng(1, 256))
     patch_size: int = field(default=8, metadata=_rng(1))

@@ -16,6 +16,7 @@ from sena_cli.config import QAPrompts, WorldParams
 from sena_cli.method import prompts as P
 from sena_cli.world.language import (
     Question,
+    answerable_questions,
     ask,
     caption,
     pick_question,
@@ -26,10 +27,11 @@ from sena_cli.world.scenes import Scene, object_names
 
 # Relative frequency of each request. Captions and short answers carry most of the image
 # signal per token, so they dominate; the long check/enhance prompts are rarer but present.
+# Tuned on θ0's held-out scores (docs/world.md, θ0 tuning log).
 TASK_WEIGHTS = {
     "describe": 1.5,
     "describe_short": 1.5,
-    "short_answer": 2.5,
+    "short_answer": 4.0,
     "yes_no": 3.5,
     "generate_question": 0.7,
     "check_question": 0.6,
@@ -88,7 +90,16 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
     return {"task": task, "prompt": prompt, "answer": answer}
 
 
+# Share of short-answer examples that ask the colour of a shape or the shape of a colour:
+# finding an object by its shape is what θ0 learns last, so it gets more of these.
+GROUNDING_SHARE = 0.5
+
+
 def _non_yes_no_question(scene: Scene, world: WorldParams, rng: random.Random) -> Question:
+    if rng.random() < GROUNDING_SHARE:
+        options = [q for q in answerable_questions(scene, world) if q.kind in ("colour", "shape")]
+        if options:
+            return rng.choice(options)
     while True:
         q = pick_question(scene, world, rng)
         if q.kind != "exists":

@@ -149,6 +149,15 @@ def _image_token_count(processor: LlavaProcessor) -> int:
     return n + processor.num_additional_image_tokens
 
 
+def image_prefix_length(encoded: list[tuple[list[int], int]], image_token_id: int) -> int:
+    """Length of the prefix every example shares: the chat tag and the image tokens."""
+    first = encoded[0][0]
+    n = max(i for i, t in enumerate(first) if t == image_token_id) + 1
+    if any(seq[:n] != first[:n] for seq, _ in encoded):
+        raise ValueError("examples do not share one image prefix; the chat template changed")
+    return n
+
+
 def train_tiny(
     model: LlavaForConditionalGeneration,
     pixel_values: torch.Tensor,
@@ -158,30 +167,33 @@ def train_tiny(
     pad_id: int,
     on_step: Callable[[int, float], None] = lambda step, loss: None,
 ) -> list[dict]:
-    """Supervised next-token training on the answers (prompt tokens masked). Returns the log."""
+    """Supervised next-token training on the answers (prompt tokens masked). Returns the log.
+
+    Up to `base.examples_per_sequence` examples of one image share a row: the image prefix
+    once, then each example's prompt and answer, which sees the prefix and itself only (a
+    block mask, and positions that restart after the prefix). Each example thus gets exactly
+    the logits it would get alone, for one pass over the image instead of one per example.
+    """
     torch.manual_seed(base.seed)
     rng = random.Random(base.seed)
+    prefix = image_prefix_length(encoded, model.config.image_token_id)
     model.train()
     optim = torch.optim.AdamW(model.parameters(), lr=base.lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(optim, base.warmup_steps, base.steps)
+    rows: list[list[int]] = []
     batches: list[list[int]] = []
     log = []
     started = time.perf_counter()
     for step in range(1, base.steps + 1):
         if not batches:
-            batches = _length_bucketed_batches(encoded, base.batch_size, rng)
-        batch = batches.pop()
-        width = max(len(encoded[i][0]) for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            seq, n_prompt = encoded[i]
-            ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
-            mask[row, : len(seq)] = 1
-        pixels = pixel_values[[image_index[i] for i in batch]]
-        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
+            rows = _rows_by_image(image_index, base.examples_per_sequence, rng)
+            lengths = [prefix + sum(len(encoded[i][0]) - prefix for i in row) for row in rows]
+            batches = _length_bucketed_batches(lengths, base.batch_size, rng)
+        batch = [rows[r] for r in batches.pop()]
+        inputs = packed_batch(batch, encoded, prefix, pad_id, model.dtype)
+        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        pixels = pixel_values[[image_index[row[0]] for row in batch]].to(model.device)
+        loss = model(**inputs, pixel_values=pixels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
@@ -198,15 +210,66 @@ def train_tiny(
     return log
 
 
-def _length_bucketed_batches(encoded, batch_size: int, rng: random.Random, window: int = 64) -> list[list[int]]:
-    """One epoch of batches; examples of similar length share a batch (less padding: 0.067 s
+def packed_batch(
+    rows: list[list[int]], encoded: list[tuple[list[int], int]], prefix: int, pad_id: int,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """Model inputs for rows of examples that share an image: ids, answer-only labels,
+    positions that restart after the prefix, and a 4-D additive mask in which a token sees
+    the prefix and the earlier tokens of its own example (a plain causal mask for one)."""
+    ids_rows, label_rows, pos_rows, seg_rows = [], [], [], []
+    for row in rows:
+        seq0 = encoded[row[0]][0]
+        ids, labels = list(seq0[:prefix]), [-100] * prefix
+        pos, seg = list(range(prefix)), [0] * prefix
+        for number, i in enumerate(row, start=1):
+            seq, n_prompt = encoded[i]
+            ids += seq[prefix:]
+            labels += [-100] * (n_prompt - prefix) + seq[n_prompt:]
+            pos += range(prefix, len(seq))
+            seg += [number] * (len(seq) - prefix)
+        ids_rows.append(ids)
+        label_rows.append(labels)
+        pos_rows.append(pos)
+        seg_rows.append(seg)
+    width = max(len(r) for r in ids_rows)
+
+    def pad(values: list[list[int]], fill: int) -> torch.Tensor:
+        return torch.tensor([v + [fill] * (width - len(v)) for v in values], dtype=torch.long)
+
+    seg = pad(seg_rows, -1)
+    key_seg, query_seg = seg[:, None, :], seg[:, :, None]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = causal & (key_seg >= 0) & ((key_seg == 0) | (key_seg == query_seg))
+    allowed |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves: no empty softmax
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return {"input_ids": pad(ids_rows, pad_id), "labels": pad(label_rows, -100),
+            "position_ids": pad(pos_rows, 0), "attention_mask": mask[:, None]}
+
+
+def _rows_by_image(image_index: list[int], per_row: int, rng: random.Random) -> list[list[int]]:
+    """One epoch's rows: each image's examples, shuffled, in groups of at most `per_row`."""
+    by_image: dict[int, list[int]] = {}
+    for i, image in enumerate(image_index):
+        by_image.setdefault(image, []).append(i)
+    rows = []
+    for examples in by_image.values():
+        rng.shuffle(examples)
+        rows += [examples[k : k + per_row] for k in range(0, len(examples), per_row)]
+    return rows
+
+
+def _length_bucketed_batches(
+    lengths: list[int], batch_size: int, rng: random.Random, window: int = 64
+) -> list[list[int]]:
+    """One epoch of batches; rows of similar length share a batch (less padding: 0.067 s
     instead of ~0.10 s per step here), and both the windows and the batch order stay random."""
-    order = list(range(len(encoded)))
+    order = list(range(len(lengths)))
     rng.shuffle(order)
     batches = []
     span = batch_size * window
     for start in range(0, len(order), span):
-        chunk = sorted(order[start : start + span], key=lambda i: len(encoded[i][0]))
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches

@@ -71,3 +71,32 @@ def test_train_tiny_lowers_the_loss(micro_params):
     base = params_from_dict({"base": {"steps": 60, "batch_size": 2, "lr": 0.003, "warmup_steps": 0}}).base
     log = tiny.train_tiny(model, pixels, encoded, [0, 1], base, tok.pad_token_id)
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+
+
+def test_packed_examples_get_exactly_the_logits_they_get_alone(micro_project):
+    """Several examples of one image in a row (train_tiny's packing) must not see each other:
+    each gets the logits of a plain single-example forward."""
+    from sena_cli.stages.base import pixel_tensor
+
+    world = micro_project / "data" / "world"
+    path = micro_project / "models" / "iter0"
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    examples = read_jsonl(world / "instruct" / "train.jsonl")[:8]
+    images = sorted({e["image"] for e in examples})
+    rows = [[i for i, e in enumerate(examples) if e["image"] == name] for name in images]
+    assert max(len(r) for r in rows) >= 3
+    pixels = pixel_tensor(processor, [world / "instruct" / "images" / n for n in images], lambda n: None)
+    encoded = tiny.encode_examples(processor, examples)
+    prefix = tiny.image_prefix_length(encoded, model.config.image_token_id)
+    with torch.no_grad():
+        packed = model(**tiny.packed_batch(rows, encoded, prefix, processor.tokenizer.pad_token_id),
+                       pixel_values=pixels).logits
+        for r, row in enumerate(rows):
+            offset = prefix
+            for i in row:
+                seq, _ = encoded[i]
+                alone = model(input_ids=torch.tensor([seq]), pixel_values=pixels[[r]]).logits[0]
+                n = len(seq) - prefix
+                torch.testing.assert_close(packed[r, offset : offset + n], alone[prefix:], atol=1e-5, rtol=1e-4)
+                offset += n
