@@ -10,6 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from sena_cli.artifacts import read_jsonl, write_jsonl
 from sena_cli.cli import app
 from sena_cli.config import params_from_dict
 from sena_cli.stages.noise import run_noise
@@ -41,12 +42,10 @@ def project(micro_project, micro_dict, tmp_path_factory):
     params = params_from_dict(d)
     run_sample(params, 1, root=root)
     run_noise(params, 1, root=root)
-    manifest = [json.loads(line) for line in (root / "data/iter1/sample/manifest.jsonl").read_text().splitlines()]
-    qa = root / "data/iter1/qa"
-    qa.mkdir(parents=True)
-    (qa / "records.jsonl").write_text("".join(json.dumps({
+    write_jsonl(root / "data/iter1/qa/records.jsonl", [{
         "id": m["id"], "image": m["path"], "type": "gen", "prompt": "What color is the circle?",
-        "enhanced_answer": "red", "corrupted_answer": "blue"}) + "\n" for m in manifest))
+        "enhanced_answer": "red", "corrupted_answer": "blue"}
+        for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
     run_pair(params, 1, root=root)
     return root
 
@@ -121,7 +120,7 @@ def test_a_missing_predecessor_model(project, monkeypatch):
 
 
 def test_an_image_missing_from_the_manifest(project, monkeypatch):
-    manifest = [json.loads(line) for line in (project / "data/iter1/sample/manifest.jsonl").read_text().splitlines()]
+    manifest = read_jsonl(project / "data/iter1/sample/manifest.jsonl")
     image = project / manifest[0]["path"]
     saved = image.read_bytes()
     image.unlink()

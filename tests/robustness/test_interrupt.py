@@ -1,7 +1,6 @@
 """SIGKILL to real `sena` processes in the middle of long work; the rerun resumes from what was
 flushed (qa: tests/stages/test_qa.py) and writes the same outputs as an uninterrupted run."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sena_cli.artifacts import write_jsonl
 from sena_cli.config import params_from_dict
 from sena_cli.stages.eval import run_eval
 from sena_cli.stages.pair import run_pair
@@ -25,13 +25,11 @@ pytestmark = pytest.mark.slow
 def _project(micro_project, root, d, n_pairs=12):
     project_from(micro_project, root)
     (root / "params.yaml").write_text(full_params_yaml(d))
-    qa = root / "data/iter1/qa"
-    qa.mkdir(parents=True)
     colours = ["red", "green", "blue", "yellow"]
-    (qa / "records.jsonl").write_text("".join(json.dumps({
+    write_jsonl(root / "data/iter1/qa/records.jsonl", [{
         "id": str(i), "image": f"data/world/pool/{i:05d}.png", "type": "des" if i % 3 == 0 else "gen",
         "prompt": "What color is the circle?", "enhanced_answer": colours[i % 4],
-        "corrupted_answer": colours[(i + 1) % 4]}) + "\n" for i in range(n_pairs)))
+        "corrupted_answer": colours[(i + 1) % 4]} for i in range(n_pairs)])
     return root
 
 

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from sena_cli.artifacts import read_jsonl, write_jsonl
 from sena_cli.config import params_from_dict
 from sena_cli.stages.noise import run_noise
 from sena_cli.stages.pair import run_pair
@@ -24,7 +25,7 @@ def test_sample_noise_qa_pair_on_idefics3(micro_project, micro_dict, tmp_path):
                                "qa": {"batch_size": 2, "max_new_tokens": 6, "check_with_image": False}})
     run_sample(params, 1, root=tmp_path)
     run_noise(params, 1, root=tmp_path)
-    index = [json.loads(line) for line in (tmp_path / "data/iter1/noised/index.jsonl").open()]
+    index = read_jsonl(tmp_path / "data/iter1/noised/index.jsonl")
     stored = load_file(tmp_path / "data/iter1/noised" / index[0]["shard"])[index[0]["key"]]
     assert stored.dim() == 4  # (images, C, H, W) per sample: 5-D once batched
     info = run_qa(params, 1, root=tmp_path)
@@ -54,12 +55,10 @@ def test_train_on_idefics3_freezes_its_vision_model(micro_project, micro_dict, t
 
     shutil.copytree(micro_project / "data" / "world" / "pool", tmp_path / "pool")
     build_tiny_idefics3(tmp_path / "models" / "iter0")
-    qa = tmp_path / "data" / "iter1" / "qa"
-    qa.mkdir(parents=True)
-    records = [{"id": str(i), "image": f"pool/{i:05d}.png", "type": "gen" if i % 2 else "des",
-                "prompt": "What color is the circle?", "enhanced_answer": "red", "corrupted_answer": "blue"}
-               for i in range(4)]
-    (qa / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_jsonl(tmp_path / "data/iter1/qa/records.jsonl", [
+        {"id": str(i), "image": f"pool/{i:05d}.png", "type": "gen" if i % 2 else "des",
+         "prompt": "What color is the circle?", "enhanced_answer": "red", "corrupted_answer": "blue"}
+        for i in range(4)])
     params = params_from_dict({**micro_dict, "train": {"global_batch_size": 2, "per_device_batch_size": 2,
                                                        "lr": 1e-3, "checkpoint_steps": 0}})
     run_pair(params, 1, root=tmp_path)

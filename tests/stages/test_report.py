@@ -1,6 +1,5 @@
 """`sena report`: a self-contained page, rendered in headless Chromium."""
 
-import json
 import os
 import re
 import shutil
@@ -9,6 +8,7 @@ import subprocess
 import pytest
 from PIL import Image
 
+from sena_cli.artifacts import read_jsonl, write_jsonl
 from sena_cli.config import params_from_dict
 from sena_cli.stages.eval import run_eval
 from sena_cli.stages.noise import run_noise
@@ -44,13 +44,10 @@ def run_project(micro_project, micro_dict, tmp_path):
     params = params_from_dict(d)
     run_sample(params, 1, root=root)
     run_noise(params, 1, root=root)
-    manifest = [json.loads(line) for line in (root / "data/iter1/sample/manifest.jsonl").read_text().splitlines()]
-    qa = root / "data/iter1/qa"
-    qa.mkdir(parents=True)
-    (qa / "records.jsonl").write_text("".join(json.dumps({
+    write_jsonl(root / "data/iter1/qa/records.jsonl", [{
         "id": m["id"], "image": m["path"], "type": "des", "prompt": "Describe the image <concisely>.",
-        "enhanced_answer": "A red circle & a blue square.", "corrupted_answer": "A green cross."}) + "\n"
-        for m in manifest))
+        "enhanced_answer": "A red circle & a blue square.", "corrupted_answer": "A green cross."}
+        for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
     run_pair(params, 1, root=root)
     run_train(params, 1, root=root)
     run_eval(params, 0, root=root)
