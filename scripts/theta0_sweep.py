@@ -3,9 +3,10 @@
     python scripts/theta0_sweep.py run NAME --out DIR [--device cuda] [--scale 0.01]
     python scripts/theta0_sweep.py all --out DIR [--device cuda] [--jobs 15] [--deadline-s 500]
 
-Each variant is the shipped params.yaml plus overrides of `world`, `base` and the task mix
-of θ0's instruction set; its step count is chosen so that it trains in the same time on 2
-CPU cores as the shipped θ0 (measured per variant, see docs/world.md). The learning dynamics
+Each variant is params.yaml plus overrides of `world`, `base` and the task mix of θ0's
+instruction set (the logged rounds name the config they started from, `BEFORE`; `shipped`
+is params.yaml as it is); its step count is chosen so that it trains in about the same time
+on 2 CPU cores (seconds per step measured per row shape, see docs/world.md). The learning dynamics
 per step do not depend on the device, so a GPU (or many CPU cores) runs a whole sweep at once;
 the chosen variant is then checked on 2 CPU cores with `sena base`. Writes DIR/NAME.json.
 """
@@ -68,6 +69,15 @@ VARIANTS.update({
     "lr5-big-c9": {"base": {**P, "lr": 5e-4}, "world": {**BIG, "cooccurrence_prob": 0.9, "caption_noise": 0.7}},
     "lr5-big-w3": {"base": {**P, "lr": 5e-4, "warmup_steps": 300}, "world": BIG},
 })
+# Both rounds started from the config shipped before them (lr 1e-3, short-answer weight 2.5,
+# no extra colour/shape share): each variant is that config plus its overrides, so it reruns
+# as logged whatever params.yaml and the instruction mix say now.
+BEFORE = {"base": {"lr": 1e-3}, "weights": {"short_answer": 2.5}, "grounding_share": 0.0}
+for spec in VARIANTS.values():
+    for section in ("base", "weights"):
+        spec[section] = {**BEFORE[section], **spec.get(section, {})}
+    spec.setdefault("grounding_share", BEFORE["grounding_share"])
+VARIANTS["shipped"] = {}  # params.yaml and the code's instruction mix as they are
 
 
 class Deadline(Exception):
@@ -88,6 +98,7 @@ def variant_params(name: str, scale: float):
                                     pool_images=8, eval=dataclasses.replace(
                                         world.eval, pope_images=6, chair_images=6, vqa_images=6, question_images=6))
     instruct.TASK_WEIGHTS.update(spec.get("weights", {}))
+    instruct.GROUNDING_SHARE = spec.get("grounding_share", instruct.GROUNDING_SHARE)
     return dataclasses.replace(params, world=world, base=base)
 
 
