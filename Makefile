@@ -8,12 +8,13 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: setup test repro lint
 setup: $(VENV)/.installed
 
-# torch==2.13.0 first: on this kind of machine it is a CPU wheel on disk, and the
-# package's torch range then installs nothing more (see README for CUDA).
+# torch 2.14.1 + torchvision 0.29.1 first, the pair GPU users install: Qwen2-VL's processor needs
+# torchvision, and the registry's torchvision builds import only beside the CUDA build of torch
+# (it runs on CPU too; see docs/models.md). The package's torch range then installs nothing more.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
