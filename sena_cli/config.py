@@ -55,6 +55,10 @@ class ModelParams:
     base: str = "embedded"
     trust_remote_code: bool = False  # never on unless the user sets it
     dtype: str = field(default="auto", metadata=_rng(choices=["auto", "float32", "bfloat16", "float16"]))
+    # Settings laid over the checkpoint's saved processor at every load (noise, qa, pair, train,
+    # eval), e.g. {max_pixels: 1003520} for Qwen2-VL or {do_image_splitting: false} for SmolVLM:
+    # how a user bounds the image tokens of a real model. {} = the checkpoint's own settings.
+    processor: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -286,7 +290,8 @@ class EvalParams:
     benchmarks: list[str] = field(default_factory=lambda: ["world_pope", "world_chair", "world_vqa", "world_questions"],
                                   metadata=_rng(choices=BENCHMARK_NAMES))
     batch_size: int = field(default=32, metadata=_rng(1))
-    max_new_tokens: int = field(default=64, metadata=_rng(1))
+    # CHAIR/AMBER captions are long descriptions: 512 new tokens, as the reference generates.
+    max_new_tokens: int = field(default=512, metadata=_rng(1))
     # The caption prompt of CHAIR; empty = the first describe instruction of qa.prompts.
     chair_prompt: str = ""
     coco_pope: CocoPopeFiles = field(default_factory=CocoPopeFiles)
@@ -436,6 +441,10 @@ def _coerce(tp, value, key: str, meta, source: str):
             return None
         tp = next(a for a in args if a is not type(None))
         return _coerce(tp, value, key, meta, source)
+    if tp is dict:  # free-form settings handed to a library (model.processor): plain YAML values only
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise SenaError(f"{source}: '{key}' must be a mapping of setting names to values, got {_show(value)}")
+        return dict(value)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

@@ -47,7 +47,7 @@ def run_eval(
               else external.count(params, name) for name in names}
     torch.manual_seed(params.loop.seed)
     vlm = VLM.load(layout.model_dir(k, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype)
+                   dtype=params.model.dtype, processor_settings=params.model.processor)
     metrics: dict = {}
     records: list[dict] = []
     started = time.perf_counter()
