@@ -86,7 +86,7 @@ class Judge:
         self.journal = Journal(journal, self.run_id()) if journal else None
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._client = None
+        self._client = _client(params)
 
     @property
     def model(self) -> str:
@@ -119,7 +119,7 @@ class Judge:
         p = self.params
         _DEADLINE.at = time.monotonic() + p.deadline_s
         try:
-            reply = self._openai().chat.completions.create(
+            reply = self._client.chat.completions.create(
                 model=p.model, temperature=0, messages=[{"role": "user", "content": prompt}])
             content = reply.choices[0].message.content
             if not isinstance(content, str):
@@ -145,12 +145,6 @@ class Judge:
             raise SenaError(f"judge at {p.base_url} did not answer like a chat completions API") from None
         finally:
             _DEADLINE.at = None
-
-    def _openai(self):
-        with self._lock:
-            if self._client is None:
-                self._client = _client(self.params)
-            return self._client
 
     # ------------------------------------------------------------ many requests
 
