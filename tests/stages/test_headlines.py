@@ -74,6 +74,22 @@ def test_history_of_a_published_benchmark_run_is_full(published_run):
         assert lines[0] == f"iteration,{key}" and len(lines) == 3
 
 
+def test_sena_history_prints_the_headlines_of_the_run(published_run, micro_dict, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sena_cli.cli import app
+    from tests.conftest import full_params_yaml
+
+    root, params = published_run
+    (root / "params.yaml").write_text(full_params_yaml({**micro_dict, "loop": {"iterations": 1}, "eval": {
+        **micro_dict["eval"], "benchmarks": list(params.eval.benchmarks)}}))
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(app, ["history"])
+    assert result.exit_code == 0, result.output
+    for key in ("coco_pope.adversarial.accuracy", "amber.generative.chair", "mmbench.overall"):
+        assert key in result.output
+
+
 def test_report_draws_a_chart_per_headline_chart_of_the_benchmarks_that_ran(published_run):
     root, params = published_run
     page = render(params, root)
