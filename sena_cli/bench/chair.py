@@ -173,7 +173,7 @@ def _fallback_tokenize(text: str) -> list[str]:
 
 _IRREGULAR = {"people": "person", "children": "child", "men": "man", "women": "woman", "mice": "mouse",
               "knives": "knife", "geese": "goose", "oxen": "ox", "feet": "foot", "teeth": "tooth",
-              "leaves": "leaf", "wolves": "wolf", "shelves": "shelf", "calves": "calf"}
+              "leaves": "leaf", "wolves": "wolf", "shelves": "shelf", "calves": "calf", "buses": "bus"}
 
 
 def _fallback_singularize(word: str) -> str:

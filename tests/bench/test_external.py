@@ -269,3 +269,20 @@ def test_sena_eval_writes_published_benchmarks_under_their_own_keys(micro_projec
     assert 0.0 <= metrics["mmbench"]["overall"] <= 1.0
     answers = (root / "data/iter0/eval/answers.jsonl").read_text().splitlines()
     assert sum('"benchmark": "mmbench"' in line for line in answers) == 6
+
+
+def test_coco_chair_without_nltk_or_pattern_falls_back_and_says_so_in_the_metrics():
+    from sena_cli.bench import chair as chair_lib
+
+    tokenize, singularize, notes = chair_lib.language_tools()
+    try:
+        import nltk  # noqa: F401
+    except ImportError:
+        assert "pip install nltk" in notes["tokenize"]
+        assert tokenize("two dogs, a cat.") == ["two", "dogs", ",", "a", "cat", "."]
+    try:
+        import pattern.en  # noqa: F401
+    except ImportError:
+        assert "pip install Pattern" in notes["singularize"]
+        assert [singularize(w) for w in ("dogs", "buses", "people", "glass", "benches")] == [
+            "dog", "bus", "person", "glass", "bench"]
