@@ -21,19 +21,12 @@ from PIL import Image
 
 from sena_cli import layout
 from sena_cli.artifacts import NOISE_INDEX, Corruption, atomic_write_text, open_rgb, read_jsonl
+from sena_cli.bench import registry
 from sena_cli.config import Params, for_iteration
 from sena_cli.errors import SenaError
 from sena_cli.progress import Progress, no_progress
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
-HEADLINE_CHARTS = [
-    ("POPE accuracy", [("random", ("pope", "random", "accuracy")), ("popular", ("pope", "popular", "accuracy")),
-                       ("adversarial", ("pope", "adversarial", "accuracy"))]),
-    ("POPE F1 and yes-ratio (adversarial)", [("F1", ("pope", "adversarial", "f1")),
-                                             ("yes-ratio", ("pope", "adversarial", "yes_ratio"))]),
-    ("CHAIR (lower is better)", [("CHAIR_s", ("chair", "chair_s")), ("CHAIR_i", ("chair", "chair_i"))]),
-    ("Caption recall and F1", [("recall", ("chair", "recall")), ("caption F1", ("chair", "caption_f1"))]),
-]
 TRAIN_CURVES = [("DPO loss", "dpo_loss"), ("alignment loss", "alignment_loss"),
                 ("reward accuracy", "rewards/accuracies"), ("reward margin", "rewards/margins")]
 
@@ -110,14 +103,6 @@ def thumbnail_uri(image: Image.Image) -> str:
 
 # ---------------------------------------------------------------- reading a run
 
-def _metric(metrics: dict, path: tuple[str, ...]):
-    for part in path:
-        if not isinstance(metrics, dict) or part not in metrics:
-            return None
-        metrics = metrics[part]
-    return metrics if isinstance(metrics, int | float) else None
-
-
 def _read_tsv(path: Path, column: str) -> list[tuple[float, float]]:
     if not path.is_file():
         return []
@@ -158,6 +143,29 @@ def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------- headline metrics
+
+def _headlines(metrics: dict[int, dict]) -> list[str]:
+    """A chart per headline chart of every benchmark that ran (bench/registry.py), and a table."""
+    ran = registry.ran(list(metrics.values()))
+    out = ["<h2>Headline metrics against iteration</h2><div class='charts'>"]
+    for b in ran:
+        for chart in b.charts:
+            series = [(label, [(k, v) for k in sorted(metrics)
+                               if (v := registry.metric(metrics[k], f"{b.key}.{key}")) is not None])
+                      for label, key in chart.series]
+            out.append(svg_chart(chart.title, [s for s in series if s[1]], "iteration (θk)"))
+    out.append("</div>")
+    keys = registry.headline_keys(list(metrics.values()))
+    out.append("<table><tr><th class='l'>θ</th>" + "".join(f"<th>{html.escape(key)}</th>" for key in keys) + "</tr>")
+    for k in sorted(metrics):
+        cells = "".join(f"<td>{v:.4g}</td>" if (v := registry.metric(metrics[k], key)) is not None else "<td></td>"
+                        for key in keys)
+        out.append(f"<tr><td class='l'>θ{k}</td>{cells}</tr>")
+    out.append("</table>")
+    return out
+
+
 # ---------------------------------------------------------------- the page
 
 CSS = """
@@ -189,23 +197,7 @@ def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lamb
             f"{'on' if params.qa.self_questioning else 'off'} · self-enhancement "
             f"{'on' if params.qa.self_enhancement else 'off'}</p>"]
 
-    body.append("<h2>Headline metrics against iteration</h2><div class='charts'>")
-    for title, lines in HEADLINE_CHARTS:
-        series = [(name, [(k, v) for k in sorted(metrics) if (v := _metric(metrics[k], path)) is not None])
-                  for name, path in lines]
-        body.append(svg_chart(title, [s for s in series if s[1]], "iteration (θk)"))
-    body.append("</div>")
-    keys = [("POPE random acc.", ("pope", "random", "accuracy")),
-            ("POPE adv. acc.", ("pope", "adversarial", "accuracy")),
-            ("POPE adv. F1", ("pope", "adversarial", "f1")), ("yes-ratio", ("pope", "adversarial", "yes_ratio")),
-            ("CHAIR_s", ("chair", "chair_s")), ("CHAIR_i", ("chair", "chair_i")), ("recall", ("chair", "recall")),
-            ("caption F1", ("chair", "caption_f1"))]
-    body.append("<table><tr><th class='l'>θ</th>" + "".join(f"<th>{html.escape(n_)}</th>" for n_, _ in keys) + "</tr>")
-    for k in sorted(metrics):
-        cells = "".join(f"<td>{v:.3f}</td>" if (v := _metric(metrics[k], p)) is not None else "<td></td>"
-                        for _, p in keys)
-        body.append(f"<tr><td class='l'>θ{k}</td>{cells}</tr>")
-    body.append("</table>")
+    body += _headlines(metrics)
 
     body.append("<h2>Training curves</h2>")
     for k in range(1, n + 1):
