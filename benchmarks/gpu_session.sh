@@ -29,12 +29,20 @@ done
     echo "== install (no index: wheels from .whl/ only where the machine's packages do not satisfy sena)"
     started=$SECONDS
     # --system-site-packages keeps the machine's torch; pip installs nothing the machine already satisfies.
-    "$python" -m venv --system-site-packages /tmp/sena-gpu-venv
-    /tmp/sena-gpu-venv/bin/python -m pip install --quiet --no-index --find-links .whl \
-        "transformers>=5.0,<6" "trl>=1.16,<2" "peft>=0.21" "accelerate>=1.10" "datasets>=4" \
-        "tokenizers>=0.21" "safetensors>=0.4" "pillow>=10" "pyyaml>=6" \
-        || echo "pip could not install everything (see above); gpu_scale.py reports what it cannot import"
-    /tmp/sena-gpu-venv/bin/python - <<'EOF'
+    # Without the venv module, install into the machine's own environment (the machine is lent, then reset).
+    if "$python" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then
+        py="$(command -v "$python")"  # torch lives in a venv already: a venv made from it would not see torch
+    elif "$python" -m venv --system-site-packages /tmp/sena-gpu-venv; then
+        py=/tmp/sena-gpu-venv/bin/python
+    else
+        py="$(command -v "$python")"
+    fi
+    # Two steps: generation needs only the first; trl's step needs datasets (and so pyarrow) as well.
+    "$py" -m pip install --quiet --no-index --find-links .whl "transformers>=5.0,<6" "tokenizers>=0.21" \
+        "safetensors>=0.4" "pillow>=10" "pyyaml>=6" || echo "pip: could not install the transformers set"
+    "$py" -m pip install --quiet --no-index --find-links .whl "trl>=1.16,<2" "peft>=0.21" "accelerate>=1.10" \
+        "datasets>=4" || echo "pip: could not install the trl set; gpu_scale.py reports what it cannot import"
+    "$py" - <<'EOF'
 import importlib
 for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow", "tokenizers", "numpy", "PIL"):
     try:
@@ -46,6 +54,6 @@ EOF
 
     echo "== gpu_scale.py ${args[*]}"
     OMP_NUM_THREADS=8 TOKENIZERS_PARALLELISM=false PYTHONPATH="$PWD" \
-        timeout 420 /tmp/sena-gpu-venv/bin/python benchmarks/gpu_scale.py "${args[@]}"
+        timeout 420 "$py" benchmarks/gpu_scale.py "${args[@]}"
     echo "gpu_scale exit code: $?"
 } 2>&1 | tee "$log"
