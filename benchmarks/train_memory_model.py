@@ -130,9 +130,11 @@ def layer_activation_bytes_per_token(s: Shape, regime: str, lora: bool) -> float
         return norm_inputs + normalised + norm_outputs + attention + mlp + small
     # LoRA: frozen weights need no saved inputs, but each adapter's A saves its input, which is the same
     # tensor the trained projection would have saved (the norm outputs, the attention output, SiLU*up),
-    # plus its r-wide output.
+    # plus its r-wide output. Under autocast peft first casts o_proj's bf16 input to its fp32 adapter,
+    # and autocast casts that back: a bf16 copy of the attention output of its own.
     mlp = 4 * e * f  # gate out, up out, SiLU out, and SiLU*up for down's adapter
-    return norm_inputs + norm_outputs + attention + mlp + 7 * e * r + small
+    o_copy = 2 * h if regime == "mixed" else 0
+    return norm_inputs + norm_outputs + attention + o_copy + mlp + 7 * e * r + small
 
 
 def checkpoint_bytes_per_token(s: Shape, regime: str) -> float:
