@@ -1,0 +1,344 @@
+"""sena's three heavy paths at LLaVA-1.5-7B's shape, random weights: qa generation, pair log-probs, one DPO step.
+
+The model has LLaVA-1.5-7B's widths (Llama decoder h 4096, f 11008, 32 heads, vocabulary 32064;
+CLIP ViT-L/14 at 336 px, 24 layers; 2-layer MLP projector) with fewer decoder layers when time or
+memory demands (--layers, printed); `--tiny` is a small model for a CPU check. Weights are random,
+so the answers are noise: generation is forced to exactly --new-tokens tokens (min_new_tokens =
+max_new_tokens through the model's generation_config), which makes throughput measurable.
+
+Measured, each through sena's own entry points:
+- qa: VLM.generate, greedy, images/s and new tokens/s at batch 1 and at --batch (params' qa batch);
+- pair: VLM.preference_logps (PreferenceCollator + one forward), pairs/s;
+- train: one optimizer step (after one warm-up step) of SenaDPOTrainer with stored reference
+  log-probs vs trl's DPOTrainer with a live reference model (a frozen copy, its normal path):
+  peak memory (torch.cuda.max_memory_allocated; on CPU the growth of peak RSS) and step time.
+  Each train run is its own process. With two or more --layers values the peak is fitted as
+  fixed + per-layer and extrapolated to 32 layers.
+
+The regime is sena's: fp32 master weights with bf16 autocast and gradient checkpointing on a GPU
+with bf16, fp32 without checkpointing elsewhere; AdamW; vision tower frozen.
+
+    python benchmarks/gpu_scale.py --tiny                       # CPU check, about 2 minutes
+    python benchmarks/gpu_scale.py --layers 4,8 --batch 32      # one H100/H200
+Ends with `RESULT gpu_scale <stored/live peak-memory ratio of the DPO step at the most layers>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+FULL = {"vocab": 32064, "hidden": 4096, "intermediate": 11008, "heads": 32, "vision_hidden": 1024,
+        "vision_intermediate": 4096, "vision_layers": 24, "vision_heads": 16}
+TINY = {"vocab": 2048, "hidden": 256, "intermediate": 688, "heads": 4, "vision_hidden": 64,
+        "vision_intermediate": 128, "vision_layers": 2, "vision_heads": 2}
+WORDS = [f"w{i}" for i in range(31000)]  # a word-level vocabulary big enough for LLaVA's 32064 rows
+PROMPT = "Describe the image concisely. " + " ".join(WORDS[:20])
+
+
+def build(shape: dict, layers: int):
+    """A random LLaVA of the given shape on the device, in the dtype sena trains it (fp32) and a processor."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from sena_cli.world import tiny
+
+    vocab_words = WORDS[: shape["vocab"] - 40]
+    tok = tiny.build_tokenizer(vocab_words + ["Describe the image concisely. Yes No"])
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
+        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=tiny.CHAT_TEMPLATE)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=shape["vision_hidden"], intermediate_size=shape["vision_intermediate"],
+            num_hidden_layers=shape["vision_layers"], num_attention_heads=shape["vision_heads"], image_size=336,
+            patch_size=14),
+        text_config=LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"],
+                                intermediate_size=shape["intermediate"], num_hidden_layers=layers,
+                                num_attention_heads=shape["heads"], num_key_value_heads=shape["heads"],
+                                max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
+                                eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
+        vision_feature_layer=-2)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    with device:  # initialise on the device: a 7B-shaped model built on the CPU takes minutes
+        model = LlavaForConditionalGeneration(config)
+    model.config._name_or_path = "gpu_scale-random"  # trl reads it; nothing is loaded from it
+    return model, processor, device
+
+
+def _images(n: int):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (336, 336, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _inference_dtype():
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def run_inference(shape: dict, layers: int, batch: int, new_tokens: int, pairs: int, pair_batch: int) -> dict:
+    """qa generation at batch 1 and `batch`, pair log-probs; in the dtype `sena qa`/`sena pair` load (bf16 on GPU)."""
+    from sena_cli.vlm import VLM
+
+    model, processor, device = build(shape, layers)
+    model.to(_inference_dtype())
+    vlm = VLM(model, processor)
+    gen = model.generation_config
+    gen.min_new_tokens = new_tokens  # random weights: force every answer to the full length
+    gen.do_sample = False
+    out = {"params": sum(p.numel() for p in model.parameters()), "dtype": str(model.dtype)}
+    for label, bs, n in (("batch1", 1, max(4, batch // 4)), ("batched", batch, 2 * batch)):
+        images = _images(n)
+        vlm.generate(images[:bs], [PROMPT] * bs, max_new_tokens=new_tokens, batch_size=bs)  # warm-up
+        _sync()
+        t0 = time.perf_counter()
+        answers = vlm.generate(images, [PROMPT] * n, max_new_tokens=new_tokens, batch_size=bs)
+        _sync()
+        seconds = time.perf_counter() - t0
+        generated = sum(len(processor.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
+        out[label] = {"batch": bs, "images": n, "seconds": seconds, "images_per_s": n / seconds,
+                      "new_tokens_per_s": n * new_tokens / seconds, "decoded_tokens": generated}
+    try:
+        images = _images(pair_batch)
+        rows = [{"image": i, "prompt": PROMPT, "chosen": " ".join(WORDS[100 + i: 150 + i]),
+                 "rejected": " ".join(WORDS[200 + i: 240 + i])} for i in range(pairs)]
+        vlm.preference_logps(rows[:pair_batch], lambda i: images[i % pair_batch], max_length=2048)  # warm-up
+        _sync()
+        t0 = time.perf_counter()
+        for start in range(0, pairs, pair_batch):
+            vlm.preference_logps(rows[start:start + pair_batch], lambda i: images[i % pair_batch], max_length=2048)
+        _sync()
+        seconds = time.perf_counter() - t0
+        out["pair"] = {"pairs": pairs, "batch": pair_batch, "seconds": seconds, "pairs_per_s": pairs / seconds}
+    except ImportError as exc:  # trl (and its datasets/pyarrow) missing on this machine
+        out["pair"] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def run_train(shape: dict, layers: int, mode: str, pairs: int) -> dict:
+    """Two optimizer steps; peak memory over both, time of the second. mode: stored | live."""
+    import copy
+
+    import torch
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from sena_cli.vlm.dpo import SenaDPOTrainer, freeze_vision_tower
+    from sena_cli.vlm.preference import PreferenceCollator
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    base_rss = _rss_mb()
+    model, processor, device = build(shape, layers)
+    model.train()
+    freeze_vision_tower(model)
+    images = _images(4)
+    rows = [{"image": i % 4, "prompt": PROMPT, "chosen": " ".join(WORDS[100 + i: 150 + i]),
+             "rejected": " ".join(WORDS[200 + i: 240 + i]), "type": "des" if i % 2 else "gen",
+             "ref_chosen_logp": -300.0, "ref_rejected_logp": -250.0} for i in range(2 * pairs)]
+    collate_pairs = PreferenceCollator(processor, lambda i: images[i], 2048)
+    seen = {}
+
+    def collate(batch_rows):
+        batch = collate_pairs(batch_rows)
+        seen.update(tokens=batch["input_ids"].numel(), sequences=batch["input_ids"].shape[0],
+                    images=batch["pixel_values"].shape[0], completion=int(batch["completion_mask"][:, 1:].sum()))
+        return batch
+
+    steps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            _sync()
+            steps.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync()
+            steps[-1] = time.perf_counter() - steps[-1]
+
+    config = DPOConfig(
+        output_dir="/tmp/gpu_scale_out", beta=0.1, loss_type=["sigmoid"], max_length=2048,
+        per_device_train_batch_size=pairs, max_steps=2, learning_rate=1e-6, weight_decay=0.0, max_grad_norm=1.0,
+        bf16=bf16, use_cpu=not cuda, activation_checkpointing=cuda, report_to="none", remove_unused_columns=False,
+        save_strategy="no", disable_tqdm=True, logging_steps=1, dataloader_num_workers=0,
+        dataloader_pin_memory=False)
+    dataset = Dataset.from_list(rows)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    if mode == "stored":
+        trainer = SenaDPOTrainer(model=model, args=config, train_dataset=dataset, data_collator=collate,
+                                 processing_class=processor, callbacks=[Clock()])
+    else:
+        ref = copy.deepcopy(model).eval().requires_grad_(False)
+
+        def live_collate(batch_rows):
+            batch = collate(batch_rows)
+            for key in ("is_des", "ref_chosen_logps", "ref_rejected_logps"):
+                batch.pop(key, None)
+            return batch
+
+        trainer = DPOTrainer(model=model, ref_model=ref, args=config, train_dataset=dataset,
+                             data_collator=live_collate, processing_class=processor, callbacks=[Clock()])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else (_peak_rss_mb() - base_rss) / 1024
+    return {"mode": mode, "layers": layers, "peak_gib": peak, "step_s": steps[-1], "bf16": bf16, "checkpointing": cuda,
+            "params": sum(p.numel() for p in model.parameters()), **seen}
+
+
+def predicted_peak_gib(shape: dict, r: dict) -> float:
+    """The arithmetic of train_memory_model.py for this run: one process, steady state (AdamW state exists)."""
+    import train_memory_model as tm
+
+    s = tm.Shape(vocab=shape["vocab"], hidden=shape["hidden"], intermediate=shape["intermediate"],
+                 layers=r["layers"], heads=shape["heads"], vision_hidden=shape["vision_hidden"],
+                 vision_intermediate=shape["vision_intermediate"], vision_layers=shape["vision_layers"],
+                 image_size=336, patch_size=14)
+    triton = r["checkpointing"]  # on a GPU: trl's Triton head scores the completion tokens only
+    b = tm.Batch(tokens=r["tokens"], sequences=r["sequences"], images=r["images"],
+                 head_tokens=r["completion"] if triton else r["tokens"] - r["sequences"], triton=triton)
+    regime = "mixed" if r["bf16"] else "fp32"
+    trainable = s.lm_params() + s.projector_params()
+    dynamic = tm.step_dynamics(s, b, regime, lora=False, checkpointing=r["checkpointing"], grad_bytes=4)["peak"]
+    reference = 4 * s.total_params() if r["mode"] == "live" else 0  # trl's frozen fp32 copy
+    return (4 * s.total_params() + 8 * trainable + dynamic + reference) / 2**30
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(args, *extra) -> dict:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, __file__, *(["--tiny"] if args.tiny else []), "--new-tokens", str(args.new_tokens),
+           "--batch", str(args.batch), "--pairs", str(args.pairs), "--pair-batch", str(args.pair_batch),
+           "--train-pairs", str(args.train_pairs), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
+                "stderr": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="small widths for a CPU check (h 256, 2 CLIP layers)")
+    ap.add_argument("--layers", default=None, help="decoder layers, comma-separated (default 4,8; --tiny 1,2)")
+    ap.add_argument("--batch", type=int, default=32, help="qa generation batch (params' qa.batch_size)")
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--pairs", type=int, default=64, help="pairs scored for pair throughput")
+    ap.add_argument("--pair-batch", type=int, default=8)
+    ap.add_argument("--train-pairs", type=int, default=4, help="pairs per device in the DPO step")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    shape = TINY if args.tiny else FULL
+    layers = [int(x) for x in (args.layers or ("1,2" if args.tiny else "4,8")).split(",")]
+    if args.child:
+        kind, n, *mode = args.child.split(",")
+        if kind == "inference":
+            result = run_inference(shape, int(n), args.batch, args.new_tokens, args.pairs, args.pair_batch)
+        else:
+            result = run_train(shape, int(n), mode[0], args.train_pairs)
+        print(json.dumps(result))
+        return
+
+    import torch
+    import transformers
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"device: {device}; torch {torch.__version__}, transformers {transformers.__version__}")
+    print(f"shape: {'tiny (--tiny)' if args.tiny else 'LLaVA-1.5-7B widths'}: h {shape['hidden']}, f "
+          f"{shape['intermediate']}, vocab {shape['vocab']}, CLIP {shape['vision_hidden']} x "
+          f"{shape['vision_layers']} layers at 336 px (576 image tokens); decoder layers {layers} of 32; "
+          f"random weights")
+    t_all = time.perf_counter()
+    inf = _child(args, "--child", f"inference,{max(layers)}")
+    if "error" in inf:
+        print(f"qa/pair: FAILED: {inf['error']}\n{inf['stderr']}")
+    else:
+        b1, bb = inf["batch1"], inf["batched"]
+        print(f"\nqa generation ({max(layers)} layers, {inf['params'] / 1e6:.0f}M parameters, {inf['dtype']}, "
+              f"{args.new_tokens} new tokens forced; decoded answers average "
+              f"{bb['decoded_tokens'] / bb['images']:.1f} tokens once special tokens are dropped)")
+        for r in (b1, bb):
+            print(f"  batch {r['batch']:>3}: {r['images_per_s']:8.2f} images/s  "
+                  f"{r['new_tokens_per_s']:9.1f} new tokens/s  ({r['images']} images, {r['seconds']:.1f} s)")
+        print(f"  batched / batch-1 throughput: {bb['images_per_s'] / b1['images_per_s']:.1f}x")
+        p = inf["pair"]
+        print(f"pair log-probs: {p['pairs_per_s']:.2f} pairs/s (batch {p['batch']}, {p['pairs']} pairs)"
+              if "pairs_per_s" in p else f"pair log-probs: skipped ({p['skipped']})")
+    print(f"\nDPO step, {args.train_pairs} pairs per device (peak memory over 2 steps, time of the 2nd step; "
+          "arithmetic: benchmarks/train_memory_model.py's formulas for this run, allocated tensor bytes; comparable "
+          "on a GPU only: on CPU, RSS counts touched pages, and trl's head tile buffer (tokens x 32768) is mostly "
+          "untouched when the vocabulary is small)")
+    runs = {}
+    for n in layers:
+        for mode in ("stored", "live"):
+            r = _child(args, "--child", f"train,{n},{mode}")
+            runs[(n, mode)] = r
+            if "error" in r:
+                print(f"  {n:>2} layers {mode:>6}: FAILED: {r['error']}")
+            else:
+                print(f"  {n:>2} layers {mode:>6}: peak {r['peak_gib']:7.2f} GiB (arithmetic "
+                      f"{predicted_peak_gib(shape, r):7.2f})   step {r['step_s']:6.2f} s   "
+                      f"({r['params'] / 1e6:.0f}M parameters, {r['tokens']} tokens, "
+                      f"{'bf16 autocast' if r['bf16'] else 'fp32'}, "
+                      f"checkpointing {'on' if r['checkpointing'] else 'off'})")
+    ok = [n for n in layers if all("error" not in runs[(n, m)] for m in ("stored", "live"))]
+    ratio = None
+    if ok:
+        top = max(ok)
+        s, v = runs[(top, "stored")], runs[(top, "live")]
+        ratio = s["peak_gib"] / v["peak_gib"]
+        print(f"  {top} layers: stored/live peak memory {ratio:.3f}, stored/live step time "
+              f"{s['step_s'] / v['step_s']:.3f}")
+        if len(ok) >= 2 and not args.tiny:
+            lo, hi = min(ok), max(ok)
+            for mode in ("stored", "live"):
+                a, b = runs[(lo, mode)]["peak_gib"], runs[(hi, mode)]["peak_gib"]
+                per_layer = (b - a) / (hi - lo)
+                print(f"  extrapolated to 32 layers, {mode:>6}: {b + per_layer * (32 - hi):7.1f} GiB "
+                      f"({per_layer:.2f} GiB per layer, fitted on {lo} and {hi} layers)")
+    print(f"\ntotal {time.perf_counter() - t_all:.0f} s")
+    print(f"RESULT gpu_scale {ratio:.3f}" if ratio is not None else "RESULT gpu_scale nan")
+
+
+if __name__ == "__main__":
+    main()
