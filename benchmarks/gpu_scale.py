@@ -155,6 +155,7 @@ def run_train(shape: dict, layers: int, mode: str, pairs: int) -> dict:
     from transformers import PrinterCallback, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
+    from sena_cli.vlm.chat import ChatFormat
     from sena_cli.vlm.dpo import SenaDPOTrainer, freeze_vision_tower
     from sena_cli.vlm.preference import PreferenceCollator
 
@@ -168,7 +169,8 @@ def run_train(shape: dict, layers: int, mode: str, pairs: int) -> dict:
     rows = [{"image": i % 4, "prompt": PROMPT, "chosen": " ".join(WORDS[100 + i: 150 + i]),
              "rejected": " ".join(WORDS[200 + i: 240 + i]), "type": "des" if i % 2 else "gen",
              "ref_chosen_logp": -300.0, "ref_rejected_logp": -250.0} for i in range(2 * pairs)]
-    collate_pairs = PreferenceCollator(processor, lambda i: images[i], 2048)
+    chat = ChatFormat.of(processor, model.generation_config)
+    collate_pairs = PreferenceCollator(processor, chat, lambda i: images[i], 2048)
     seen = {}
 
     def collate(batch_rows):

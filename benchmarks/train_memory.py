@@ -98,7 +98,7 @@ def run_one(mode: str, model_dir: Path, batch: int) -> dict:
     rows = [{"image": f"img{i}.png", "prompt": "Describe the image concisely.", "type": "des",
              "chosen": "A red circle and a blue square.", "rejected": "A green cross.",
              "ref_chosen_logp": -20.0, "ref_rejected_logp": -15.0} for i in range(batch)]
-    collator = PreferenceCollator(vlm.processor, lambda p: Image.open(model_dir / p).convert("RGB"))
+    collator = PreferenceCollator(vlm.processor, vlm.chat, lambda p: Image.open(model_dir / p).convert("RGB"))
     marks = {}
 
     class Mark(TrainerCallback):

@@ -415,7 +415,7 @@ def measure_one(model_dir: Path, regime: str, lora: bool, checkpointing: bool, p
     freeze_vision_tower(model)
     rows = [{"image": "img.png", "prompt": _sentence(40, 0), "chosen": _sentence(55, 3), "rejected": _sentence(55, 5),
              "type": "des", "ref_chosen_logp": -60.0, "ref_rejected_logp": -50.0} for _ in range(pairs)]
-    collate = PreferenceCollator(vlm.processor, lambda p: Image.open(model_dir / p).convert("RGB"), 2048)
+    collate = PreferenceCollator(vlm.processor, vlm.chat, lambda p: Image.open(model_dir / p).convert("RGB"), 2048)
     seen = {}
 
     def collator(batch_rows):

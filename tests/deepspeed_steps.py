@@ -52,7 +52,7 @@ def main() -> None:
     rows = [{"image": f"img{i % 4}.png", "prompt": "Describe the image concisely.", "chosen": c, "rejected": r,
              "type": "des" if i % 2 else "gen", "ref_chosen_logp": -8.0 - i % 3, "ref_rejected_logp": -7.0}
             for i, (c, r) in enumerate(ANSWERS * 4)]
-    collator = PreferenceCollator(vlm.processor, lambda p: Image.open(model_dir / p).convert("RGB"), 512)
+    collator = PreferenceCollator(vlm.processor, vlm.chat, lambda p: Image.open(model_dir / p).convert("RGB"), 512)
     trainer = SenaDPOTrainer(model=vlm.model, args=config, train_dataset=Dataset.from_list(rows),
                              data_collator=collator, processing_class=vlm.processor, alignment_weight=1.0)
     trainer.remove_callback(PrinterCallback)
