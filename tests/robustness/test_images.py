@@ -25,6 +25,7 @@ def _pool(tmp_path):
     Image.fromarray(np.full((40, 40), 40000, dtype=np.uint16)).save(pool / "grey16.png")
     palette = Image.new("P", (40, 40), 0)
     palette.putpalette([0, 200, 0, 10, 10, 10] + [0] * 762)
+    palette.paste(1, (20, 20, 40, 40))  # an opaque corner, so it differs from the all-transparent RGBA
     palette.save(pool / "palette.png", transparency=0)  # index 0 (green) fully transparent
     Image.new("RGBA", (40, 40), (0, 200, 0, 0)).save(pool / "rgba.png")
     Image.new("1", (9000, 9000)).save(pool / "huge.png")  # 81 M pixels: decompression-bomb sized
@@ -43,7 +44,7 @@ def test_unreadable_files_are_skipped_and_odd_modes_are_converted(tmp_path):
     assert reasons["zero.jpg"] == "zero-byte file"
     assert reasons["truncated.jpg"].startswith("unreadable")
     assert reasons["notes.jpg"].startswith("unreadable")
-    assert reasons["huge.png"] == "too large (9000x9000 pixels)"  # refused from the header, never decoded
+    assert reasons["huge.png"] == "too large (9000x9000 pixels; sample.max_pixels is 64000000)"  # header only
     info = run_sample(params, 1, root=tmp_path)
     report = json.loads((tmp_path / "data/iter1/sample/report.json").read_text())
     assert info["skipped"] == report["skipped"] == len(report["skipped_files"]) <= 4
