@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_dir, orientation, read_jsonl, shown, to_rgb, write_json, write_jsonl
+from sena_cli.artifacts import atomic_dir, read_jsonl, shown, to_rgb, write_json, write_jsonl
 from sena_cli.config import Params, SampleParams
 from sena_cli.errors import SenaError
 from sena_cli.progress import Progress, no_progress
@@ -185,11 +185,6 @@ def _too_big(width: int, height: int, limits: SampleParams) -> str | None:
     return None
 
 
-def _upright_size(im: Image.Image) -> tuple[int, int]:
-    width, height = im.size
-    return (height, width) if orientation(im) in (5, 6, 7, 8) else (width, height)
-
-
 def inspect_image(path: Path, limits: SampleParams | None = None) -> tuple[dict | None, str | None]:
     """(facts, None) for a usable image, or (None, why it is skipped).
 
@@ -202,13 +197,14 @@ def inspect_image(path: Path, limits: SampleParams | None = None) -> tuple[dict 
             return None, "missing"
         if path.stat().st_size == 0:
             return None, "zero-byte file"
+        # The limits do not care which way up an image is, so the stored size will do: reading the
+        # EXIF orientation of a PNG can mean decoding it.
         with Image.open(path) as im:  # reads the header only
-            width, height = _upright_size(im)
-        if why := _too_big(width, height, limits):
-            return None, why
+            if why := _too_big(*im.size, limits):
+                return None, why
         data = path.read_bytes()  # hashed and decoded from the same bytes
         with Image.open(io.BytesIO(data)) as im:
-            if why := _too_big(*_upright_size(im), limits):
+            if why := _too_big(*im.size, limits):
                 return None, why  # the file changed under us
             im.load()  # decode fully: a truncated file fails here, not in qa
             rgb = to_rgb(im)
@@ -224,7 +220,7 @@ def inspect_image(path: Path, limits: SampleParams | None = None) -> tuple[dict 
 def _inspect_row(cand: Candidate, limits: SampleParams) -> tuple[dict | None, str | None]:
     try:
         image = cand.row()
-        if why := _too_big(*_upright_size(image), limits):
+        if why := _too_big(*image.size, limits):
             return None, why
         image.load()
         rgb = to_rgb(image)
