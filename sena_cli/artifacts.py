@@ -177,12 +177,14 @@ def read_journals(paths, run_id: str) -> dict[int, object]:
 
 
 @contextlib.contextmanager
-def stage_lock(stage: str, k: int | None = None, root: Path = Path(".")) -> Iterator[None]:
+def stage_lock(stage: str, k: int | None = None, root: Path = Path("."), rank: int = 0) -> Iterator[None]:
     """Hold data/iterK/.STAGE.lock (data/.STAGE.lock for stages without K) while a stage runs.
 
     A second `sena STAGE --iter K` on the same project stops in one line, before it touches
     anything. flock is released by the kernel when a process dies, so a killed run leaves no
     stale lock; the file is removed on release, and so are folders made only to hold it.
+    The processes of one multi-process launch hold one lock each (`rank`), so they do not
+    stop each other while each of them stops its counterpart in a second launch.
     """
     folder = layout.iter_dir(k, root) if k is not None else Path(root) / "data"
     command = f"sena {stage}" + (f" --iter {k}" if k is not None else "")
@@ -191,7 +193,7 @@ def stage_lock(stage: str, k: int | None = None, root: Path = Path(".")) -> Iter
         if not parent.exists():
             made.append(parent)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f".{stage}.lock"
+    path = folder / (f".{stage}.lock" if rank == 0 else f".{stage}.rank{rank}.lock")
     fd = None
     try:
         while fd is None:

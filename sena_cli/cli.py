@@ -131,7 +131,9 @@ def _lock(stage: str, k: int | None = None) -> Iterator[None]:
     """One run of a stage (and iteration) at a time: a second one stops in one line, touching nothing."""
     from sena_cli.artifacts import stage_lock
 
-    with stage_lock(stage, k):
+    # Under accelerate/torchrun every process of the launch runs the command: one lock per rank.
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    with stage_lock(stage, k, rank=rank):
         yield
 
 

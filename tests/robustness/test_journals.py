@@ -182,6 +182,10 @@ def test_a_second_run_while_the_lock_is_held_stops_in_one_line_and_touches_nothi
         assert lock.read_text() == f"{holder.pid}\n"  # the loser did not write to it
         with stage_lock("qa", 2, tmp_path), stage_lock("noise", 1, tmp_path):
             pass  # other stages and iterations are not held up
+        with stage_lock("qa", 1, tmp_path, rank=1):  # rank 1 of a multi-process launch: its own lock...
+            with pytest.raises(SenaError, match="another `sena qa --iter 1` is running"), \
+                    stage_lock("qa", 1, tmp_path, rank=1):
+                pass  # ...which stops rank 1 of a second launch
     finally:
         holder.communicate("")
     assert not (tmp_path / "data/iter1").exists()  # released: the file and the folder made for it are gone
