@@ -56,6 +56,7 @@ def test_shipped_params_load_and_differ_from_paper_only_where_documented():
         ({"qa": {"self_questioning": False, "fixed_questions": []}}, ["'qa.fixed_questions' is empty"]),
         ({"world": {"shapes": []}}, ["'world.shapes' is empty"]),
         ({"iterations": {"2": [1, 2]}}, ["'iterations.2' must be a mapping"]),
+        ({"model": {"processor": {"size": {"height": float("nan")}}}}, ["'model.processor.size.height' is nan"]),
         ({"iterations": {"2": {"noise": {"beta_end": float("nan")}}}}, ["'iterations.2.noise.beta_end' is nan"]),
     ],
 )
