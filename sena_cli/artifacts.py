@@ -115,7 +115,7 @@ class Journal:
         self.path = Path(path)
         self.run_id = run_id
 
-    def add(self, chunk: int, data) -> None:
+    def add(self, chunk: int | str, data) -> None:
         line = (json.dumps({"run": self.run_id, "chunk": chunk, "data": data}) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -135,7 +135,7 @@ class Journal:
                 raise OSError(exc.errno, exc.strerror, str(self.path)) from None
             raise
 
-    def done(self) -> dict[int, object]:
+    def done(self) -> dict[int | str, object]:
         return read_journals([self.path], self.run_id)
 
 
@@ -157,7 +157,7 @@ def _cut_torn_tail(fd: int) -> int:
     return end
 
 
-def read_journals(paths, run_id: str) -> dict[int, object]:
+def read_journals(paths, run_id: str) -> dict[int | str, object]:
     """Finished chunks of run `run_id`; a line without its newline (torn) or not a journal entry is skipped."""
     done = {}
     for path in paths:
@@ -170,7 +170,7 @@ def read_journals(paths, run_id: str) -> dict[int, object]:
                 entry = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            if isinstance(entry, dict) and entry.get("run") == run_id and isinstance(entry.get("chunk"), int):
+            if isinstance(entry, dict) and entry.get("run") == run_id and isinstance(entry.get("chunk"), int | str):
                 done[entry["chunk"]] = entry.get("data")
     return done
 

@@ -51,6 +51,8 @@ def test_a_torn_tail_is_cut_before_the_next_line_and_never_read(tmp_path):
     with open(path, "ab") as f:
         f.write(b'7\n["x"]\n{"run": "run-a"}\n\xff\xfe\n')  # not journal entries: skipped, no crash
     assert read_journals([path], "run-a") == {0: {"x": 0}, 1: {"x": 1}, 2: 2}
+    journal.add("reply-3f2a", "yes")  # the judge keys its replies by a hash
+    assert read_journals([path], "run-a")["reply-3f2a"] == "yes"
 
 
 def test_a_write_that_hits_a_file_size_limit_leaves_only_whole_lines(tmp_path):
