@@ -1,18 +1,26 @@
-"""Atomic writes: an interrupted stage leaves the old artifact or none, never half of one."""
+"""Atomic writes: an interrupted stage leaves the old artifact or none, never half of one.
+
+Also the journals that let a killed stage resume, the per-stage lock that keeps two runs of one
+stage apart, and the one way every stage reads an image.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from sena_cli import layout
 from sena_cli.errors import SenaError
@@ -98,37 +106,124 @@ class Journal:
     """Finished chunks of long work, one fsynced JSON line each: a killed run resumes from it.
 
     Each line carries the run's fingerprint; lines of a run with other params, inputs or
-    model are ignored, and so is a line cut short by a kill (that chunk is redone).
+    model are ignored, and so is a line cut short (that chunk is redone). A write that fails
+    (disk full) is cut back off, and a torn tail left by a kill is cut off before the next
+    line is added, so a line is never glued to half of another.
     """
 
     def __init__(self, path: str | Path, run_id: str):
         self.path = Path(path)
         self.run_id = run_id
 
-    def add(self, chunk: int, data) -> None:
+    def add(self, chunk: int | str, data) -> None:
+        line = (json.dumps({"run": self.run_id, "chunk": chunk, "data": data}) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"run": self.run_id, "chunk": chunk, "data": data}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a+b", buffering=0) as f:
+                end = _cut_torn_tail(f.fileno())
+                try:
+                    view = memoryview(line)
+                    while view:
+                        view = view[f.write(view):]
+                    os.fsync(f.fileno())
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(f.fileno(), end)
+                    raise
+        except OSError as exc:
+            if exc.filename is None:  # write() and fsync() errors name no file; the user needs it
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+            raise
 
-    def done(self) -> dict[int, object]:
+    def done(self) -> dict[int | str, object]:
         return read_journals([self.path], self.run_id)
 
 
-def read_journals(paths, run_id: str) -> dict[int, object]:
+def _cut_torn_tail(fd: int) -> int:
+    """Cut the file back to its last newline; returns its size after."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        block = os.pread(fd, end - start, start)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            end = start + cut + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    return end
+
+
+def read_journals(paths, run_id: str) -> dict[int | str, object]:
+    """Finished chunks of run `run_id`; a line without its newline (torn) or not a journal entry is skipped."""
     done = {}
     for path in paths:
         if not Path(path).is_file():
             continue
-        for line in Path(path).read_text().splitlines():
+        for line in Path(path).read_bytes().splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                continue  # torn by a kill or a full disk: the writer cuts it off, the chunk is redone
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            if entry.get("run") == run_id:
-                done[entry["chunk"]] = entry["data"]
+            if isinstance(entry, dict) and entry.get("run") == run_id and isinstance(entry.get("chunk"), int | str):
+                done[entry["chunk"]] = entry.get("data")
     return done
+
+
+@contextlib.contextmanager
+def stage_lock(stage: str, k: int | None = None, root: Path = Path("."), rank: int = 0) -> Iterator[None]:
+    """Hold data/iterK/.STAGE.lock (data/.STAGE.lock for stages without K) while a stage runs.
+
+    A second `sena STAGE --iter K` on the same project stops in one line, before it touches
+    anything. flock is released by the kernel when a process dies, so a killed run leaves no
+    stale lock; the file is removed on release, and so are folders made only to hold it.
+    The processes of one multi-process launch hold one lock each (`rank`), so they do not
+    stop each other while each of them stops its counterpart in a second launch.
+    """
+    folder = layout.iter_dir(k, root) if k is not None else Path(root) / "data"
+    command = f"sena {stage}" + (f" --iter {k}" if k is not None else "")
+    made = []
+    for parent in reversed([folder, *folder.parents]):
+        if not parent.exists():
+            made.append(parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f".{stage}.lock" if rank == 0 else f".{stage}.rank{rank}.lock")
+    fd = None
+    try:
+        while fd is None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                fd = None
+                raise SenaError(f"{path}: another `{command}` is running (pid {holder}); "
+                                "wait for it to finish, or stop it, then rerun") from None
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                break  # a file system without locks (some network mounts): run unguarded
+            if not os.path.exists(path) or not os.path.samestat(os.fstat(fd), os.stat(path)):
+                os.close(fd)  # the holder finished and removed the file between our open and lock
+                fd = None
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # before unlocking: a waiter then sees a fresh file, never a stale one
+            os.close(fd)
+        for parent in reversed(made):
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only if still empty
 
 
 # ---------------------------------------------------------------- inputs shared by stages
@@ -141,9 +236,19 @@ def read_manifest(k: int, root: Path) -> list[dict]:
     return read_jsonl(path)
 
 
+def shown(path: str | Path) -> str:
+    """A path for a message: bytes that are not UTF-8 (kept by surrogateescape) shown as \\xNN."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+_ORIENTATION = ExifTags.Base.Orientation
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB: 16/32-bit greyscale scaled (not clipped) to 8 bits, CMYK and
-    palette converted, transparency composited over white (not turned black)."""
+    """Any PIL image as 8-bit RGB, upright: the EXIF orientation applied (a camera's portrait shot
+    is stored sideways), 16/32-bit greyscale scaled (not clipped) to 8 bits, CMYK and palette
+    converted, transparency composited over white (not turned black)."""
+    im = upright(im)
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         values = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
@@ -158,14 +263,62 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright; 5..8 swap width and height); 1 when absent or unreadable."""
+    try:
+        value = im.getexif().get(_ORIENTATION, 1)
+    except (SyntaxError, ValueError, OSError, TypeError, KeyError, struct.error):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """`im` turned as its EXIF orientation says (the same image when it is already upright)."""
+    if orientation(im) == 1:
+        return im
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im)
+
+
 def open_rgb(path: Path) -> Image.Image:
     if not path.is_file():
-        raise SenaError(f"{path}: image listed in the sample manifest is missing; rerun `sena sample`")
+        raise SenaError(f"{shown(path)}: image listed in the sample manifest is missing; rerun `sena sample`")
     try:
         with Image.open(path) as im:
             return to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SenaError(f"{path}: unreadable image ({exc.__class__.__name__}); replace it and rerun") from None
+        raise SenaError(f"{shown(path)}: unreadable image ({exc.__class__.__name__}); replace it and rerun") from None
+
+
+def _show_id(record) -> str:
+    return shown(record.get("id", "?")) if isinstance(record, dict) else "?"
+
+
+def open_manifest_image(root: Path, record: dict, k: int | None = None) -> Image.Image:
+    """A sampled image as RGB, checked against its manifest record (`path`, `sha256`).
+
+    The bytes hashed are the bytes decoded, so an image edited or replaced after `sena sample`
+    is refused in one line instead of silently feeding a different picture to the stage.
+    """
+    rerun = f"`sena sample --iter {k}`" if k is not None else "`sena sample`"
+    if not isinstance(record, dict) or not all(isinstance(record.get(f), str) for f in ("path", "sha256")):
+        raise SenaError(f"a sample manifest record ({_show_id(record)}) has no 'path' or 'sha256'; rerun {rerun}")
+    path = Path(root) / record["path"]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SenaError(f"{shown(path)}: image listed in the sample manifest is missing; rerun {rerun}") from None
+    except OSError as exc:
+        raise SenaError(f"{shown(path)}: cannot be read ({exc.strerror}); fix it or rerun {rerun}") from None
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise SenaError(f"{shown(path)}: changed since it was sampled (sha256 differs from the manifest); "
+                        f"rerun {rerun}")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SenaError(f"{shown(path)}: unreadable image ({exc.__class__.__name__}); rerun {rerun}") from None
 
 
 NOISE_INDEX = "index.jsonl"

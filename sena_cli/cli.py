@@ -53,7 +53,12 @@ def _options(
 
 
 def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    from sena_cli.artifacts import shown
+
+    # shown(): a file name with bytes that are not UTF-8 must not crash the error line itself.
+    console.print(f"[bold red]error:[/] {escape(shown(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -73,8 +78,12 @@ def _errors() -> Iterator[None]:
     except OSError as exc:
         if STATE.debug:
             raise
-        if exc.errno == errno.ENOSPC:
-            _fail(f"no space left on the device writing {exc.filename or 'an artifact'}; free space and rerun "
+        full = {errno.ENOSPC: ("no space left on the device", "free space"),
+                errno.EDQUOT: ("disk quota exceeded", "free space"),
+                errno.EFBIG: ("file size limit reached", "raise the limit (ulimit -f)")}
+        if exc.errno in full:
+            what, fix = full[exc.errno]
+            _fail(f"{what} writing {exc.filename or 'an artifact'}; {fix} and rerun "
                   "(finished work is kept, nothing half-written was published)")
         _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc} (rerun with --debug for the traceback)")
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
@@ -117,12 +126,24 @@ def _summary(title: str, rows: dict, seconds: float | None = None) -> None:
     out.print(table)
 
 
+@contextlib.contextmanager
+def _lock(stage: str, k: int | None = None) -> Iterator[None]:
+    """One run of a stage (and iteration) at a time: a second one stops in one line, touching nothing."""
+    from sena_cli.artifacts import stage_lock
+
+    # Under accelerate/torchrun every process of the launch runs the command: one lock per rank.
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    with stage_lock(stage, k, rank=rank):
+        yield
+
+
 def _run_stage(title: str, run: Callable[..., dict], k: int, hide: tuple[str, ...] = ()) -> dict:
     """Run one loop stage with progress bars and print its summary table."""
     from sena_cli.config import for_iteration
 
-    params = for_iteration(_params(), k)
-    with _progress() as phase:
+    params = for_iteration(_params(), k)  # every parameter checked before the lock and any work
+    stage = run.__module__.rsplit(".", 1)[-1]  # one module per stage: sena_cli.stages.qa is stage qa
+    with _lock(stage, k), _progress() as phase:
         info = run(params, k, progress=phase)
     shown = {key: v for key, v in info.items() if key not in (*hide, "seconds")}
     _summary(f"iteration {k}: {title}", shown, info.get("seconds"))
@@ -144,7 +165,7 @@ def world() -> None:
 
         params = _params()
         started = time.perf_counter()
-        with _progress() as phase:
+        with _lock("world"), _progress() as phase:
             counts = build_world(params, layout.world_dir(), phase("drawing scenes", total_images(params)))
         _summary(f"world written to {layout.world_dir()}", counts, time.perf_counter() - started)
 
@@ -157,12 +178,25 @@ def base() -> None:
 
         params = _params()
         started = time.perf_counter()
-        with _progress() as phase:
+        with _lock("base"), _progress() as phase:
             info = run_base(params, progress=phase)
         _summary("θ0", info, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- the loop
+
+
+@app.command()
+def pool() -> None:
+    """The pool's fingerprint (names and sizes of the files `sample` reads): DVC reruns sample when it changes."""
+    with _errors():
+        from sena_cli.stages.sample import run_pool
+
+        params = _params()
+        with _lock("pool"):
+            info = run_pool(params)
+        _summary(f"pool fingerprint ({params.sample.pool})", {key: v for key, v in info.items() if key != "seconds"},
+                 info["seconds"])
 
 
 @app.command()
@@ -224,7 +258,7 @@ def evaluate(k: int = ITER_OPTION) -> None:
         from sena_cli.stages.eval import flatten, read_metrics, run_eval
 
         params = _params()
-        with _progress() as phase:
+        with _lock("eval", k), _progress() as phase:
             result = run_eval(params, k, progress=phase)
         now = flatten(result["metrics"])
         before = flatten(read_metrics(0) or {}) if k else {}
@@ -254,7 +288,8 @@ def history() -> None:
         from sena_cli.stages.history import run_history
 
         params = _params()
-        info = run_history(params)
+        with _lock("history"):
+            info = run_history(params)
         table = Table(title=f"headline metrics by iteration ({info['output']})", title_justify="left")
         table.add_column("metric", style="bold")
         rows = list(csv.DictReader(open(info["output"])))
@@ -273,7 +308,7 @@ def report() -> None:
 
         params = _params()
         started = time.perf_counter()
-        with _progress() as phase:
+        with _lock("report"), _progress() as phase:
             info = run_report(params, progress=phase)
         _summary("report", info, time.perf_counter() - started)
 

@@ -10,6 +10,7 @@ method is a named parameter here, documented in docs/params.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,9 +36,13 @@ PALETTE = {
 SHAPES = ("circle", "square", "triangle", "cross")
 
 
-def _rng(lo=None, hi=None, *, lo_open=False, choices=None):
-    """Field metadata: the allowed range or set of values."""
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+def _rng(lo=None, hi=None, *, lo_open=False, hi_open=False, choices=None):
+    """Field metadata: the allowed range (both ends, for every number) or set of values."""
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices}
+
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit
+BIG = 10**7  # the upper bound of counts (images, steps): far above any run, below what hangs or overflows
 
 
 # ---------------------------------------------------------------- sections
@@ -46,7 +51,7 @@ def _rng(lo=None, hi=None, *, lo_open=False, choices=None):
 @dataclass
 class LoopParams:
     iterations: int = field(default=3, metadata=_rng(1, 100))  # paper: K = 3
-    seed: int = field(default=0, metadata=_rng(0))
+    seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
 
 
 @dataclass
@@ -64,23 +69,23 @@ class ModelParams:
 
 @dataclass
 class WorldEvalParams:
-    pope_images: int = field(default=150, metadata=_rng(1))
+    pope_images: int = field(default=150, metadata=_rng(1, BIG))
     pope_questions_per_label: int = field(default=3, metadata=_rng(1, 4))
-    chair_images: int = field(default=200, metadata=_rng(1))
-    vqa_images: int = field(default=150, metadata=_rng(1))
-    question_images: int = field(default=100, metadata=_rng(1))
+    chair_images: int = field(default=200, metadata=_rng(1, BIG))
+    vqa_images: int = field(default=150, metadata=_rng(1, BIG))
+    question_images: int = field(default=100, metadata=_rng(1, BIG))
 
 
 @dataclass
 class WorldParams:
-    seed: int = field(default=1234, metadata=_rng(0))
+    seed: int = field(default=1234, metadata=_rng(0, SEED_MAX))
     image_size: int = field(default=48, metadata=_rng(16, 1024))
     colours: list[str] = field(default_factory=lambda: ["red", "green", "blue", "yellow"],
                                metadata=_rng(choices=list(PALETTE)))
     shapes: list[str] = field(default_factory=lambda: list(SHAPES), metadata=_rng(choices=list(SHAPES)))
     max_objects: int = field(default=4, metadata=_rng(1, 4))  # one object per quadrant
-    min_object_size: int = field(default=12, metadata=_rng(4))
-    max_object_size: int = field(default=20, metadata=_rng(4))
+    min_object_size: int = field(default=12, metadata=_rng(4, 512))
+    max_object_size: int = field(default=20, metadata=_rng(4, 512))
     # Fixed object pairs that co-occur in images (the bias θ0 learns) ...
     cooccurrence_pairs: list[list[str]] = field(default_factory=lambda: [
         ["red circle", "blue square"],
@@ -91,8 +96,8 @@ class WorldParams:
     cooccurrence_prob: float = field(default=0.8, metadata=_rng(0.0, 1.0))
     # ... and the share of training captions that name an absent partner.
     caption_noise: float = field(default=0.5, metadata=_rng(0.0, 1.0))
-    pool_images: int = field(default=1200, metadata=_rng(1))
-    instruct_images: int = field(default=12000, metadata=_rng(1))
+    pool_images: int = field(default=1200, metadata=_rng(1, BIG))
+    instruct_images: int = field(default=12000, metadata=_rng(1, BIG))
     instruct_examples_per_image: int = field(default=6, metadata=_rng(1, 50))
     eval: WorldEvalParams = field(default_factory=WorldEvalParams)
 
@@ -101,45 +106,54 @@ class WorldParams:
 class BaseParams:
     """θ0 for the embedded default: a tiny LLaVA trained on the world's instruction set."""
 
-    seed: int = field(default=0, metadata=_rng(0))
-    steps: int = field(default=3800, metadata=_rng(1))
-    batch_size: int = field(default=16, metadata=_rng(1))  # rows (images) per step
+    seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
+    steps: int = field(default=3800, metadata=_rng(1, BIG))
+    batch_size: int = field(default=16, metadata=_rng(1, 65536))  # rows (images) per step
     # Examples of one image packed into a row, each masked off from the others (tiny.train_tiny).
-    examples_per_sequence: int = field(default=6, metadata=_rng(1))
+    examples_per_sequence: int = field(default=6, metadata=_rng(1, 1024))
     lr: float = field(default=7e-4, metadata=_rng(0.0, 1.0, lo_open=True))
-    warmup_steps: int = field(default=100, metadata=_rng(0))
+    warmup_steps: int = field(default=100, metadata=_rng(0, BIG))
     threads: int = field(default=2, metadata=_rng(1, 256))
-    patch_size: int = field(default=8, metadata=_rng(1))
-    vision_hidden: int = field(default=64, metadata=_rng(8))
-    vision_layers: int = field(default=2, metadata=_rng(1))
-    vision_heads: int = field(default=4, metadata=_rng(1))
-    text_hidden: int = field(default=128, metadata=_rng(8))
-    text_layers: int = field(default=2, metadata=_rng(1))
-    text_heads: int = field(default=4, metadata=_rng(1))
-    text_intermediate: int = field(default=256, metadata=_rng(8))
+    patch_size: int = field(default=8, metadata=_rng(1, 1024))
+    vision_hidden: int = field(default=64, metadata=_rng(8, 65536))
+    vision_layers: int = field(default=2, metadata=_rng(1, 256))
+    vision_heads: int = field(default=4, metadata=_rng(1, 256))
+    text_hidden: int = field(default=128, metadata=_rng(8, 65536))
+    text_layers: int = field(default=2, metadata=_rng(1, 256))
+    text_heads: int = field(default=4, metadata=_rng(1, 256))
+    text_intermediate: int = field(default=256, metadata=_rng(8, 262144))
 
 
 @dataclass
 class SampleParams:
     pool: str = "data/world/pool"  # folder tree, JSON/JSONL list, or a datasets-loadable path
     image_root: str = ""  # root for relative `image` paths in a JSON/JSONL pool
-    images_per_iteration: int = field(default=6000, metadata=_rng(1))  # paper: M = 6K
+    images_per_iteration: int = field(default=6000, metadata=_rng(1, BIG))  # paper: M = 6K
     stratify_by: str = ""  # "" = none; "path" = first path component; else a record field
-    seed: int = field(default=0, metadata=_rng(0))
+    seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
+    # Images past these limits are skipped (read from the header, never decoded): no paper
+    # counterpart; they keep a decompression bomb or a 200000x1 strip out of every later stage.
+    max_pixels: int = field(default=64_000_000, metadata=_rng(1, 178_000_000))  # Pillow refuses more
+    max_side: int = field(default=16_384, metadata=_rng(1, 1_000_000))
+    max_aspect_ratio: float = field(default=20.0, metadata=_rng(1.0, 1e6))  # long side / short side
+    # Which copies of one picture are drawn once: "files" (one file by several paths, or the same
+    # bytes), "pixels" (also the same decoded pixels: PNG vs lossless WebP, EXIF-rotated copies),
+    # "perceptual" (also lossy re-encodings and resized copies: JPEG of a PNG).
+    dedup: str = field(default="pixels", metadata=_rng(choices=["files", "pixels", "perceptual"]))
 
 
 @dataclass
 class NoiseParams:
-    timestep: int = field(default=600, metadata=_rng(0, 999))  # paper: T = 600
-    num_train_timesteps: int = field(default=1000, metadata=_rng(1))
-    beta_start: float = field(default=1e-5, metadata=_rng(0.0, 1.0, lo_open=True))
-    beta_end: float = field(default=5e-3, metadata=_rng(0.0, 1.0, lo_open=True))
+    timestep: int = field(default=600, metadata=_rng(0, 99_999))  # paper: T = 600
+    num_train_timesteps: int = field(default=1000, metadata=_rng(2, 100_000))
+    beta_start: float = field(default=1e-5, metadata=_rng(0.0, 1.0, lo_open=True, hi_open=True))
+    beta_end: float = field(default=5e-3, metadata=_rng(0.0, 1.0, lo_open=True, hi_open=True))
     beta_schedule: str = field(default="sigmoid", metadata=_rng(
         choices=["sigmoid", "linear", "scaled_linear", "squaredcos_cap_v2"]))
     # The reference corrupts the processor's normalised pixel tensor; "image" corrupts 0-255 RGB.
     space: str = field(default="pixel_values", metadata=_rng(choices=["pixel_values", "image"]))
-    seed: int = field(default=0, metadata=_rng(0))
-    previews: int = field(default=8, metadata=_rng(0))
+    seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
+    previews: int = field(default=8, metadata=_rng(0, 10_000))
 
 
 @dataclass
@@ -176,12 +190,12 @@ class QAPrompts:
 
 @dataclass
 class QAParams:
-    batch_size: int = field(default=8, metadata=_rng(1))
-    max_new_tokens: int = field(default=512, metadata=_rng(1))  # reference: 512
+    batch_size: int = field(default=8, metadata=_rng(1, 65536))
+    max_new_tokens: int = field(default=512, metadata=_rng(1, 131_072))  # reference: 512
     # Paper: the question is checked with the image; the reference code checks text only.
     check_with_image: bool = True
     drop_question_words: list[str] = field(default_factory=lambda: ["name"])
-    seed: int = field(default=0, metadata=_rng(0))
+    seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
     prompts: QAPrompts = field(default_factory=QAPrompts)
     # Ablations (the paper's method has both on). self_questioning: false asks each image one
     # question drawn (seeded by image) from fixed_questions instead of the model's own, checked one.
@@ -195,37 +209,37 @@ class QAParams:
 
 @dataclass
 class PairParams:
-    max_token_repeats: int = field(default=30, metadata=_rng(1))
+    max_token_repeats: int = field(default=30, metadata=_rng(1, BIG))
     max_non_alnum_ratio: float = field(default=0.5, metadata=_rng(0.0, 1.0))
-    batch_size: int = field(default=8, metadata=_rng(1))
+    batch_size: int = field(default=8, metadata=_rng(1, 65536))
 
 
 @dataclass
 class TrainParams:
-    beta: float = field(default=0.1, metadata=_rng(0.0, None, lo_open=True))
-    alignment_weight: float = field(default=1.0, metadata=_rng(0.0))
+    beta: float = field(default=0.1, metadata=_rng(0.0, 100.0, lo_open=True))
+    alignment_weight: float = field(default=1.0, metadata=_rng(0.0, 100.0))
     lr: float = field(default=2e-6, metadata=_rng(0.0, 1.0, lo_open=True))
-    epochs: float = field(default=1.0, metadata=_rng(0.0, None, lo_open=True))
-    global_batch_size: int = field(default=128, metadata=_rng(1))
-    per_device_batch_size: int = field(default=4, metadata=_rng(1))
+    epochs: float = field(default=1.0, metadata=_rng(0.0, 1000.0, lo_open=True))
+    global_batch_size: int = field(default=128, metadata=_rng(1, BIG))
+    per_device_batch_size: int = field(default=4, metadata=_rng(1, 65536))
     lr_scheduler: str = field(default="cosine", metadata=_rng(
         choices=["cosine", "linear", "constant", "constant_with_warmup"]))
     warmup_ratio: float = field(default=0.03, metadata=_rng(0.0, 1.0))
-    weight_decay: float = field(default=0.0, metadata=_rng(0.0))
-    max_grad_norm: float = field(default=1.0, metadata=_rng(0.0, None, lo_open=True))
-    max_length: int = field(default=2048, metadata=_rng(1))
+    weight_decay: float = field(default=0.0, metadata=_rng(0.0, 10.0))
+    max_grad_norm: float = field(default=1.0, metadata=_rng(0.0, 1e4, lo_open=True))
+    max_length: int = field(default=2048, metadata=_rng(1, 1_048_576))
     freeze_vision_tower: bool = True
     precision: str = field(default="auto", metadata=_rng(choices=["auto", "bf16", "fp16", "fp32"]))
     gradient_checkpointing: str = field(default="auto", metadata=_rng(choices=["auto", "on", "off"]))
     lora: bool = False
-    lora_r: int = field(default=16, metadata=_rng(1))
-    lora_alpha: int = field(default=32, metadata=_rng(1))
-    lora_dropout: float = field(default=0.05, metadata=_rng(0.0, 1.0))
+    lora_r: int = field(default=16, metadata=_rng(1, 65536))
+    lora_alpha: int = field(default=32, metadata=_rng(1, 1_048_576))
+    lora_dropout: float = field(default=0.05, metadata=_rng(0.0, 1.0, hi_open=True))
     # Optimizer steps between resumable checkpoints (0 = none); no paper counterpart.
-    checkpoint_steps: int = field(default=50, metadata=_rng(0))
+    checkpoint_steps: int = field(default=50, metadata=_rng(0, BIG))
     # After training, score θK on its own pairs (DPO loss, reward accuracy): a measurement only.
     evaluate_pairs: bool = True
-    seed: int = field(default=0, metadata=_rng(0))
+    seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
 
 
 @dataclass
@@ -265,7 +279,7 @@ class CocoChairFiles:
     captions: list[str] = field(default_factory=list)  # captions_val2014.json, …
     synonyms: str = ""  # data/synonyms.txt of CHAIR's repository (LisaAnne/Hallucination)
     image_root: str = ""  # COCO images, named by the instance files' file_name
-    images: int = field(default=500, metadata=_rng(1))  # the first N images by id in the instance files
+    images: int = field(default=500, metadata=_rng(1, BIG))  # the first N images by id in the instance files
 
 
 @dataclass
@@ -276,14 +290,14 @@ class JudgeParams:
     # The key is read from this environment variable, never from params, never logged or written.
     api_key_env: str = "SENA_JUDGE_API_KEY"
     # Longest wait for any one read or write on the connection.
-    timeout_s: float = field(default=120.0, metadata=_rng(0.0, None, lo_open=True))
+    timeout_s: float = field(default=120.0, metadata=_rng(0.0, 3600.0, lo_open=True))
     # Longest a request may take in all, however slowly the server trickles its answer.
-    deadline_s: float = field(default=300.0, metadata=_rng(0.0, None, lo_open=True))
+    deadline_s: float = field(default=300.0, metadata=_rng(0.0, 86_400.0, lo_open=True))
     # Retries after HTTP 429, 5xx, a timeout or a dropped connection, waiting backoff_s·2^n (at most
     # max_backoff_s, or the server's Retry-After when it sends one); other errors stop at once.
     retries: int = field(default=5, metadata=_rng(0, 20))
-    backoff_s: float = field(default=1.0, metadata=_rng(0.0))
-    max_backoff_s: float = field(default=60.0, metadata=_rng(0.0))
+    backoff_s: float = field(default=1.0, metadata=_rng(0.0, 3600.0))
+    max_backoff_s: float = field(default=60.0, metadata=_rng(0.0, 3600.0))
     concurrency: int = field(default=4, metadata=_rng(1, 64))  # requests in flight at once
 
 
@@ -314,9 +328,9 @@ BENCHMARK_NAMES = BENCHMARK_REGISTRY_NAMES  # one record each in sena_cli/bench/
 class EvalParams:
     benchmarks: list[str] = field(default_factory=lambda: ["world_pope", "world_chair", "world_vqa", "world_questions"],
                                   metadata=_rng(choices=BENCHMARK_NAMES))
-    batch_size: int = field(default=32, metadata=_rng(1))
+    batch_size: int = field(default=32, metadata=_rng(1, 65536))
     # CHAIR/AMBER captions are long descriptions: 512 new tokens, as the reference generates.
-    max_new_tokens: int = field(default=512, metadata=_rng(1))
+    max_new_tokens: int = field(default=512, metadata=_rng(1, 131_072))
     # The caption prompt of CHAIR; empty = the first describe instruction of qa.prompts.
     chair_prompt: str = ""
     # POPE's yes/no rule for world_pope and coco_pope: "pope" = its evaluate.py exactly;
@@ -353,18 +367,89 @@ class Params:
 # ---------------------------------------------------------------- loading
 
 
+MAX_PARAMS_BYTES = 1 << 20  # the shipped file is ~8 KB; a bigger one is not a params file
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
     """Read and validate a params file; refuse problems in one line naming the key and the fix."""
     path = Path(path)
     if not path.is_file():
         raise SenaError(f"{path}: params file not found; run from the project root or pass --params FILE")
+    return params_from_dict(read_yaml(path), source=str(path))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases as it meets them, before anything is expanded
+    (an alias bomb is refused in microseconds, not expanded for minutes)."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
+            raise _Refused(f"YAML anchors and aliases are not allowed ({sign}{event.anchor} at line "
+                           f"{event.start_mark.line + 1}); write the values out")
+        return super().compose_node(parent, index)
+
+
+class _Refused(Exception):
+    pass
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML mapping file as plain data; every problem is one SenaError line naming the file."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PARAMS_BYTES + 1)
+    except OSError as exc:
+        raise SenaError(f"{path}: cannot be read ({exc.strerror}); check the file and its permissions") from None
+    if len(raw) > MAX_PARAMS_BYTES:
+        raise SenaError(f"{path}: larger than {MAX_PARAMS_BYTES >> 20} MiB, which no params file needs; "
+                        "check it is the right file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SenaError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start}, line {line}); "
+                        "save the file as UTF-8") from None
+    loader = None
+    try:
+        loader = _StrictLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        _refuse_duplicate_keys(node, "")
+        data = loader.construct_document(node)
+        return {} if data is None else data
+    except _Refused as exc:
+        raise SenaError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
+        if mark is not None:
+            where = f" (line {mark.line + 1})"
+        elif isinstance(exc, yaml.reader.ReaderError):
+            where = f" (character #x{exc.character:04x} at position {exc.position})"
+        else:
+            where = ""
         raise SenaError(f"{path}: not valid YAML{where}; fix the syntax") from None
-    return params_from_dict(data, source=str(path))
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _refuse_duplicate_keys(node, prefix: str) -> None:
+    """A key given twice would silently replace the first (a second `train:` resets the section)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            if key in seen:
+                raise _Refused(f"key '{prefix}{key}' is given twice (line {key_node.start_mark.line + 1}); "
+                               "keep one of them")
+            seen.add(key)
+            _refuse_duplicate_keys(value_node, f"{prefix}{key}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{prefix.rstrip('.')}[{i}].")
 
 
 # Sections an iteration may override; sample's draw layout is shared so iterations stay disjoint,
@@ -400,9 +485,9 @@ def _check_iterations(params: Params, overrides: Any, source: str) -> dict:
     for key, value in overrides.items():
         if str(key) not in {str(k) for k in range(1, n + 1)}:
             raise SenaError(f"{source}: 'iterations.{key}' is not an iteration 1..loop.iterations ({n}); remove it")
-        value = dict(value or {})
-        if not isinstance(value, dict):
+        if not isinstance(value or {}, dict):
             raise SenaError(f"{source}: 'iterations.{key}' must be a mapping of sections, got {_show(value)}")
+        value = dict(value or {})
         for section in value:
             if section not in PER_ITERATION_SECTIONS:
                 raise SenaError(f"{source}: 'iterations.{key}.{section}' cannot change per iteration; "
@@ -473,6 +558,7 @@ def _coerce(tp, value, key: str, meta, source: str):
     if tp is dict:  # free-form settings handed to a library (model.processor): plain YAML values only
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise SenaError(f"{source}: '{key}' must be a mapping of setting names to values, got {_show(value)}")
+        _refuse_non_finite(value, key, source)
         return dict(value)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
@@ -489,9 +575,24 @@ def _coerce(tp, value, key: str, meta, source: str):
     }[tp]
     if not ok:
         raise SenaError(f"{source}: '{key}' must be {_type_word(tp)}, got {_show(value)}; fix its value")
-    value = float(value) if tp is float else value
+    if tp is float:
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise SenaError(f"{source}: '{key}' is {value}; it must be a finite number{_range_text(meta)}")
     _check_range(value, key, meta, source)
     return value
+
+
+def _refuse_non_finite(value, key: str, source: str) -> None:
+    """No .nan/.inf hidden in free-form settings either."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SenaError(f"{source}: '{key}' is {value}; it must be a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        _refuse_non_finite(v, f"{key}.{k}" if isinstance(value, dict) else f"{key}[{k}]", source)
 
 
 def _check_range(value, key, meta, source):
@@ -503,15 +604,42 @@ def _check_range(value, key, meta, source):
             if v not in choices:
                 raise SenaError(f"{source}: '{key}' has {v!r}; allowed: {', '.join(map(str, choices))}")
         return
-    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
+    lo, hi, lo_open, hi_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open"), meta.get("hi_open")
     if lo is not None and (value <= lo if lo_open else value < lo):
-        raise SenaError(f"{source}: '{key}' is {value}; it must be {'>' if lo_open else '>='} {lo}")
-    if hi is not None and value > hi:
-        raise SenaError(f"{source}: '{key}' is {value}; it must be <= {hi}")
+        raise SenaError(f"{source}: '{key}' is {_show(value)}; it must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        raise SenaError(f"{source}: '{key}' is {_show(value)}; it must be {'<' if hi_open else '<='} {hi}")
+
+
+def _range_text(meta) -> str:
+    lo, hi = (meta or {}).get("lo"), (meta or {}).get("hi")
+    if lo is None or hi is None:
+        return ""
+    return f" in {'(' if meta.get('lo_open') else '['}{lo}, {hi}{')' if meta.get('hi_open') else ']'}"
 
 
 def _check_cross_field(p: Params, source: str) -> None:
+    n, t = p.noise.num_train_timesteps, p.noise.timestep
+    if t >= n:
+        raise SenaError(f"{source}: 'noise.timestep' is {t}; it must be <= {n - 1} "
+                        f"(below noise.num_train_timesteps {n})")
+    if p.noise.beta_start >= p.noise.beta_end:
+        raise SenaError(f"{source}: 'noise.beta_start' ({p.noise.beta_start}) must be below 'noise.beta_end' "
+                        f"({p.noise.beta_end}); swap or fix them")
+    tp = p.train
+    if tp.global_batch_size % tp.per_device_batch_size:
+        raise SenaError(f"{source}: train.global_batch_size {tp.global_batch_size} cannot be reached with "
+                        f"train.per_device_batch_size {tp.per_device_batch_size}; make it a multiple of "
+                        f"{tp.per_device_batch_size}")
+    if p.base.warmup_steps > p.base.steps:
+        raise SenaError(f"{source}: 'base.warmup_steps' ({p.base.warmup_steps}) exceeds 'base.steps' "
+                        f"({p.base.steps}); lower it")
+    if not p.qa.self_questioning and not p.qa.fixed_questions:
+        raise SenaError(f"{source}: 'qa.fixed_questions' is empty but qa.self_questioning is false; "
+                        "give at least one question")
     w = p.world
+    if not w.colours or not w.shapes:
+        raise SenaError(f"{source}: 'world.{'colours' if not w.colours else 'shapes'}' is empty; give at least one")
     if w.min_object_size > w.max_object_size:
         raise SenaError(f"{source}: 'world.min_object_size' exceeds 'world.max_object_size'; swap them")
     if w.max_object_size * 2 > w.image_size:
@@ -564,10 +692,7 @@ def apply_profile(params_file: str | Path, profile_file: str | Path) -> dict:
     profile_file = Path(profile_file)
     if not profile_file.is_file():
         raise SenaError(f"{profile_file}: profile not found; see profiles/ for the shipped ones")
-    try:
-        overrides = yaml.safe_load(profile_file.read_text()) or {}
-    except yaml.YAMLError:
-        raise SenaError(f"{profile_file}: not valid YAML; fix the syntax") from None
+    overrides = read_yaml(profile_file)
     if not isinstance(overrides, dict):
         raise SenaError(f"{profile_file}: must be a mapping of sections to keys")
     base = load_params(params_file)

@@ -11,6 +11,11 @@ def world_dir(root: Path = Path(".")) -> Path:
     return root / WORLD_DIR
 
 
+def pool_fingerprint_file(root: Path = Path(".")) -> Path:
+    """Names and sizes of the files `sample` draws from (stage `pool`); DVC reruns sample when it changes."""
+    return root / "data" / "pool.json"
+
+
 def iter_dir(k: int, root: Path = Path(".")) -> Path:
     return root / "data" / f"iter{k}"
 

@@ -33,6 +33,31 @@ def test_shipped_params_load_and_differ_from_paper_only_where_documented():
         ({"qa": {"prompts": {"enhance": "Improve it."}}}, ["'qa.prompts.enhance'", "{description}"]),
         ({"train": 3}, ["train must be a mapping"]),
         ({"loop": {"iterations": True}}, ["'loop.iterations'", "whole number"]),
+        # Non-finite and absurd values, both ends of every range.
+        ({"noise": {"beta_end": float("nan")}}, ["'noise.beta_end' is nan", "finite number in (0.0, 1.0)"]),
+        ({"train": {"beta": float("inf")}}, ["'train.beta' is inf", "finite"]),
+        ({"train": {"lr": float("-inf")}}, ["'train.lr' is -inf", "finite"]),
+        ({"train": {"beta": 1000.0}}, ["'train.beta' is 1000.0", "<= 100.0"]),
+        ({"train": {"lr": 10**400}}, ["'train.lr'", "finite"]),
+        ({"loop": {"seed": 2**32}}, ["'loop.seed' is 4294967296", "<= 4294967295"]),
+        ({"noise": {"seed": -1}}, ["'noise.seed' is -1", ">= 0"]),
+        ({"train": {"lora_dropout": 1.0}}, ["'train.lora_dropout'", "< 1.0"]),
+        ({"noise": {"beta_end": 1.0}}, ["'noise.beta_end'", "< 1.0"]),
+        ({"qa": {"batch_size": 10**9}}, ["'qa.batch_size'", "<= 65536"]),
+        ({"sample": {"images_per_iteration": 10**12}}, ["'sample.images_per_iteration'", "<= 10000000"]),
+        ({"sample": {"max_aspect_ratio": 0.5}}, ["'sample.max_aspect_ratio'", ">= 1.0"]),
+        ({"sample": {"dedup": "fuzzy"}}, ["'sample.dedup'", "perceptual"]),
+        # Keys that only make sense together.
+        ({"noise": {"num_train_timesteps": 100}}, ["'noise.timestep' is 600", "<= 99", "num_train_timesteps 100"]),
+        ({"noise": {"beta_start": 0.01}}, ["'noise.beta_start' (0.01) must be below 'noise.beta_end' (0.005)"]),
+        ({"train": {"global_batch_size": 6, "per_device_batch_size": 4}},
+         ["train.global_batch_size 6", "multiple of 4"]),
+        ({"base": {"steps": 50}}, ["'base.warmup_steps' (100) exceeds 'base.steps' (50)"]),
+        ({"qa": {"self_questioning": False, "fixed_questions": []}}, ["'qa.fixed_questions' is empty"]),
+        ({"world": {"shapes": []}}, ["'world.shapes' is empty"]),
+        ({"iterations": {"2": [1, 2]}}, ["'iterations.2' must be a mapping"]),
+        ({"model": {"processor": {"size": {"height": float("nan")}}}}, ["'model.processor.size.height' is nan"]),
+        ({"iterations": {"2": {"noise": {"beta_end": float("nan")}}}}, ["'iterations.2.noise.beta_end' is nan"]),
     ],
 )
 def test_bad_params_are_refused_with_one_line_naming_the_key(data, words):
@@ -87,3 +112,90 @@ def test_per_iteration_overrides_change_only_their_iteration():
 def test_bad_per_iteration_overrides_are_refused(overrides, message):
     with pytest.raises(SenaError, match=re.escape(message)):
         params_from_dict({"iterations": overrides})
+
+
+def _numeric_fields(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, f"{prefix}{f.name}.")
+        elif tp in (int, float):
+            yield f"{prefix}{f.name}", f.metadata
+
+
+def test_every_number_has_a_range_at_both_ends():
+    fields = dict(_numeric_fields(Params))
+    assert len(fields) > 60  # the walk reaches every section
+    unbounded = [key for key, meta in fields.items() if meta.get("lo") is None or meta.get("hi") is None]
+    assert unbounded == []
+    seeds = [key for key in fields if key.endswith("seed")]
+    assert len(seeds) >= 7 and all(fields[k]["lo"] == 0 and fields[k]["hi"] == 2**32 - 1 for k in seeds)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("train:\n  lr: 0.1\ntrain:\n  beta: 0.2\n", ["key 'train' is given twice (line 3)"]),
+    ("train:\n  lr: 0.1\n  lr: 0.2\n", ["key 'train.lr' is given twice (line 3)"]),
+    ("eval:\n  benchmarks: [world_pope]\n  coco_pope:\n    files: []\n    files: []\n",
+     ["key 'eval.coco_pope.files' is given twice"]),
+    ("loop: &l {iterations: 2}\n", ["anchors and aliases are not allowed (&l at line 1)"]),
+    ("train:\n  beta: 0.2\nqa:\n  seed: *s\n", ["anchors and aliases are not allowed (*s at line 4)"]),
+    ("a: \x01\n", ["not valid YAML (character #x0001 at position 3)"]),
+    ("loop: [1,\n", ["not valid YAML (line 2)"]),
+])
+def test_params_files_with_duplicates_aliases_or_bad_characters(tmp_path, text, words):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(SenaError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    import time
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 12):  # 9**12 strings once expanded
+        name, prev = chr(97 + i), chr(96 + i)
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(SenaError, match="anchors and aliases are not allowed"):
+        load_params(path)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_non_utf8_and_oversized_files_name_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"loop:\n  seed: 1  # caf\xe9\n")
+    with pytest.raises(SenaError, match=re.escape(f"{path}: not UTF-8 text (byte 0xe9 at byte 22, line 2)")):
+        load_params(path)
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    with pytest.raises(SenaError, match=re.escape(f"{big}: larger than 1 MiB")):
+        load_params(big)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes("\ufeffloop:\n  seed: 7\n".encode())  # a BOM (Windows editors) is fine
+    assert load_params(bom).loop.seed == 7
+
+
+def test_profiles_load_over_the_shipped_params(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from sena_cli.config import apply_profile
+
+    for profile in sorted(Path("profiles").glob("*.yaml")):
+        shutil.copy("params.yaml", tmp_path / "params.yaml")
+        apply_profile(tmp_path / "params.yaml", profile)
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "dup.yaml").write_text("train:\n  beta: 0.2\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(SenaError, match="dup.yaml: key 'train' is given twice"):
+        apply_profile(tmp_path / "params.yaml", tmp_path / "dup.yaml")

@@ -54,7 +54,8 @@ ITERS = (1, 2, 3)
 LOOP = {f"{s}@{k}" for s in ("sample", "noise", "qa", "pair", "train") for k in ITERS}
 EVALS = {f"eval@{k}" for k in (0, *ITERS)}
 SUMMARIES = {"history", "report"}  # rerun whenever any metric moves
-EVERY_STAGE = {"world", "base"} | SUMMARIES | LOOP | EVALS
+ALWAYS = {"pool"}  # lists the pool's files on every repro; sample reruns only if they changed
+EVERY_STAGE = {"world", "base"} | ALWAYS | SUMMARIES | LOOP | EVALS
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +96,14 @@ def test_repro_runs_three_iterations_and_writes_well_formed_artifacts(project):
 
 def test_a_second_repro_runs_nothing(project):
     root, _ = project
-    assert _ran(_dvc(["repro"], root)) == set()
+    assert _ran(_dvc(["repro"], root)) == ALWAYS
 
 
 def test_an_eval_parameter_reruns_only_the_evaluations(project):
     root, _ = project
     _edit_params(root, lambda d: d["eval"].update(max_new_tokens=d["eval"]["max_new_tokens"] + 4))
     ran = _ran(_dvc(["repro"], root))
-    assert ran - SUMMARIES == EVALS
+    assert ran - SUMMARIES - ALWAYS == EVALS
 
 
 def test_an_iteration_3_parameter_reruns_only_iteration_3(project):
@@ -110,7 +111,7 @@ def test_an_iteration_3_parameter_reruns_only_iteration_3(project):
     _edit_params(root, lambda d: d["iterations"]["3"]["noise"].update(seed=7))
     ran = _ran(_dvc(["repro"], root))
     assert "noise@3" in ran
-    assert ran <= {"noise@3", "qa@3", "pair@3", "train@3", "eval@3"} | SUMMARIES
+    assert ran <= {"noise@3", "qa@3", "pair@3", "train@3", "eval@3"} | SUMMARIES | ALWAYS
 
 
 def test_artifacts_pushed_from_one_clone_pull_into_another_with_nothing_to_rerun(project, tmp_path):
@@ -128,7 +129,7 @@ def test_artifacts_pushed_from_one_clone_pull_into_another_with_nothing_to_rerun
     _dvc(["pull"], clone)
     weights = "models/iter3/model.safetensors"
     assert (clone / weights).read_bytes() == (root / weights).read_bytes()
-    assert _ran(_dvc(["repro"], clone)) == set()
+    assert _ran(_dvc(["repro"], clone)) == ALWAYS
 
 
 def test_a_qa_prompt_reruns_qa_and_everything_downstream_in_every_iteration(project):

@@ -53,14 +53,15 @@ def project(micro_project, micro_dict, tmp_path_factory):
 def _fails(project, monkeypatch, args, expected, params_text=None):
     """Run `sena ARGS` in the project; assert one error line containing `expected` and nothing changed."""
     monkeypatch.chdir(project)
-    original = (project / "params.yaml").read_text()
+    original = (project / "params.yaml").read_bytes()
     if params_text is not None:
-        (project / "params.yaml").write_text(params_text)
+        text = params_text if isinstance(params_text, bytes) else params_text.encode()
+        (project / "params.yaml").write_bytes(text)
     before = _tree_hash(project)
     try:
         result = runner.invoke(app, args)
     finally:
-        (project / "params.yaml").write_text(original)
+        (project / "params.yaml").write_bytes(original)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code != 0, result.output
     assert "Traceback" not in result.output
@@ -93,8 +94,41 @@ def test_bad_params_are_refused_naming_the_key(project, monkeypatch, edit, expec
     _fails(project, monkeypatch, ["noise", "--iter", "1"], expected, _params_with(project, **edit))
 
 
+@pytest.mark.parametrize("edit, expected", [
+    ({"noise__beta_end": float("nan")},
+     "params.yaml: 'noise.beta_end' is nan; it must be a finite number in (0.0, 1.0)"),
+    ({"train__beta": float("inf")}, "params.yaml: 'train.beta' is inf; it must be a finite number in (0.0, 100.0]"),
+    ({"train__lr": float("nan")}, "params.yaml: 'train.lr' is nan; it must be a finite number in (0.0, 1.0]"),
+    ({"loop__seed": 2**32}, "params.yaml: 'loop.seed' is 4294967296; it must be <= 4294967295"),
+    ({"noise__num_train_timesteps": 100},
+     "params.yaml: 'noise.timestep' is 600; it must be <= 99 (below noise.num_train_timesteps 100)"),
+    ({"noise__beta_start": 0.01},
+     "params.yaml: 'noise.beta_start' (0.01) must be below 'noise.beta_end' (0.005); swap or fix them"),
+    ({"sample__max_aspect_ratio": 0.5}, "params.yaml: 'sample.max_aspect_ratio' is 0.5; it must be >= 1.0"),
+])
+def test_non_finite_absurd_and_inconsistent_values_are_refused(project, monkeypatch, edit, expected):
+    _fails(project, monkeypatch, ["noise", "--iter", "1"], expected, _params_with(project, **edit))
+
+
 def test_malformed_params_file(project, monkeypatch):
     _fails(project, monkeypatch, ["qa", "--iter", "1"], "not valid YAML", "train: [unclosed\n")
+
+
+def test_duplicate_keys_aliases_and_bytes_that_are_not_utf8(project, monkeypatch):
+    import time
+
+    text = (project / "params.yaml").read_text()
+    _fails(project, monkeypatch, ["noise", "--iter", "1"], "params.yaml: key 'train' is given twice (line ",
+           text + "train:\n  lr: 0.1\n")
+    lines = ['  seed: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"  s{i}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(10)]
+    started = time.perf_counter()
+    bomb = text.replace("loop:\n", "loop:\n" + "\n".join(lines) + "\n", 1)
+    _fails(project, monkeypatch, ["noise", "--iter", "1"],
+           "params.yaml: YAML anchors and aliases are not allowed (&a at line ", bomb)
+    assert time.perf_counter() - started < 10  # refused before expanding (9**11 strings), not after minutes
+    _fails(project, monkeypatch, ["noise", "--iter", "1"], "params.yaml: not UTF-8 text (byte 0xe9 at byte ",
+           text.encode() + b"# caf\xe9\n")
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -99,3 +99,22 @@ def test_datasets_pool_with_an_image_column(tmp_path):
     for r in rows:
         with Image.open(tmp_path / r["path"]) as im:
             assert im.size == (10, 8)
+
+
+def test_pool_fingerprint_follows_names_and_sizes_of_what_the_draw_reads(tmp_path):
+    import shutil
+
+    from sena_cli.stages.sample import pool_fingerprint
+
+    _pool(tmp_path, sources=("imgs",), per_source=4)
+    rows = [{"image": f"imgs/{i}.png"} for i in range(3)]
+    (tmp_path / "pool" / "list.json").write_text(json.dumps(rows))
+    folder, listed = _params(), _params(pool="pool/list.json")
+    before = pool_fingerprint(folder, tmp_path), pool_fingerprint(listed, tmp_path)
+    assert before[0]["files"] == 5 and before[1]["files"] == 4  # the list and the 3 images it names
+    shutil.copytree(tmp_path / "pool", tmp_path / "copy" / "pool")  # new times, same files: same print
+    assert (pool_fingerprint(folder, tmp_path / "copy"), pool_fingerprint(listed, tmp_path / "copy")) == before
+    Image.new("RGB", (30, 30)).save(tmp_path / "pool" / "imgs" / "3.png")  # not in the list
+    assert pool_fingerprint(folder, tmp_path) != before[0] and pool_fingerprint(listed, tmp_path) == before[1]
+    Image.new("RGB", (31, 30)).save(tmp_path / "pool" / "imgs" / "2.png")  # in the list
+    assert pool_fingerprint(listed, tmp_path) != before[1]
