@@ -321,6 +321,19 @@ def open_manifest_image(root: Path, record: dict, k: int | None = None) -> Image
         raise SenaError(f"{shown(path)}: unreadable image ({exc.__class__.__name__}); rerun {rerun}") from None
 
 
+def sampled_image_loader(rows: list[dict], root: Path, k: int):
+    """path -> image for rows that carry `image` and `image_sha256` (pairs): each read checked
+    against the sha256 its sample manifest recorded."""
+    by_path = {r["image"]: r for r in rows}
+
+    def load(path: str) -> Image.Image:
+        row = by_path.get(path, {})
+        return open_manifest_image(root, {"id": row.get("id", path), "path": path,
+                                          "sha256": row.get("image_sha256")}, k)
+
+    return load
+
+
 NOISE_INDEX = "index.jsonl"
 
 

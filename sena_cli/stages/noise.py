@@ -22,7 +22,15 @@ import numpy as np
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import NOISE_INDEX, atomic_dir, image_sha256, open_rgb, read_manifest, write_json, write_jsonl
+from sena_cli.artifacts import (
+    NOISE_INDEX,
+    atomic_dir,
+    image_sha256,
+    open_manifest_image,
+    read_manifest,
+    write_json,
+    write_jsonl,
+)
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.noise import corrupt_image, corrupt_pictures, image_seed, scheduler, sqrt_alpha_bar
@@ -49,7 +57,7 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
         index = []
         (tmp / "previews").mkdir()
         for i, rec in enumerate(manifest):
-            image = open_rgb(root / rec["path"])
+            image = open_manifest_image(root, rec, k)
             entry = {"id": rec["id"], "seed": image_seed(np_.seed, rec["id"])}
             if np_.space == "pixel_values":
                 clean = pre.pictures(image)

@@ -24,8 +24,9 @@ from sena_cli.artifacts import (
     atomic_dir,
     file_identity,
     fingerprint,
-    open_rgb,
     read_jsonl,
+    read_manifest,
+    sampled_image_loader,
     write_json,
     write_jsonl,
 )
@@ -73,6 +74,9 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     records = read_qa(k, root)
     started = time.perf_counter()
     pairs, drops = filter_pairs(params, records)
+    sha256 = {r.get("path"): r.get("sha256") for r in read_manifest(k, root)}
+    for p in pairs:  # so `train` can check the image it reads, without the manifest
+        p["image_sha256"] = sha256.get(p["image"])
     bs = params.pair.batch_size
     batches_run, reference = 0, {}
     if pairs:
@@ -82,7 +86,7 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
         precision = training_precision(params.train.precision, vlm.device)
         reference = {"tokenization": tokenization_id(vlm.chat, params.train.max_length, precision),
                      "precision": precision}
-        load = lambda path: open_rgb(root / path)  # noqa: E731
+        load = sampled_image_loader(pairs, root, k)
         _refuse_too_long(PreferenceCollator(vlm.processor, vlm.chat, load), pairs, bs, params.train.max_length,
                          progress(f"token lengths, iteration {k}", len(pairs)))
         # A journal of other pairs, another model or tokenization is stale: the fingerprint tells.

@@ -35,7 +35,7 @@ from sena_cli.artifacts import (
     atomic_dir,
     file_identity,
     fingerprint,
-    open_rgb,
+    open_manifest_image,
     read_journals,
     read_manifest,
     write_json,
@@ -159,7 +159,7 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
         if c in done:
             tick(len(items))
             continue
-        images = [open_rgb(root / it["path"]) for it in items]
+        images = [open_manifest_image(root, it, k) for it in items]
         records, drops = qa_chunk(vlm, params, items, images, corruption)
         journal.add(c, {"records": records, "drops": drops, "images": len(items)})  # a kill loses this chunk at most
         redone += 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import NOISE_INDEX, Corruption, atomic_write_text, open_rgb, read_jsonl
+from sena_cli.artifacts import NOISE_INDEX, Corruption, atomic_write_text, read_jsonl, sampled_image_loader
 from sena_cli.bench import registry
 from sena_cli.config import Params, for_iteration
 from sena_cli.errors import SenaError
@@ -132,7 +132,7 @@ def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
                             settings=params.model.processor)
     out = []
     for p in picked:
-        clean_image = open_rgb(root / p["image"])
+        clean_image = sampled_image_loader([p], root, k)(p["image"])
         if params.noise.space == "pixel_values":
             clean = pre.pictures(clean_image)
             noised = corruption.transform([clean], [p["id"]])[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_dir, file_identity, fingerprint, open_rgb, read_jsonl, write_json
+from sena_cli.artifacts import atomic_dir, file_identity, fingerprint, read_jsonl, sampled_image_loader, write_json
 from sena_cli.config import Params, to_dict
 from sena_cli.errors import SenaError
 from sena_cli.method.loss import gradient_accumulation
@@ -217,7 +217,7 @@ def _build_trainer(params, k, root, vlm, pairs, accumulation, work, resume, prog
         callbacks.append(DVCLiveCallback(live=live))
     dataset = Dataset.from_list([{key: p[key] for key in (*_PAIR_KEYS, "ref_chosen_logp", "ref_rejected_logp")}
                                  for p in pairs])
-    collator = PreferenceCollator(vlm.processor, vlm.chat, lambda path: open_rgb(root / path), tp.max_length)
+    collator = PreferenceCollator(vlm.processor, vlm.chat, sampled_image_loader(pairs, root, k), tp.max_length)
     trainer = SenaDPOTrainer(
         model=model, args=config, train_dataset=dataset, eval_dataset=dataset, data_collator=collator,
         processing_class=vlm.processor, peft_config=peft_config, callbacks=callbacks,

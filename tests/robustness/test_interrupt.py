@@ -17,7 +17,7 @@ from sena_cli.stages.eval import run_eval
 from sena_cli.stages.pair import run_pair
 from sena_cli.stages.train import run_train
 from tests.conftest import full_params_yaml
-from tests.helpers import project_from
+from tests.helpers import project_from, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,7 @@ def _project(micro_project, root, d, n_pairs=12):
         "id": str(i), "image": f"data/world/pool/{i:05d}.png", "type": "des" if i % 3 == 0 else "gen",
         "prompt": "What color is the circle?", "enhanced_answer": colours[i % 4],
         "corrupted_answer": colours[(i + 1) % 4]} for i in range(n_pairs)])
+    write_manifest(root, 1, [f"data/world/pool/{i:05d}.png" for i in range(n_pairs)])
     return root
 
 

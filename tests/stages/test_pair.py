@@ -8,6 +8,7 @@ from PIL import Image
 from sena_cli.config import params_from_dict
 from sena_cli.stages.pair import filter_pairs, run_pair
 from sena_cli.vlm import VLM
+from tests.helpers import write_manifest
 
 
 def _record(i, chosen, rejected, type_="gen", prompt="What color is the circle? Answer with a single word or phrase."):
@@ -34,6 +35,7 @@ def test_pairs_carry_reference_logprobs_equal_to_a_direct_computation(micro_proj
     records.append(_record(5, "A red circle and a blue square.", "A green cross.", "des",
                            "Describe the image concisely. Answer in one short sentence."))
     (qa_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_manifest(micro_project, 1, [r["image"] for r in records])
     info = run_pair(params, 1, root=micro_project)
     assert info["pairs"] == 6 and info["pairs_des"] == 1
     ds = datasets.load_dataset("json", data_files=str(micro_project / "data/iter1/pairs/pairs.jsonl"))["train"]

@@ -15,7 +15,7 @@ from sena_cli.stages.pair import run_pair
 from sena_cli.stages.train import run_train
 from sena_cli.vlm import VLM
 from sena_cli.vlm.preference import PreferenceCollator, completion_logps
-from tests.helpers import project_from
+from tests.helpers import project_from, write_manifest
 
 DES = "Describe the image concisely."
 GEN = "What color is the circle? Answer with a single word or phrase."
@@ -45,6 +45,7 @@ def paired_project(micro_project, micro_dict, tmp_path):
     qa = tmp_path / "data" / "iter1" / "qa"
     qa.mkdir(parents=True)
     (qa / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _qa_records(10)))
+    write_manifest(tmp_path, 1, [r["image"] for r in _qa_records(10)])
     run_pair(train_params(micro_dict), 1, root=tmp_path)
     return tmp_path
 
