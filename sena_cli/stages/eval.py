@@ -18,9 +18,10 @@ from sena_cli.artifacts import Journal, file_identity, fingerprint, write_json, 
 from sena_cli.bench import external
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import world as world_bench
-from sena_cli.config import Params, to_dict
+from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.progress import Progress, no_progress
+from sena_cli.tracked import tracked_params
 from sena_cli.vlm import VLM
 
 
@@ -52,8 +53,7 @@ def run_eval(
     records: list[dict] = []
     started = time.perf_counter()
     # Each finished benchmark is journaled: a killed run resumes at the first unfinished one.
-    run_id = fingerprint(to_dict(params)["eval"], params.loop.seed, names,
-                         file_identity(layout.model_dir(k, root)))
+    run_id = fingerprint(tracked_params("eval", k, params, root), names, file_identity(layout.model_dir(k, root)))
     journal = Journal(layout.iter_dir(k, root) / "eval.partial.jsonl", run_id)
     done = journal.done()
     for i, name in enumerate(names):

@@ -32,6 +32,7 @@ from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.filters import filter_reasons, first_failed_filter
 from sena_cli.progress import Progress, no_progress
+from sena_cli.tracked import tracked_params
 from sena_cli.vlm import VLM
 
 
@@ -69,8 +70,7 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     pairs, drops = filter_pairs(params, records)
     tick = progress(f"reference log-probs, iteration {k}", len(pairs))
     # A journal of other pairs or another model is stale: the fingerprint tells.
-    run_id = fingerprint(pairs, params.pair.batch_size, params.train.max_length,
-                         file_identity(layout.model_dir(k - 1, root)))
+    run_id = fingerprint(pairs, tracked_params("pair", k, params, root), file_identity(layout.model_dir(k - 1, root)))
     journal = Journal(layout.iter_dir(k, root) / "pairs.partial.jsonl", run_id)
     done = journal.done()
     bs = params.pair.batch_size
