@@ -47,19 +47,26 @@ def stage_definition(stage: str, k: int | None, root: Path = Path(".")) -> dict 
     stages = read_pipeline(root)
     if stages is None or not isinstance(stages.get(stage), dict):
         return None
-    block = stages[stage]
+    return _instances(stage, stages[stage], Path(root)).get(stage if k is None else f"{stage}@{k}")
+
+
+def stage_instances(root: Path = Path(".")) -> dict[str, dict]:
+    """Every stage of root/dvc.yaml by DVC's name (`qa@1`), templates filled in; {} without dvc.yaml."""
+    out: dict[str, dict] = {}
+    for stage, block in (read_pipeline(root) or {}).items():
+        out.update(_instances(stage, block, Path(root)))
+    return out
+
+
+def _instances(stage: str, block: dict, root: Path) -> dict[str, dict]:
     if "foreach" not in block:
-        return block
+        return {stage: block}
     foreach = block["foreach"]
-    if isinstance(foreach, dict):
-        entries = {str(key): (str(key), item) for key, item in foreach.items()}
-    else:
-        entries = {str(item): (None, item) for item in foreach}
-    if k is None or str(k) not in entries:
-        return None
-    key, item = entries[str(k)]
-    where = f"{Path(root) / PIPELINE_FILE}: stage '{stage}'"
-    return _fill(block.get("do") or {}, {"key": key, "item": item}, where)
+    entries = foreach.items() if isinstance(foreach, dict) else [(None, item) for item in foreach]
+    where = f"{root / PIPELINE_FILE}: stage '{stage}'"
+    return {f"{stage}@{item if key is None else key}":
+            _fill(block.get("do") or {}, {"key": None if key is None else str(key), "item": item}, where)
+            for key, item in entries}
 
 
 def _fill(value: Any, scope: dict, where: str) -> Any:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sena_cli.tracked import read_pipeline, stage_definition
+from sena_cli.tracked import stage_instances
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "sena_cli"
@@ -79,7 +79,8 @@ def _imports(nodes, module: str, path: Path, src: Path) -> tuple[set[str], set[s
     return named, parents - named
 
 
-def command_closure(command: str, src: Path = REPO) -> set[str]:
+@functools.cache
+def command_closure(command: str, src: Path = REPO) -> frozenset[str]:
     """The sena_cli files `sena <command>` runs, as paths relative to src."""
     cli_path = src / PACKAGE / "cli.py"
     tree = _tree(cli_path)
@@ -113,7 +114,7 @@ def command_closure(command: str, src: Path = REPO) -> set[str]:
         files.add(path)
         more, more_parents = _imports(ast.walk(_tree(path)), module, path, src)
         todo += [(m, True) for m in more] + [(m, False) for m in more_parents]
-    return {f.relative_to(src).as_posix() for f in files}
+    return frozenset(f.relative_to(src).as_posix() for f in files)
 
 
 # ---------------------------------------------------------------- the check
@@ -136,17 +137,6 @@ def _paths(entries) -> list[str]:
     return out
 
 
-def _stages(root: Path) -> dict[str, dict]:
-    """Every stage instance of root/dvc.yaml, by DVC's name (`qa@1`), templates filled in."""
-    out = {}
-    for name, block in read_pipeline(root).items():
-        foreach = block.get("foreach")
-        keys = [None] if foreach is None else list(foreach)
-        for key in keys:
-            out[name if key is None else f"{name}@{key}"] = stage_definition(name, key, root)
-    return out
-
-
 def _covers(dep: str, path: str) -> bool:
     return path == dep or path.startswith(dep.rstrip("/") + "/")
 
@@ -156,7 +146,7 @@ def problems(root: Path, src: Path = REPO) -> list[str]:
 
     A problem every iteration of a foreach stage shares is named once, by the stage (`qa`).
     """
-    stages = _stages(root)
+    stages = stage_instances(root)
     produced = [p for s in stages.values() for key in ("outs", "metrics", "plots") for p in _paths(s.get(key))]
     found: dict[tuple[str, str], list[str]] = {}  # (stage, problem) -> instances
     for name, stage in stages.items():

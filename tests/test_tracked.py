@@ -24,8 +24,8 @@ import yaml
 
 from sena_cli.config import PER_ITERATION_SECTIONS, Params, load_params
 from sena_cli.errors import SenaError
-from sena_cli.tracked import stage_definition, tracked_keys, tracked_params
-from tests.test_deps import PACKAGE, REPO, _command, _stages, _tree, command_closure
+from sena_cli.tracked import stage_definition, stage_instances, tracked_keys, tracked_params
+from tests.test_deps import PACKAGE, REPO, _command, _tree, command_closure
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
@@ -48,7 +48,7 @@ def test_stage_definitions_are_the_ones_dvc_resolves(tmp_path):
         resolved = {stage.name: stage for stage in repo.index.stages}
     finally:
         repo.close()
-    ours = _stages(tmp_path)
+    ours = stage_instances(tmp_path)
     assert set(resolved) == set(ours)
     for name, stage in resolved.items():
         base, _, key = name.partition("@")
