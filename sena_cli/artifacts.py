@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from safetensors.torch import load_file
 
 from sena_cli import layout
 from sena_cli.errors import SenaError
@@ -169,30 +168,65 @@ def open_rgb(path: Path) -> Image.Image:
         raise SenaError(f"{path}: unreadable image ({exc.__class__.__name__}); replace it and rerun") from None
 
 
-class NoisedImages:
-    """The corrupted copies written by `sena noise`, by image id."""
+NOISE_INDEX = "index.jsonl"
 
-    def __init__(self, folder: Path):
-        index_file = folder / "index.jsonl"
+
+def image_sha256(image: Image.Image) -> str:
+    """Identity of an image's decoded RGB pixels."""
+    return hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest()
+
+
+class Corruption:
+    """What `sena noise` recorded for iteration K, and the corrupted inputs recomputed from it.
+
+    For `pixel_values`, `transform` is a VLM pixel transform: each image's pictures, corrupted with
+    its seed, checked against the recorded sha256. For `image`, `image(id, clean)` gives the
+    corrupted image, checked the same way.
+    """
+
+    def __init__(self, params, k: int, root: Path):
+        from sena_cli.method.noise import scheduler
+
+        folder = layout.iter_dir(k, root) / "noised"
+        index_file = folder / NOISE_INDEX
         if not index_file.is_file():
-            raise SenaError(f"{index_file}: missing; run `sena noise` for this iteration first")
+            raise SenaError(f"{index_file}: missing; run `sena noise --iter {k}` first")
         self.folder = folder
-        self.index = {r["id"]: r for r in read_jsonl(index_file)}
-        self._shards: dict[str, dict] = {}
+        self.params = params.noise
+        self.k = k
+        self.records = {r["id"]: r for r in read_jsonl(index_file)}
+        self.sched = scheduler(self.params)
+        info_space = "pictures" if any("pictures" in r for r in self.records.values()) else "size"
+        expected = "pictures" if self.params.space == "pixel_values" else "size"
+        if self.records and info_space != expected:
+            raise SenaError(f"{folder}: written for another noise.space; rerun `sena noise --iter {k}`")
 
-    def tensor(self, image_id: str):  # -> torch.Tensor | None
-        rec = self._lookup(image_id)
-        if "shard" not in rec:
-            return None
-        if rec["shard"] not in self._shards:
-            self._shards = {rec["shard"]: load_file(self.folder / rec["shard"])}  # one shard in memory
-        return self._shards[rec["shard"]][rec["key"]]
+    def _record(self, image_id: str) -> dict:
+        if image_id not in self.records:
+            raise SenaError(f"{self.folder}: no corrupted copy of '{image_id}'; rerun `sena noise --iter {self.k}`")
+        return self.records[image_id]
 
-    def image(self, image_id: str):
-        rec = self._lookup(image_id)
-        return open_rgb(self.folder / rec["image"]) if "image" in rec else None
+    def _mismatch(self, image_id: str) -> SenaError:
+        return SenaError(f"{self.folder}: the corrupted input of '{image_id}' recomputed now differs from the one "
+                         f"`sena noise` defined (another processor, model.processor setting or library version); "
+                         f"rerun `sena noise --iter {self.k}`")
 
-    def _lookup(self, image_id: str) -> dict:
-        if image_id not in self.index:
-            raise SenaError(f"{self.folder}: no corrupted copy of '{image_id}'; rerun `sena noise`")
-        return self.index[image_id]
+    def transform(self, pictures, keys):
+        from sena_cli.method.noise import corrupt_pictures
+        from sena_cli.vlm.pixels import pictures_sha256
+
+        out = []
+        for pics, key in zip(pictures, keys, strict=True):
+            noised = corrupt_pictures(pics, self.params, key, self.sched)
+            if pictures_sha256(noised) != self._record(key).get("sha256"):
+                raise self._mismatch(key)
+            out.append(noised)
+        return out
+
+    def image(self, image_id: str, clean: Image.Image) -> Image.Image:
+        from sena_cli.method.noise import corrupt_image
+
+        noised = corrupt_image(clean, self.params, image_id, self.sched)
+        if image_sha256(noised) != self._record(image_id).get("sha256"):
+            raise self._mismatch(image_id)
+        return noised

@@ -251,7 +251,7 @@ def evaluate(k: int = ITER_OPTION) -> None:
 def history() -> None:
     """The headline metrics of θ0…θK in metrics/history.csv (`dvc plots show` draws them)."""
     with _errors():
-        from sena_cli.stages.history import HEADLINE, run_history
+        from sena_cli.stages.history import run_history
 
         params = _params()
         info = run_history(params)
@@ -260,8 +260,8 @@ def history() -> None:
         rows = list(csv.DictReader(open(info["output"])))
         for row in rows:
             table.add_column(f"θ{row['iteration']}", justify="right")
-        for key in HEADLINE:
-            table.add_row(key, *[f"{float(r[key]):.4f}" if r[key] else "" for r in rows])
+        for key in info["columns"]:
+            table.add_row(key, *[f"{float(r[key]):.4g}" if r[key] else "" for r in rows])
         out.print(table)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from sena_cli.bench.registry import NAMES as BENCHMARK_REGISTRY_NAMES
 from sena_cli.errors import SenaError
 
 DEFAULT_PARAMS_FILE = "params.yaml"
@@ -55,6 +56,10 @@ class ModelParams:
     base: str = "embedded"
     trust_remote_code: bool = False  # never on unless the user sets it
     dtype: str = field(default="auto", metadata=_rng(choices=["auto", "float32", "bfloat16", "float16"]))
+    # Settings laid over the checkpoint's saved processor at every load (noise, qa, pair, train,
+    # eval), e.g. {max_pixels: 1003520} for Qwen2-VL or {do_image_splitting: false} for SmolVLM:
+    # how a user bounds the image tokens of a real model. {} = the checkpoint's own settings.
+    processor: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -239,12 +244,28 @@ class AmberFiles:
     image_root: str = ""
     # spaCy similarity above which two words are near-synonyms (AMBER: 0.8); 0 = exact matching only.
     similarity: float = field(default=0.8, metadata=_rng(0.0, 1.0))
+    # Discriminative answers: "exact" = AMBER's rule (only "Yes" and "No" count); "pope" = POPE's yes/no
+    # parsing first (sena's lenient option, not AMBER's numbers).
+    yes_no_parsing: str = field(default="exact", metadata=_rng(choices=["exact", "pope"]))
 
 
 @dataclass
 class MMBenchFiles:
-    tsv: str = ""  # mmbench_dev_en.tsv (images inside, base64)
-    circular: bool = True  # every rotation of the options must be answered right
+    tsv: str = ""  # MMBench's dev TSV or VLMEvalKit's MMBench_DEV_EN.tsv (images inside, base64)
+    # true: VLMEvalKit's circular evaluation over the passes the file holds (all must be right);
+    # false: only the main rows, each asked once (vanilla).
+    circular: bool = True
+
+
+@dataclass
+class CocoChairFiles:
+    # COCO-format annotations: the instance and reference-caption files of the images captioned
+    # (CHAIR uses train2014 + val2014: list both of each).
+    instances: list[str] = field(default_factory=list)  # instances_val2014.json, …
+    captions: list[str] = field(default_factory=list)  # captions_val2014.json, …
+    synonyms: str = ""  # data/synonyms.txt of CHAIR's repository (LisaAnne/Hallucination)
+    image_root: str = ""  # COCO images, named by the instance files' file_name
+    images: int = field(default=500, metadata=_rng(1))  # the first N images by id in the instance files
 
 
 @dataclass
@@ -254,7 +275,16 @@ class JudgeParams:
     model: str = ""  # stored with the scores: judge drift is these benchmarks' known problem
     # The key is read from this environment variable, never from params, never logged or written.
     api_key_env: str = "SENA_JUDGE_API_KEY"
+    # Longest wait for any one read or write on the connection.
     timeout_s: float = field(default=120.0, metadata=_rng(0.0, None, lo_open=True))
+    # Longest a request may take in all, however slowly the server trickles its answer.
+    deadline_s: float = field(default=300.0, metadata=_rng(0.0, None, lo_open=True))
+    # Retries after HTTP 429, 5xx, a timeout or a dropped connection, waiting backoff_s·2^n (at most
+    # max_backoff_s, or the server's Retry-After when it sends one); other errors stop at once.
+    retries: int = field(default=5, metadata=_rng(0, 20))
+    backoff_s: float = field(default=1.0, metadata=_rng(0.0))
+    max_backoff_s: float = field(default=60.0, metadata=_rng(0.0))
+    concurrency: int = field(default=4, metadata=_rng(1, 64))  # requests in flight at once
 
 
 @dataclass
@@ -277,8 +307,7 @@ class MMHalFiles:
     image_root: str = ""  # images named as the basename of image_src
 
 
-BENCHMARK_NAMES = ["world_pope", "world_chair", "world_vqa", "world_questions", "coco_pope", "amber", "mmbench",
-                   "llava_bench", "mm_vet", "mmhal"]
+BENCHMARK_NAMES = BENCHMARK_REGISTRY_NAMES  # one record each in sena_cli/bench/registry.py
 
 
 @dataclass
@@ -286,10 +315,15 @@ class EvalParams:
     benchmarks: list[str] = field(default_factory=lambda: ["world_pope", "world_chair", "world_vqa", "world_questions"],
                                   metadata=_rng(choices=BENCHMARK_NAMES))
     batch_size: int = field(default=32, metadata=_rng(1))
-    max_new_tokens: int = field(default=64, metadata=_rng(1))
+    # CHAIR/AMBER captions are long descriptions: 512 new tokens, as the reference generates.
+    max_new_tokens: int = field(default=512, metadata=_rng(1))
     # The caption prompt of CHAIR; empty = the first describe instruction of qa.prompts.
     chair_prompt: str = ""
+    # POPE's yes/no rule for world_pope and coco_pope: "pope" = its evaluate.py exactly;
+    # "lenient" = any case and punctuation (sena's option, not POPE's numbers).
+    yes_no_parsing: str = field(default="pope", metadata=_rng(choices=["pope", "lenient"]))
     coco_pope: CocoPopeFiles = field(default_factory=CocoPopeFiles)
+    coco_chair: CocoChairFiles = field(default_factory=CocoChairFiles)
     amber: AmberFiles = field(default_factory=AmberFiles)
     mmbench: MMBenchFiles = field(default_factory=MMBenchFiles)
     judge: JudgeParams = field(default_factory=JudgeParams)
@@ -436,6 +470,10 @@ def _coerce(tp, value, key: str, meta, source: str):
             return None
         tp = next(a for a in args if a is not type(None))
         return _coerce(tp, value, key, meta, source)
+    if tp is dict:  # free-form settings handed to a library (model.processor): plain YAML values only
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise SenaError(f"{source}: '{key}' must be a mapping of setting names to values, got {_show(value)}")
+        return dict(value)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

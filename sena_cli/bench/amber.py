@@ -1,26 +1,40 @@
-"""AMBER (Wang et al., 2023) in its published format: an LLM-free hallucination benchmark.
+"""AMBER (Wang et al., 2023) in its published format, scored as AMBER's inference.py scores it.
 
 Files (from the AMBER repository): a query file (JSON list of {"id", "image", "query"}),
 annotations.json (entry id-1 describes query id: "type" is "generative" with "truth" and
 "hallu" object lists, or "discriminative-…" with "truth" "yes"/"no"), relation.json (object
 -> associated words) and safe_words.txt.
 
-Generative scoring follows AMBER's own: the response's nouns (NLTK, lemmatised) that are in
-AMBER's object vocabulary are matched against the truth objects and their associated words,
-exactly or by spaCy similarity (> eval.amber.similarity); a noun matching no truth object
-(and not a global safe word) is a hallucination.
-  chair = hallucinated nouns / vocabulary nouns;  cover = truth objects mentioned / truth objects;
-  hal = share of responses with a hallucination;  cog = hallu-list objects mentioned / hallu-list objects.
-Discriminative: yes/no answers (POPE's parsing) with "no" as the positive class, as AMBER does.
-Metrics are fractions (AMBER prints percentages).
+Generative (our wording of AMBER's rule; the checks against AMBER's own script are in
+tests/bench/test_differential.py): the response's nouns (NLTK tokens tagged NN*, lemmatised
+with WordNet) that are in AMBER's vocabulary are the candidates. A global safe word is never a
+hallucination. A candidate found in the truth words (every truth object's associated words
+first, then the truth names) covers the first object it is found under. Otherwise it is looked
+up in the hallucination words the same way (first exact hit marked for Cog), then, by spaCy
+similarity above eval.amber.similarity, the first similar hallucination word is marked too and
+the first similar truth word covers its object; a candidate with no similar truth word is a
+hallucination.
+  CHAIR = hallucinated / candidates; Cover = truth objects covered / truth objects;
+  Hal = responses with a hallucination / responses; Cog = hallucination objects marked / hallu objects.
+Discriminative: only the exact answers "Yes" and "No" count (anything else, the empty answer
+included, is wrong and is not a "No"); "no" is the positive class. Per type as AMBER reports:
+existence (discriminative-hallucination), attribute (state, number, action) and relation.
 
-The noun extractor and similarity need language data users download on their own machine
-(nltk data, spaCy's en_core_web_lg); the scoring below takes already-extracted nouns and a
-similarity function, so it is testable without them.
+Every value is a percentage rounded to 0.1, computed with AMBER's arithmetic: its counters start
+from metrics.txt (denominators at 0.001), and F1 comes from the rounded precision and recall
+with AMBER's small constant in the denominator. Blocks with no question are left out (AMBER's
+script prints 0 for them).
+
+The noun extractor and the similarity need language data that sena does not ship (NLTK data,
+spaCy's en_core_web_lg). When it is missing, the metrics say which part fell back and how,
+under amber.fallback; the scoring below takes extracted nouns and a similarity function, so it
+is testable without them.
 """
 
 from __future__ import annotations
 
+import operator
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +46,13 @@ Similar = Callable[[str, str], bool]
 NLTK_INSTALL = ("pip install nltk && python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger "
                 "averaged_perceptron_tagger_eng wordnet")
 SPACY_INSTALL = "pip install spacy && python -m spacy download en_core_web_lg"
+YES_NO_PARSINGS = ("exact", "pope")
+
+# The discriminative types and the counter prefix each one uses (as in AMBER's metrics.txt).
+TYPE_PREFIX = {"discriminative-attribute-state": "as", "discriminative-attribute-number": "an",
+               "discriminative-attribute-action": "aa", "discriminative-hallucination": "ha"}
+OTHER_PREFIX = "asso"  # every other discriminative type: relation
+PREFIXES = ("", "as_", "an_", "aa_", "asso_", "ha_")
 
 
 @dataclass
@@ -39,7 +60,7 @@ class AmberData:
     queries: list[dict]
     annotations: list[dict]
     association: dict[str, list[str]]
-    safe_words: set[str]
+    safe_words: list[str]
 
     def annotation(self, query_id: int) -> dict:
         return self.annotations[query_id - 1]
@@ -54,119 +75,206 @@ def read_amber(queries: str | Path, annotations: str | Path, relation: str | Pat
         raise SenaError(f"{queries}: an AMBER query file is a JSON list of {{id, image, query}}")
     if not isinstance(ann, list) or not all(isinstance(a, dict) and {"type", "truth"} <= set(a) for a in ann):
         raise SenaError(f"{annotations}: AMBER annotations are a JSON list of {{type, truth, …}}")
-    if not isinstance(rel, dict):
+    if not isinstance(rel, dict) or not all(isinstance(v, list) for v in rel.values()):
         raise SenaError(f"{relation}: AMBER's relation file maps each object to a list of words")
     for r in q:
-        if not 1 <= int(r["id"]) <= len(ann):
-            raise SenaError(f"{queries}: query id {r['id']} has no annotation in {annotations}")
+        if not isinstance(r["id"], int) or not 1 <= r["id"] <= len(ann):
+            raise SenaError(f"{queries}: query id {r['id']!r} has no annotation in {annotations}")
+        a = ann[r["id"] - 1]
+        if a["type"] == "generative":
+            missing = [o for o in [*a["truth"], *a.get("hallu", [])] if o not in rel]
+            if missing:
+                raise SenaError(f"{annotations}: object {missing[0]!r} of entry {r['id']} is not in {relation}")
     safe = Path(safe_words)
     if not safe.is_file():
         raise SenaError(f"{safe}: AMBER safe-word list not found; fix eval.amber.safe_words")
-    return AmberData(q, ann, rel, {w.strip() for w in safe.read_text().splitlines() if w.strip()})
+    # As AMBER reads it: each line up to its newline, nothing stripped.
+    words = [line.split("\n")[0] for line in safe.read_text(encoding="utf-8").splitlines(keepends=True)]
+    return AmberData(q, ann, rel, words)
 
 
-def _aliases(objects: Sequence[str], association: dict[str, list[str]]) -> list[set[str]]:
-    return [{obj, *association.get(obj, [])} for obj in objects]
+# ---------------------------------------------------------------- scoring
+
+def _new_counters() -> dict[str, float]:
+    """AMBER's metrics.txt: every score starts at 0, every denominator at 0.001."""
+    c: dict[str, float] = {}
+    for name in ("chair", "safe_cover", "hallu_cover"):
+        c[f"{name}_score"], c[f"{name}_num"] = 0, 0.001
+    c["non_hallu_score"], c["non_hallu_num"] = 0, 0.001
+    for p in PREFIXES:
+        for name in ("qa_correct", "qa_no", "qa_ans_no"):
+            c[f"{p}{name}_score"], c[f"{p}{name}_num"] = 0, 0.001
+    return c
 
 
-def _find(noun: str, aliases: list[set[str]], similar: Similar, exact_only: bool) -> int | None:
-    for i, words in enumerate(aliases):
-        if noun in words:
-            return i
-    if exact_only:
-        return None
-    for i, words in enumerate(aliases):
-        if any(similar(noun, w) for w in words):
-            return i
-    return None
+def _entries(objects: Sequence[str], association: dict[str, list[str]]) -> tuple[list[str], list[int]]:
+    """Every object's associated words, then the object names, each with the object it stands for."""
+    words, owner = [], []
+    for i, obj in enumerate(objects):
+        words += association[obj]
+        owner += [i] * len(association[obj])
+    return words + list(objects), owner + list(range(len(objects)))
 
 
-def score_generative(responses_nouns: Sequence[Sequence[str]], annotations: Sequence[dict],
-                     data: AmberData, similar: Similar) -> dict[str, float]:
+def _generative(c: dict, nouns: Sequence[str], ann: dict, data: AmberData, vocabulary: set[str],
+                similar: Similar) -> None:
+    candidates = [n for n in nouns if n in vocabulary]
+    truth, hallu = ann["truth"], ann.get("hallu", [])
+    safe_words, safe_owner = _entries(truth, data.association)
+    ha_words, ha_owner = _entries(hallu, data.association)
+    covered: set[int] = set()
+    marked: set[int] = set()
+    hallucinated = 0
+    for noun in candidates:
+        if noun in data.safe_words:
+            continue
+        if noun in safe_words:
+            covered.add(safe_owner[safe_words.index(noun)])
+            continue
+        if noun in ha_words:
+            marked.add(ha_owner[ha_words.index(noun)])
+        hit = next((j for j, w in enumerate(ha_words) if similar(noun, w)), None)
+        if hit is not None:
+            marked.add(ha_owner[hit])
+        hit = next((j for j, w in enumerate(safe_words) if similar(noun, w)), None)
+        if hit is not None:
+            covered.add(safe_owner[hit])
+            continue
+        hallucinated += 1
+    c["chair_score"] += hallucinated
+    c["chair_num"] += len(candidates)
+    c["safe_cover_score"] += len(covered)
+    c["safe_cover_num"] += len(truth)
+    c["hallu_cover_score"] += len(marked)
+    c["hallu_cover_num"] += len(hallu)
+    if hallucinated == 0:
+        c["non_hallu_score"] += 1
+    c["non_hallu_num"] += 1
+
+
+def _discriminative(c: dict, response: str, ann: dict) -> None:
+    p = TYPE_PREFIX.get(ann["type"], OTHER_PREFIX) + "_"
+    truth = ann["truth"]
+    for q in ("", p):
+        c[f"{q}qa_correct_num"] += 1
+    if truth == "yes":
+        if response == "Yes":
+            for q in ("", p):
+                c[f"{q}qa_correct_score"] += 1
+    else:
+        for q in ("", p):
+            c[f"{q}qa_no_num"] += 1
+        if response == "No":
+            for q in ("", p):
+                c[f"{q}qa_correct_score"] += 1
+                c[f"{q}qa_no_score"] += 1
+    if response == "No":
+        for q in ("", p):
+            c[f"{q}qa_ans_no_num"] += 1
+        if truth == "no":
+            for q in ("", p):
+                c[f"{q}qa_ans_no_score"] += 1
+
+
+def _pct(score: float, num: float) -> float:
+    return round(score / num * 100, 1)
+
+
+def _block(c: dict, prefixes: Sequence[str], f1_eps: float = 0.0001) -> dict[str, float]:
+    def total(name):
+        value = c[f"{prefixes[0]}{name}"]
+        for p in prefixes[1:]:
+            value = value + c[f"{p}{name}"]
+        return value
+
+    accuracy = _pct(total("qa_correct_score"), total("qa_correct_num"))
+    precision = _pct(total("qa_ans_no_score"), total("qa_ans_no_num"))
+    recall = _pct(total("qa_no_score"), total("qa_no_num"))
+    f1 = round(2 * (precision / 100) * (recall / 100) / ((precision / 100) + (recall / 100) + f1_eps) * 100, 1)
+    return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}
+
+
+def score(responses: Sequence[str], nouns: Sequence[Sequence[str] | None], ids: Sequence[int], data: AmberData,
+          similar: Similar, yes_no: str = "exact") -> dict:
+    """AMBER's metrics for responses to the queries `ids` (in order); `nouns[i]` are the
+    extracted nouns of a generative response (None for discriminative ones)."""
+    from sena_cli.bench.pope import parse_yes_no
+
     vocabulary = set(data.association) | {w for ws in data.association.values() for w in ws}
-    considered = hallucinated = with_hallucination = 0
-    truth_total = truth_covered = hallu_total = hallu_covered = 0
-    for nouns, ann in zip(responses_nouns, annotations, strict=True):
-        truth = _aliases(ann["truth"], data.association)
-        hallu = _aliases(ann.get("hallu", []), data.association)
-        covered, cog = set(), set()
-        bad = 0
-        for noun in (n for n in nouns if n in vocabulary):
-            considered += 1
-            if noun in data.safe_words:
-                continue
-            hit = _find(noun, truth, similar, exact_only=True)
-            if hit is not None:
-                covered.add(hit)
-                continue
-            h = _find(noun, hallu, similar, exact_only=False)
-            if h is not None:
-                cog.add(h)
-            hit = _find(noun, truth, similar, exact_only=False)
-            if hit is not None:
-                covered.add(hit)
-                continue
-            bad += 1
-        hallucinated += bad
-        with_hallucination += bool(bad)
-        truth_total += len(truth)
-        truth_covered += len(covered)
-        hallu_total += len(hallu)
-        hallu_covered += len(cog)
-    n = len(annotations)
-    return {
-        "chair": hallucinated / considered if considered else 0.0,
-        "cover": truth_covered / truth_total if truth_total else 0.0,
-        "hal": with_hallucination / n if n else 0.0,
-        "cog": hallu_covered / hallu_total if hallu_total else 0.0,
-    }
+    c = _new_counters()
+    types = []
+    for response, found, qid in zip(responses, nouns, ids, strict=True):
+        ann = data.annotation(qid)
+        types.append(ann["type"])
+        if ann["type"] == "generative":
+            _generative(c, found or [], ann, data, vocabulary, similar)
+        else:
+            if yes_no == "pope":  # sena's lenient option: POPE's rule, then AMBER's exact words
+                response = "Yes" if parse_yes_no(response) == "yes" else "No"
+            _discriminative(c, response, ann)
+    out: dict = {}
+    if "generative" in types:
+        out["generative"] = {
+            "chair": _pct(c["chair_score"], c["chair_num"]),
+            "cover": _pct(c["safe_cover_score"], c["safe_cover_num"]),
+            "hal": round(100 - c["non_hallu_score"] / c["non_hallu_num"] * 100, 1),
+            "cog": _pct(c["hallu_cover_score"], c["hallu_cover_num"]),
+        }
+    present = {TYPE_PREFIX.get(t, OTHER_PREFIX) for t in types if t != "generative"}
+    if present:
+        out["discriminative"] = _block(c, [""])
+    if "ha" in present:
+        out["existence"] = _block(c, ["ha_"], f1_eps=0.001)
+    if present & {"as", "an", "aa"}:
+        out["attribute"] = _block(c, ["as_", "an_", "aa_"])
+        for name, p in (("state", "as_"), ("number", "an_"), ("action", "aa_")):
+            out[name] = _block(c, [p])
+    if "asso" in present:
+        out["relation"] = _block(c, ["asso_"])
+    return out
 
 
-def score_discriminative(answers: Sequence[str], truths: Sequence[str]) -> dict[str, float]:
-    """answers and truths are 'yes'/'no'; 'no' is the positive class (AMBER's convention)."""
-    said_no = sum(a == "no" for a in answers)
-    is_no = sum(t == "no" for t in truths)
-    both_no = sum(a == "no" and t == "no" for a, t in zip(answers, truths, strict=True))
-    precision = both_no / said_no if said_no else 0.0
-    recall = both_no / is_no if is_no else 0.0
-    return {
-        "accuracy": sum(a == t for a, t in zip(answers, truths)) / len(truths) if truths else 0.0,
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-    }
+# ---------------------------------------------------------------- language data (optional)
 
-
-def nltk_nouns() -> Callable[[str], list[str]]:
-    """AMBER's noun extractor: NLTK tokens tagged NN*, lemmatised with WordNet."""
+def nltk_nouns() -> tuple[Callable[[str], list[str]], str | None]:
+    """AMBER's noun extractor (NLTK tokens tagged NN*, lemmatised with WordNet), and None;
+    without NLTK or its data: sena's stand-in and a note saying how it differs."""
     try:
         import nltk
         from nltk.stem import WordNetLemmatizer
-    except ImportError:
-        raise SenaError(f"AMBER needs NLTK for noun extraction: {NLTK_INSTALL}") from None
-    lemmatizer = WordNetLemmatizer()
+
+        lemmatizer = WordNetLemmatizer()
+        tagged = nltk.pos_tag(nltk.word_tokenize("A dog sits."))
+        lemmatizer.lemmatize("dogs")
+    except (ImportError, LookupError, OSError):
+        note = (f"NLTK or its data missing ({NLTK_INSTALL}): nouns are every lower-case word with a plural 's' "
+                "removed, not NLTK's tagged nouns, so chair, cover, hal and cog are not AMBER's")
+        return _fallback_nouns, note
+    del tagged
 
     def extract(text: str) -> list[str]:
-        try:
-            tagged = nltk.pos_tag(nltk.word_tokenize(text))
-            return [lemmatizer.lemmatize(w) for w, pos in tagged if pos.startswith("NN")]
-        except LookupError:
-            raise SenaError(f"AMBER needs NLTK's language data: {NLTK_INSTALL}") from None
+        return [lemmatizer.lemmatize(w) for w, pos in nltk.pos_tag(nltk.word_tokenize(text)) if pos.startswith("NN")]
 
-    return extract
+    return extract, None
 
 
-def spacy_similarity(threshold: float) -> Similar:
-    """AMBER's near-synonym test: spaCy en_core_web_lg vector similarity above the threshold."""
+def _fallback_nouns(text: str) -> list[str]:
+    words = re.findall(r"[a-z]+", text.lower())
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+def spacy_similarity(threshold: float) -> tuple[Similar, str | None]:
+    """AMBER's near-synonym test (spaCy en_core_web_lg similarity above the threshold), and None;
+    without spaCy or the model: exact matching and a note saying so."""
+    exact = operator.eq  # spaCy's similarity of a word with itself is 1, of other words less
+    if threshold <= 0:
+        return exact, "eval.amber.similarity is 0: near-synonyms are not matched (exact matching)"
     try:
         import spacy
-    except ImportError:
-        raise SenaError(f"AMBER's synonym matching needs spaCy: {SPACY_INSTALL} "
-                        "(or set eval.amber.similarity: 0 for exact matching)") from None
-    try:
+
         nlp = spacy.load("en_core_web_lg")
-    except OSError:
-        raise SenaError(f"AMBER's synonym matching needs spaCy's en_core_web_lg: {SPACY_INSTALL}") from None
+    except (ImportError, OSError):
+        return exact, f"spaCy's en_core_web_lg missing ({SPACY_INSTALL}): exact matching instead of similarity"
     cache: dict[tuple[str, str], bool] = {}
 
     def similar(a: str, b: str) -> bool:
@@ -174,4 +282,4 @@ def spacy_similarity(threshold: float) -> Similar:
             cache[(a, b)] = nlp(a).similarity(nlp(b)) > threshold
         return cache[(a, b)]
 
-    return similar
+    return similar, None

@@ -1,7 +1,9 @@
-"""Benchmarks on published data (COCO POPE, AMBER, MMBench): read the files named in
-eval.<benchmark>, ask θK through the model boundary, score with the benchmark's rules.
+"""Benchmarks on published data (COCO POPE, COCO CHAIR, AMBER, MMBench, and the judged ones):
+read the files named in eval.<benchmark>, ask θK through the model boundary, score with the
+benchmark's own rules.
 
-Each runner returns (metrics, per-question records) like the world's benchmarks.
+Runners and counters are what the registry (bench/registry.py) calls: run(ctx, vlm, tick)
+returns (metrics, per-question records); count(ctx) reads and checks the files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sena_cli.artifacts import to_rgb
 from sena_cli.bench import amber as amber_lib
+from sena_cli.bench import chair as chair_lib
 from sena_cli.bench import coco_pope as pope_lib
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import mmbench as mmb
@@ -60,18 +63,86 @@ def _pope_files(params: Params) -> list[tuple[str, list[dict]]]:
     return [(pope_lib.split_name(Path(f)), pope_lib.read_pope_file(f)) for f in files]
 
 
-def coco_pope(vlm: VLM, params: Params, tick: Tick):
+def coco_pope(ctx, vlm: VLM, tick: Tick):
+    params = ctx.params
     root = _need(params.eval.coco_pope.image_root, "eval.coco_pope.image_root")
     suffix = params.qa.prompts.short_answer_suffix
     metrics, records = {}, []
     for split, rows in _pope_files(params):
         images = [open_benchmark_image(root, r["image"], "eval.coco_pope.image_root") for r in rows]
         answers = _generate(vlm, images, [with_suffix(r["text"], suffix) for r in rows], params, tick)
-        parsed = [parse_yes_no(a) for a in answers]
+        parsed = [parse_yes_no(a, params.eval.yes_no_parsing) for a in answers]
         metrics[split] = pope_metrics(parsed, [r["label"] for r in rows])
         records += [{"benchmark": f"coco_pope_{split}", **r, "answer": a, "parsed": p}
                     for r, a, p in zip(rows, answers, parsed)]
     return metrics, records
+
+
+def count_coco_pope(ctx) -> int:
+    return sum(len(rows) for _, rows in _pope_files(ctx.params))
+
+
+# ---------------------------------------------------------------- COCO CHAIR
+
+def _coco_chair_set(params: Params):
+    """(images to caption [{id, file_name}], classes per image, reference captions per image)."""
+    c = params.eval.coco_chair
+    if not c.instances or not c.captions:
+        raise SenaError("'eval.coco_chair.instances' and 'eval.coco_chair.captions' must list COCO's "
+                        "instances_*.json and captions_*.json files")
+    names, images, classes, references = {}, {}, {}, {}
+    for path in c.instances:
+        data = read_json_file(path, "COCO instances file", "fix eval.coco_chair.instances")
+        if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+            raise SenaError(f"{path}: a COCO instances file has images, annotations and categories")
+        names.update({cat["id"]: cat["name"] for cat in data["categories"]})
+        images.update({im["id"]: im for im in data["images"]})
+        for a in data["annotations"]:
+            classes.setdefault(a["image_id"], []).append(a["category_id"])
+    for path in c.captions:
+        data = read_json_file(path, "COCO captions file", "fix eval.coco_chair.captions")
+        if not isinstance(data, dict) or "annotations" not in data:
+            raise SenaError(f"{path}: a COCO captions file has annotations of {{image_id, caption}}")
+        for a in data["annotations"]:
+            references.setdefault(a["image_id"], []).append(a["caption"])
+    chosen = [images[i] for i in sorted(images)[: c.images]]
+    if not chosen:
+        raise SenaError(f"{c.instances[0]}: no images listed")
+    for i, cats in classes.items():
+        for cat in cats:
+            if cat not in names:
+                raise SenaError(f"{c.instances[0]}: image {i} has category {cat}, which no instances file defines")
+    return chosen, {i: [names[cat] for cat in cats] for i, cats in classes.items()}, references
+
+
+def coco_chair(ctx, vlm: VLM, tick: Tick, tools=None):
+    params = ctx.params
+    c = params.eval.coco_chair
+    chosen, classes, references = _coco_chair_set(params)
+    root = _need(c.image_root, "eval.coco_chair.image_root")
+    tokenize, singularize, notes = tools or chair_lib.language_tools()
+    chair = chair_lib.CocoChair(chair_lib.read_synonyms(_need(c.synonyms, "eval.coco_chair.synonyms")),
+                                tokenize, singularize)
+    unknown = sorted({n for names in classes.values() for n in names} - set(chair.node))
+    if unknown:
+        raise SenaError(f"{c.synonyms}: COCO class {unknown[0]!r} is not in CHAIR's synonym list")
+    prompt = params.eval.chair_prompt or params.qa.prompts.describe_instructions[0]
+    images = [open_benchmark_image(root, im["file_name"], "eval.coco_chair.image_root") for im in chosen]
+    captions = _generate(vlm, images, [prompt] * len(chosen), params, tick)
+    said = [chair.mentions(cap) for cap in captions]
+    truth = [chair.truth(classes.get(im["id"], []), references.get(im["id"], [])) for im in chosen]
+    metrics: dict = chair_lib.coco_chair_metrics(said, truth)
+    if notes:
+        metrics["fallback"] = notes
+    records = [{"benchmark": "coco_chair", "image_id": im["id"], "caption": cap, "mentioned": s, "truth": sorted(t)}
+               for im, cap, s, t in zip(chosen, captions, said, truth)]
+    return metrics, records
+
+
+def count_coco_chair(ctx) -> int:
+    params = ctx.params
+    chair_lib.read_synonyms(_need(params.eval.coco_chair.synonyms, "eval.coco_chair.synonyms"))
+    return len(_coco_chair_set(params)[0])
 
 
 # ---------------------------------------------------------------- AMBER
@@ -82,69 +153,61 @@ def _amber_data(params: Params) -> amber_lib.AmberData:
                                 _need(a.relation, "eval.amber.relation"), _need(a.safe_words, "eval.amber.safe_words"))
 
 
-def amber(vlm: VLM, params: Params, tick: Tick, nouns: Callable[[str], list[str]] | None = None,
+def amber(ctx, vlm: VLM, tick: Tick, nouns: Callable[[str], list[str]] | None = None,
           similar: amber_lib.Similar | None = None):
+    params = ctx.params
     a = params.eval.amber
     data = _amber_data(params)
     root = _need(a.image_root, "eval.amber.image_root")
-    # Fail before generating when the language data is missing.
-    nouns = nouns or amber_lib.nltk_nouns()
+    notes = {}
+    if nouns is None:
+        nouns, note = amber_lib.nltk_nouns()
+        if note:
+            notes["generative_nouns"] = note
     if similar is None:
-        similar = amber_lib.spacy_similarity(a.similarity) if a.similarity > 0 else (lambda x, y: False)
+        similar, note = amber_lib.spacy_similarity(a.similarity)
+        if note:
+            notes["generative_similarity"] = note
     images = [open_benchmark_image(root, q["image"], "eval.amber.image_root") for q in data.queries]
     answers = _generate(vlm, images, [q["query"] for q in data.queries], params, tick)
-    gen = [(q, ans) for q, ans in zip(data.queries, answers) if data.annotation(q["id"])["type"] == "generative"]
-    dis = [(q, ans) for q, ans in zip(data.queries, answers) if data.annotation(q["id"])["type"] != "generative"]
-    metrics: dict = {}
-    if gen:
-        metrics.update(amber_lib.score_generative([nouns(ans) for _, ans in gen],
-                                                  [data.annotation(q["id"]) for q, _ in gen], data, similar))
-    if dis:
-        parsed = [parse_yes_no(ans) for _, ans in dis]
-        scores = amber_lib.score_discriminative(parsed, [data.annotation(q["id"])["truth"] for q, _ in dis])
-        metrics.update({f"discriminative_{k}": v for k, v in scores.items()})
+    generative = [data.annotation(q["id"])["type"] == "generative" for q in data.queries]
+    found = [nouns(ans) if gen else None for ans, gen in zip(answers, generative)]
+    metrics = amber_lib.score(answers, found, [q["id"] for q in data.queries], data, similar, a.yes_no_parsing)
+    if notes and any(generative):
+        metrics["fallback"] = notes
     records = [{"benchmark": "amber", **q, "answer": ans} for q, ans in zip(data.queries, answers)]
     return metrics, records
 
 
+def count_amber(ctx) -> int:
+    return len(_amber_data(ctx.params).queries)
+
+
 # ---------------------------------------------------------------- MMBench
 
-def mmbench(vlm: VLM, params: Params, tick: Tick):
-    items = mmb.read_mmbench_tsv(_need(params.eval.mmbench.tsv, "eval.mmbench.tsv"))
-    circular = params.eval.mmbench.circular
-    asks = [(item, options, right) for item in items for options, right in mmb.rotations(item, circular)]
-    images = {item.index: item.image() for item in items}
-    answers = _generate(vlm, [images[item.index] for item, _, _ in asks],
-                        [mmb.prompt(item, options) for item, options, _ in asks], params, tick)
-    passes: dict[str, list[bool]] = {}
-    records = []
-    for (item, options, right), answer in zip(asks, answers):
-        choice = mmb.parse_choice(answer, options)
-        passes.setdefault(item.index, []).append(choice == right)
-        records.append({"benchmark": "mmbench", "index": item.index, "options": options, "answer": answer,
-                        "choice": None if choice is None else mmb.LETTERS[choice], "right": mmb.LETTERS[right]})
-    return mmb.mmbench_metrics([passes[item.index] for item in items]), records
+def _mmbench_rows(params: Params) -> tuple[list[mmb.MMBenchRow], list[mmb.MMBenchRow]]:
+    rows = mmb.read_mmbench_tsv(_need(params.eval.mmbench.tsv, "eval.mmbench.tsv"))
+    return rows, mmb.asked_rows(rows, params.eval.mmbench.circular)
 
 
-def count(params: Params, name: str) -> int:
-    """How many questions a benchmark asks (for the progress bar); reads and checks its files."""
-    if name in JUDGED_COUNTS:
-        return JUDGED_COUNTS[name](params)
-    if name == "coco_pope":
-        return sum(len(rows) for _, rows in _pope_files(params))
-    if name == "amber":
-        return len(_amber_data(params).queries)
-    items = mmb.read_mmbench_tsv(_need(params.eval.mmbench.tsv, "eval.mmbench.tsv"))
-    return sum(len(mmb.rotations(item, params.eval.mmbench.circular)) for item in items)
+def mmbench(ctx, vlm: VLM, tick: Tick):
+    params = ctx.params
+    rows, asked = _mmbench_rows(params)
+    cache: dict = {}
+    answers = _generate(vlm, [mmb.image_of(r, cache) for r in asked], [mmb.prompt(r) for r in asked], params, tick)
+    matched = {r.index: mmb.match_option(mmb.as_read_back(a), r.options) for r, a in zip(asked, answers)}
+    hits = mmb.group_hits(asked, matched)
+    records = [{"benchmark": "mmbench", "index": r.index, "question_index": r.group, "options": r.options,
+                "answer": a, "matched": matched[r.index], "right": r.answer, "question_right": hits[r.group]}
+               for r, a in zip(asked, answers)]
+    return mmb.report(rows, hits), records
 
 
-BENCHMARKS = {"coco_pope": coco_pope, "amber": amber, "mmbench": mmbench}
+def count_mmbench(ctx) -> int:
+    return len(_mmbench_rows(ctx.params)[1])
 
 
 # ---------------------------------------------------------------- judged benchmarks
-
-JUDGED = ("llava_bench", "mm_vet", "mmhal")
-
 
 def _judged_result(metrics: dict, judge: judge_lib.Judge, name: str) -> dict:
     return {**metrics, "judge_model": judge.model, "prompt_version": judge_lib.PROMPT_VERSIONS[name]}
@@ -168,13 +231,15 @@ def _llava_bench_rows(params: Params):
     return questions, reference, captions
 
 
-def llava_bench(vlm: VLM, params: Params, tick: Tick, judge: judge_lib.Judge):
+def llava_bench(ctx, vlm: VLM, tick: Tick):
+    params, judge = ctx.params, ctx.judge
     questions, reference, captions = _llava_bench_rows(params)
     root = _need(params.eval.llava_bench.image_root, "eval.llava_bench.image_root")
     images = [open_benchmark_image(root, q["image"], "eval.llava_bench.image_root") for q in questions]
     answers = _generate(vlm, images, [q["text"] for q in questions], params, tick)
-    replies = [judge.ask(judge_lib.llava_bench_prompt(captions[q["image"]], q["text"], reference[q["question_id"]], a))
-               for q, a in zip(questions, answers)]
+    replies = judge.ask_all([judge_lib.llava_bench_prompt(captions[q["image"]], q["text"],
+                                                           reference[q["question_id"]], a)
+                             for q, a in zip(questions, answers)])
     pairs = [judge_lib.parse_pair_scores(r) for r in replies]
     metrics = judge_lib.llava_bench_metrics(pairs, [q.get("category", "all") for q in questions])
     records = [{"benchmark": "llava_bench", **q, "answer": a, "judge_reply": r}
@@ -191,12 +256,14 @@ def _mm_vet_items(params: Params) -> list[tuple[str, dict]]:
     return list(data.items())
 
 
-def mm_vet(vlm: VLM, params: Params, tick: Tick, judge: judge_lib.Judge):
+def mm_vet(ctx, vlm: VLM, tick: Tick):
+    params, judge = ctx.params, ctx.judge
     items = _mm_vet_items(params)
     root = _need(params.eval.mm_vet.image_root, "eval.mm_vet.image_root")
     images = [open_benchmark_image(root, v["imagename"], "eval.mm_vet.image_root") for _, v in items]
     answers = _generate(vlm, images, [v["question"] for _, v in items], params, tick)
-    replies = [judge.ask(judge_lib.mm_vet_prompt(v["question"], v["answer"], a)) for (_, v), a in zip(items, answers)]
+    replies = judge.ask_all([judge_lib.mm_vet_prompt(v["question"], v["answer"], a)
+                             for (_, v), a in zip(items, answers)])
     scores = [judge_lib.parse_unit_score(r) for r in replies]
     metrics = judge_lib.mm_vet_metrics(scores, [v.get("capability", []) for _, v in items])
     records = [{"benchmark": "mm_vet", "id": k, **v, "prediction": a, "judge_reply": r}
@@ -213,19 +280,27 @@ def _mmhal_items(params: Params) -> list[dict]:
     return data
 
 
-def mmhal(vlm: VLM, params: Params, tick: Tick, judge: judge_lib.Judge):
+def mmhal(ctx, vlm: VLM, tick: Tick):
+    params, judge = ctx.params, ctx.judge
     items = _mmhal_items(params)
     root = _need(params.eval.mmhal.image_root, "eval.mmhal.image_root")
     images = [open_benchmark_image(root, Path(r["image_src"]).name, "eval.mmhal.image_root") for r in items]
     answers = _generate(vlm, images, [r["question"] for r in items], params, tick)
-    replies = [judge.ask(judge_lib.mmhal_prompt(r["image_content"], r["question"], r["gt_answer"], a))
-               for r, a in zip(items, answers)]
+    replies = judge.ask_all([judge_lib.mmhal_prompt(r["image_content"], r["question"], r["gt_answer"], a)
+                             for r, a in zip(items, answers)])
     ratings = [judge_lib.parse_rating(x) for x in replies]
     records = [{"benchmark": "mmhal", **r, "model_answer": a, "judge_reply": x, "rating": g}
                for r, a, x, g in zip(items, answers, replies, ratings)]
     return _judged_result(judge_lib.mmhal_metrics(ratings), judge, "mmhal"), records
 
 
-JUDGED_BENCHMARKS = {"llava_bench": llava_bench, "mm_vet": mm_vet, "mmhal": mmhal}
-JUDGED_COUNTS = {"llava_bench": lambda p: len(_llava_bench_rows(p)[0]), "mm_vet": lambda p: len(_mm_vet_items(p)),
-                 "mmhal": lambda p: len(_mmhal_items(p))}
+def count_llava_bench(ctx) -> int:
+    return len(_llava_bench_rows(ctx.params)[0])
+
+
+def count_mm_vet(ctx) -> int:
+    return len(_mm_vet_items(ctx.params))
+
+
+def count_mmhal(ctx) -> int:
+    return len(_mmhal_items(ctx.params))

@@ -1,31 +1,49 @@
-"""POPE metrics: yes/no answers against labels (Li et al., 2023), parsed as POPE's own script does."""
+"""POPE metrics: yes/no answers against labels (Li et al., 2023), parsed as POPE's evaluate.py does.
+
+POPE's rule (AoiDragon/POPE, evaluate.py), reproduced exactly by `parse_yes_no`: keep the text
+before the first '.', delete commas, split on single spaces, and answer 'no' when a word is
+exactly 'No', 'no' or 'not'; anything else is 'yes'. It is case-sensitive and blind to other
+punctuation: "NO", "No!", "Not really." and "No" followed by a newline all count as 'yes'.
+The checks against POPE's own script are tests/bench/test_differential.py.
+
+`eval.yes_no_parsing: lenient` is sena's more forgiving rule (any case, any punctuation or
+whitespace around the words), off by default because its numbers are not POPE's.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 
+PARSINGS = ("pope", "lenient")
 
-def parse_yes_no(answer: str) -> str:
-    """POPE's rule: keep the first sentence; any 'no'/'not' word makes it 'no', else 'yes'."""
-    first = answer.split(".")[0].replace(",", " ")
-    words = re.findall(r"[a-z']+", first.lower())
-    return "no" if ("no" in words or "not" in words) else "yes"
+
+def parse_yes_no(answer: str, parsing: str = "pope") -> str:
+    """'yes' or 'no' for one answer; `parsing` is 'pope' (POPE's own rule) or 'lenient'."""
+    first = answer.split(".")[0]
+    if parsing == "lenient":
+        words = set(re.findall(r"[a-z']+", first.replace(",", " ").lower()))
+        return "no" if {"no", "not"} & words else "yes"
+    words = set(first.replace(",", "").split(" "))
+    return "no" if {"No", "no", "not"} & words else "yes"
 
 
 def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """accuracy, precision, recall, f1 (positive = 'yes') and yes_ratio of parsed predictions."""
+    """accuracy, precision, recall, f1 (positive = 'yes') and yes_ratio, with POPE's arithmetic.
+
+    Where POPE's script divides by zero (no 'yes' predicted, or no 'yes' label) the value is 0.
+    """
     if len(predictions) != len(labels) or not labels:
         raise ValueError("POPE needs one prediction per label and at least one label")
     tp = sum(p == "yes" and y == "yes" for p, y in zip(predictions, labels))
-    fp = sum(p == "yes" and y == "no" for p, y in zip(predictions, labels))
-    tn = sum(p == "no" and y == "no" for p, y in zip(predictions, labels))
-    fn = sum(p == "no" and y == "yes" for p, y in zip(predictions, labels))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    fp = sum(p == "yes" and y != "yes" for p, y in zip(predictions, labels))
+    tn = sum(p != "yes" and y != "yes" for p, y in zip(predictions, labels))
+    fn = sum(p != "yes" and y == "yes" for p, y in zip(predictions, labels))
+    precision = float(tp) / float(tp + fp) if tp + fp else 0.0
+    recall = float(tp) / float(tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
-        "accuracy": (tp + tn) / len(labels),
+        "accuracy": (tp + tn) / (tp + tn + fp + fn),
         "precision": precision,
         "recall": recall,
         "f1": f1,

@@ -5,11 +5,13 @@
 - world_vqa: colour/shape/position-colour questions answered in a word.
 - world_questions: does "ask a question about this image" give a question of the
   world's forms that the image can answer?
-Each returns (metrics, per-question records). Callable on any VLM.
+Each returns (metrics, per-question records). Callable on any VLM. The run_*/count_*
+functions at the end are what the benchmark registry (bench/registry.py) calls.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from sena_cli.errors import SenaError
 from sena_cli.method.prompts import with_suffix
 from sena_cli.vlm import VLM
 from sena_cli.world.build import POPE_SPLITS
-from sena_cli.world.language import ask, mentioned_objects, parse_question
+from sena_cli.world.language import ask, parse_question
 from sena_cli.world.scenes import Scene
 
 Tick = Callable[[int], None]
@@ -65,7 +67,7 @@ def world_pope(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     for split in POPE_SPLITS:
         rows = data.rows(f"pope_{split}.jsonl")
         answers = _answer(vlm, data, rows, [with_suffix(r["text"], suffix) for r in rows], params, tick)
-        parsed = [parse_yes_no(a) for a in answers]
+        parsed = [parse_yes_no(a, params.eval.yes_no_parsing) for a in answers]
         metrics[split] = pope_metrics(parsed, [r["label"] for r in rows])
         records += [{"benchmark": f"pope_{split}", **r, "answer": a, "parsed": p}
                     for r, a, p in zip(rows, answers, parsed)]
@@ -76,12 +78,19 @@ def chair_images(data: WorldEvalSet, params: Params) -> list[str]:
     return sorted(data.truth)[: params.world.eval.chair_images]
 
 
+def mentions(text: str, params: Params) -> list[str]:
+    """Every '<colour> <shape>' the caption names, repeats included (CHAIR counts each mention)."""
+    w = params.world
+    pattern = r"\b(" + "|".join(w.colours) + r") (" + "|".join(w.shapes) + r")s?\b"
+    return [f"{colour} {shape}" for colour, shape in re.findall(pattern, text.lower())]
+
+
 def world_chair(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     prompt = params.eval.chair_prompt or params.qa.prompts.describe_instructions[0]
     names = chair_images(data, params)
     rows = [{"image": n} for n in names]
     captions = _answer(vlm, data, rows, [prompt] * len(rows), params, tick)
-    said = [mentioned_objects(c, params.world) for c in captions]
+    said = [mentions(c, params) for c in captions]
     truth = [data.truth[n].names for n in names]
     records = [{"benchmark": "chair", "image": n, "caption": c, "mentioned": s, "truth": t}
                for n, c, s, t in zip(names, captions, said, truth)]
@@ -126,19 +135,35 @@ def world_questions(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     return metrics, records
 
 
-BENCHMARKS = {
-    "world_pope": ("pope", world_pope),
-    "world_chair": ("chair", world_chair),
-    "world_vqa": ("world_vqa", world_vqa),
-    "world_questions": ("world_questions", world_questions),
-}
+# ---------------------------------------------------------------- what the registry calls
+
+def run_pope(ctx, vlm: VLM, tick: Tick):
+    return world_pope(vlm, ctx.world, ctx.params, tick)
 
 
-def question_count(data: WorldEvalSet, params: Params, name: str) -> int:
-    if name == "world_pope":
-        return sum(len(data.rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
-    if name == "world_chair":
-        return len(chair_images(data, params))
-    if name == "world_vqa":
-        return len(data.rows("vqa.jsonl"))
-    return min(len(data.truth), params.world.eval.question_images)
+def run_chair(ctx, vlm: VLM, tick: Tick):
+    return world_chair(vlm, ctx.world, ctx.params, tick)
+
+
+def run_vqa(ctx, vlm: VLM, tick: Tick):
+    return world_vqa(vlm, ctx.world, ctx.params, tick)
+
+
+def run_questions(ctx, vlm: VLM, tick: Tick):
+    return world_questions(vlm, ctx.world, ctx.params, tick)
+
+
+def count_pope(ctx) -> int:
+    return sum(len(ctx.world.rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
+
+
+def count_chair(ctx) -> int:
+    return len(chair_images(ctx.world, ctx.params))
+
+
+def count_vqa(ctx) -> int:
+    return len(ctx.world.rows("vqa.jsonl"))
+
+
+def count_questions(ctx) -> int:
+    return min(len(ctx.world.truth), ctx.params.world.eval.question_images)

@@ -8,10 +8,12 @@ image, so a rerun gives the same corrupted tensor bit for bit.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
+from PIL import Image
 
 from sena_cli.config import NoiseParams
 
@@ -31,23 +33,31 @@ def image_seed(base_seed: int, image_id: str) -> int:
 
 def corrupt(x0: torch.Tensor, params: NoiseParams, image_id: str, sched: DDPMScheduler | None = None) -> torch.Tensor:
     """x_t for one image's tensor (any shape), with noise seeded by (noise.seed, image_id)."""
+    return corrupt_pictures([x0], params, image_id, sched)[0]
+
+
+def corrupt_pictures(pictures: Sequence[torch.Tensor], params: NoiseParams, image_id: str,
+                     sched: DDPMScheduler | None = None) -> list[torch.Tensor]:
+    """x_t for each picture of one image (a tiled image has several), noise drawn in order from
+    one generator seeded by (noise.seed, image_id): the same pictures give the same x_t bit for bit."""
     sched = sched or scheduler(params)
     generator = torch.Generator().manual_seed(image_seed(params.seed, image_id))
-    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
     t = torch.tensor([params.timestep], dtype=torch.long)
-    return sched.add_noise(x0.float().unsqueeze(0), eps.unsqueeze(0), t)[0].to(x0.dtype)
+    out = []
+    for x0 in pictures:
+        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+        out.append(sched.add_noise(x0.float().unsqueeze(0), eps.unsqueeze(0), t)[0].to(x0.dtype))
+    return out
 
 
-def tensor_to_uint8(chw: torch.Tensor, mean, std) -> np.ndarray:
-    """A normalised (C, H, W) tensor back to an (H, W, C) uint8 picture."""
-    mean = torch.tensor(mean).view(-1, 1, 1)
-    std = torch.tensor(std).view(-1, 1, 1)
-    x = (chw.float() * std + mean).clamp(0, 1)
-    return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+def sqrt_alpha_bar(params: NoiseParams, sched: DDPMScheduler | None = None) -> float:
+    sched = sched or scheduler(params)
+    return float(sched.alphas_cumprod[params.timestep].sqrt())
 
 
-def first_image(pixels: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) of the first image, whatever the processor's layout (4-D LLaVA, 5-D Idefics3)."""
-    while pixels.dim() > 3:
-        pixels = pixels[0]
-    return pixels
+def corrupt_image(image: Image.Image, params: NoiseParams, image_id: str,
+                  sched: DDPMScheduler | None = None) -> Image.Image:
+    """`noise.space: image`: the 0-255 RGB image corrupted in [-1, 1] and rounded back to 8 bits."""
+    x0 = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+    xt = corrupt(x0, params, image_id, sched)
+    return Image.fromarray(((xt.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())

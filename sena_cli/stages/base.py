@@ -8,7 +8,6 @@ not copied into the DVC cache; every stage loads θ0 through the pointer.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,22 +46,32 @@ def pixel_tensor(processor, paths: list[Path], tick: Callable[[int], None], chun
     return torch.cat(parts)
 
 
-def point_to_checkpoint(base: str, root: Path) -> dict:
-    """models/iter0 = a pointer to the user's checkpoint (a local folder, or a hub id that
-    transformers downloads into its own cache when a stage first loads it)."""
-    from sena_cli.vlm import POINTER_FILE, check_model_dir
+def point_to_checkpoint(params: Params, root: Path) -> dict:
+    """models/iter0 = a pointer to the user's checkpoint: a hub id (transformers downloads it into its
+    own cache when a stage first loads it) or a folder, kept as written in model.base (a relative path
+    is relative to the project, so the pointer works in any clone)."""
+    from sena_cli.vlm import POINTER_FILE, check_model_dir, looks_local
+    from sena_cli.vlm.model import check_hub_model, check_vlm_config
 
+    base = params.model.base
     local = Path(base).expanduser()
-    looks_local = local.is_absolute() or base.startswith(".") or local.exists()
-    if looks_local:
-        check_model_dir(local)
-        target = str(local.resolve())
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", base):
-        target = base
+    full = local if local.is_absolute() else root / local
+    if looks_local(base) or full.exists():
+        resolved, project = full.resolve(), root.resolve()
+        for output in ("models", "data", "metrics", "report"):
+            if resolved.is_relative_to(project / output):
+                raise SenaError(f"model.base '{base}' is inside the project's {output}/ folder, which the pipeline "
+                                "rewrites (`sena base` replaces models/iter0); copy the checkpoint elsewhere and "
+                                "point there")
+        check_model_dir(full)
+        check_vlm_config(full, params.model.trust_remote_code)
+        target, kind = local.as_posix(), "folder"
     else:
-        raise SenaError(f"model.base '{base}': not a model folder nor a hub id like 'llava-hf/llava-1.5-7b-hf'")
+        check_hub_model(base)
+        check_vlm_config(base, params.model.trust_remote_code)
+        target, kind = base, "hub"
     with atomic_dir(layout.model_dir(0, root)) as tmp:
-        (tmp / POINTER_FILE).write_text(json.dumps({"base": target}, indent=2) + "\n")
+        (tmp / POINTER_FILE).write_text(json.dumps({"base": target, "kind": kind}, indent=2) + "\n")
     return {"θ0": target, "output": str(layout.model_dir(0, root) / POINTER_FILE)}
 
 
@@ -71,7 +80,7 @@ def run_base(
 ) -> dict:
     """Build tokenizer, processor and model from the world, train, save to models/iter0."""
     if params.model.base != "embedded":
-        return point_to_checkpoint(params.model.base, root)
+        return point_to_checkpoint(params, root)
     torch.set_num_threads(params.base.threads)
     world = layout.world_dir(root)
     train_file = world / "instruct" / "train.jsonl"

@@ -1,7 +1,11 @@
 """Stage `history`: the headline metrics of θ0…θK in one table, for `dvc plots` against iteration.
 
-Reads metrics/iterK.json for K = 0..loop.iterations and writes metrics/history.csv, one row
-per iteration with the keys below (missing keys are left empty).
+Reads metrics/iterK.json for K = 0..loop.iterations. The columns are the headline metrics
+(bench/registry.py) of the benchmarks found in those files, so any set of benchmarks gets a
+full table; a headline no iteration has is left out. Writes:
+- metrics/history.csv: one row per iteration, one column per headline metric;
+- metrics/history/<metric>.csv: one file per headline metric (iteration, value), which the
+  top-level `plots:` of dvc.yaml draws one chart each (DVC plots a file's last column).
 """
 
 from __future__ import annotations
@@ -12,44 +16,60 @@ import json
 from pathlib import Path
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_write_text
+from sena_cli.artifacts import atomic_dir, atomic_write_text
+from sena_cli.bench import registry
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.progress import Progress, no_progress
-
-HEADLINE = (
-    "pope.random.accuracy", "pope.popular.accuracy", "pope.adversarial.accuracy", "pope.adversarial.f1",
-    "pope.adversarial.yes_ratio", "chair.chair_s", "chair.chair_i", "chair.recall", "chair.caption_f1",
-    "world_vqa.accuracy",
-)
 
 
 def history_file(root: Path = Path(".")) -> Path:
     return root / "metrics" / "history.csv"
 
 
-def _get(metrics: dict, dotted: str):
-    for part in dotted.split("."):
-        if not isinstance(metrics, dict) or part not in metrics:
-            return ""
-        metrics = metrics[part]
-    return metrics
+def history_dir(root: Path = Path(".")) -> Path:
+    return root / "metrics" / "history"
 
 
-def run_history(params: Params, root: Path = Path("."), progress: Progress = no_progress) -> dict:
-    rows = []
+def read_all_metrics(params: Params, root: Path) -> dict[int, dict]:
+    out = {}
     for k in range(params.loop.iterations + 1):
         path = layout.metrics_file(k, root)
         if not path.is_file():
             raise SenaError(f"{path}: missing; run `sena eval --iter {k}` first")
         try:
-            metrics = json.loads(path.read_text())
+            out[k] = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise SenaError(f"{path}: malformed JSON; rerun `sena eval --iter {k}`") from None
-        rows.append({"iteration": k, **{key: _get(metrics, key) for key in HEADLINE}})
+        if not isinstance(out[k], dict):
+            raise SenaError(f"{path}: not a metrics file (a JSON object); rerun `sena eval --iter {k}`")
+    return out
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["iteration", *HEADLINE], lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
     writer.writerows(rows)
-    atomic_write_text(history_file(root), buf.getvalue())
-    return {"iterations": len(rows), "output": str(history_file(root))}
+    return buf.getvalue()
+
+
+def run_history(params: Params, root: Path = Path("."), progress: Progress = no_progress) -> dict:
+    metrics = read_all_metrics(params, root)
+    keys = registry.headline_keys(list(metrics.values()))
+    if not keys:
+        raise SenaError(f"{layout.metrics_file(0, root)}: no headline metric of any registered benchmark; "
+                        "check eval.benchmarks and rerun `sena eval`")
+
+    def cell(k, key):
+        value = registry.metric(metrics[k], key)
+        return "" if value is None else value
+
+    with atomic_dir(history_dir(root)) as tmp:
+        for key in keys:
+            (tmp / f"{key}.csv").write_text(_csv(["iteration", key], [[k, cell(k, key)] for k in metrics
+                                                                     if cell(k, key) != ""]))
+    atomic_write_text(history_file(root), _csv(["iteration", *keys], [[k, *(cell(k, key) for key in keys)]
+                                                                     for k in metrics]))
+    return {"iterations": len(metrics), "headline metrics": len(keys), "output": str(history_file(root)),
+            "columns": keys}

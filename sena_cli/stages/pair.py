@@ -4,8 +4,9 @@ chosen = the enhanced clean-image answer, rejected = the corrupted-image answer 
 prompt. Every filter of the method applies in a fixed order (method/filters.py); each
 dropped pair is counted under the first filter it fails. The log-probabilities of chosen
 and rejected under θ(K-1) (sum over answer tokens and the token mean) are computed once,
-in batches on the clean image, with the tokenization `train` uses (vlm/preference.py), and
-stored with the pair, so `train` holds no second model.
+in batches on the clean image, with the tokens and numeric regime of `train`'s step 0
+(vlm/preference.py, vlm/model.py), and stored with the pair, so `train` holds no second model.
+Every pair's length is checked against train.max_length before any forward pass.
 Finished batches of log-probs are journaled, so a killed run resumes.
 Output: data/iterK/pairs/pairs.jsonl (loadable with `datasets.load_dataset("json", ...)`)
 and stats.json with the per-filter counts.
@@ -33,7 +34,9 @@ from sena_cli.errors import SenaError
 from sena_cli.method.filters import filter_reasons, first_failed_filter
 from sena_cli.progress import Progress, no_progress
 from sena_cli.tracked import tracked_params
-from sena_cli.vlm import VLM
+
+# What the stored reference log-probs were computed under (tokenization, precision); `train` checks it.
+REFERENCE_FILE = "reference.json"
 
 
 def read_qa(k: int, root: Path) -> list[dict]:
@@ -63,33 +66,42 @@ def filter_pairs(params: Params, records: list[dict]) -> tuple[list[dict], dict[
 
 
 def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
+    from sena_cli.vlm import VLM, training_precision
+    from sena_cli.vlm.preference import PreferenceCollator, tokenization_id
+
     if k < 1 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: pair runs for iterations 1..loop.iterations ({params.loop.iterations})")
     records = read_qa(k, root)
     started = time.perf_counter()
     pairs, drops = filter_pairs(params, records)
-    tick = progress(f"reference log-probs, iteration {k}", len(pairs))
-    # A journal of other pairs or another model is stale: the fingerprint tells.
-    run_id = fingerprint(pairs, tracked_params("pair", k, params, root), file_identity(layout.model_dir(k - 1, root)))
-    journal = Journal(layout.iter_dir(k, root) / "pairs.partial.jsonl", run_id)
-    done = journal.done()
     bs = params.pair.batch_size
-    batches_run = 0
+    batches_run, reference = 0, {}
     if pairs:
+        # θ(K-1) as `train` holds it at step 0: fp32 weights, autocast to train.precision (vlm/model.py).
         vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                       dtype=params.model.dtype)
+                       dtype="float32", processor_settings=params.model.processor)
+        precision = training_precision(params.train.precision, vlm.device)
+        reference = {"tokenization": tokenization_id(vlm.chat, params.train.max_length, precision),
+                     "precision": precision}
+        load = lambda path: open_rgb(root / path)  # noqa: E731
+        _refuse_too_long(PreferenceCollator(vlm.processor, vlm.chat, load), pairs, bs, params.train.max_length,
+                         progress(f"token lengths, iteration {k}", len(pairs)))
+        # A journal of other pairs, another model or tokenization is stale: the fingerprint tells.
+        run_id = fingerprint(pairs, tracked_params("pair", k, params, root), reference,
+                             file_identity(layout.model_dir(k - 1, root)))
+        journal = Journal(layout.iter_dir(k, root) / "pairs.partial.jsonl", run_id)
+        done = journal.done()
+        tick = progress(f"reference log-probs, iteration {k}", len(pairs))
         for b, start in enumerate(range(0, len(pairs), bs)):
             chunk = pairs[start : start + bs]
             if b not in done:
-                done[b] = vlm.preference_logps(chunk, lambda path: open_rgb(root / path),
-                                               max_length=params.train.max_length)
+                done[b] = vlm.preference_logps(chunk, load, max_length=params.train.max_length, precision=precision)
                 journal.add(b, done[b])
                 batches_run += 1
-            n = len(chunk)
             for p, (c, c_mean, r, r_mean) in zip(chunk, done[b]):
                 p.update(ref_chosen_logp=c, ref_chosen_logp_mean=c_mean, ref_rejected_logp=r,
                          ref_rejected_logp_mean=r_mean)
-            tick(n)
+            tick(len(chunk))
     stats = {"records": len(records), "pairs": len(pairs),
              "pairs_des": sum(p["type"] == "des" for p in pairs),
              "pairs_gen": sum(p["type"] == "gen" for p in pairs),
@@ -97,7 +109,22 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     with atomic_dir(layout.iter_dir(k, root) / "pairs") as tmp:
         write_jsonl(tmp / "pairs.jsonl", pairs)
         write_json(tmp / "stats.json", stats)
-    journal.path.unlink(missing_ok=True)
+        write_json(tmp / REFERENCE_FILE, reference)
+    (layout.iter_dir(k, root) / "pairs.partial.jsonl").unlink(missing_ok=True)
     return {**stats, "batches run now": batches_run, "output": str(layout.iter_dir(k, root) / "pairs"),
             "seconds": time.perf_counter() - started}
 
+
+def _refuse_too_long(collator, pairs: list[dict], batch_size: int, max_length: int, tick) -> None:
+    """Every pair within train.max_length, checked before any forward pass (one line naming the fix)."""
+    from sena_cli.vlm.preference import TOO_LONG
+
+    lengths = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        lengths += collator.lengths(chunk)
+        tick(len(chunk))
+    over = [(n, image) for n, image in lengths if n > max_length]
+    if over:
+        longest, image = max(over)
+        raise SenaError(TOO_LONG.format(n=len(over), limit=max_length, longest=longest, image=image))

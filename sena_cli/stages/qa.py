@@ -7,7 +7,8 @@ Per sampled image, with θ(K-1):
      dropped word is a question (an image without one is dropped and counted);
   2. a description instruction drawn per question from `describe_instructions`: the description
      (type `des`, "one short sentence") and the short answer to the question (type `gen`),
-     on the clean image and on its corrupted copy (the stored tensors of `sena noise`);
+     on the clean image and on its corrupted copy (recomputed from what `sena noise` recorded,
+     checked bit for bit);
   3. every clean answer is improved using the description ("Improved Answer: ...",
      the yes/no variant when the description is a bare yes/no); without the prefix the
      original answer is kept.
@@ -29,8 +30,8 @@ import torch
 
 from sena_cli import layout
 from sena_cli.artifacts import (
+    Corruption,
     Journal,
-    NoisedImages,
     atomic_dir,
     file_identity,
     fingerprint,
@@ -65,12 +66,13 @@ def partial_dir(k: int, root: Path) -> Path:
     return layout.iter_dir(k, root) / "qa.partial"
 
 
-def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: NoisedImages) -> tuple[list, dict]:
+def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, corruption: Corruption
+             ) -> tuple[list, dict]:
     """All of step 3 for a chunk of images; returns (records, drop counts)."""
     qp, n_new, bs = params.qa.prompts, params.qa.max_new_tokens, params.qa.batch_size
 
-    def gen(imgs, texts, pixels=None):
-        return vlm.generate(imgs, texts, max_new_tokens=n_new, batch_size=bs, pixel_values=pixels)
+    def gen(imgs, texts, transform=None, keys=None):
+        return vlm.generate(imgs, texts, max_new_tokens=n_new, batch_size=bs, pixel_transform=transform, keys=keys)
 
     drops = {"no_question": 0, "dropped_word": 0}
     if params.qa.self_questioning:
@@ -94,11 +96,11 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, noised: 
     gen_prompts = [P.short_answer_prompt(qp, q) for _, q, _ in kept]
     prompts = des_prompts + gen_prompts
     clean = gen(kimgs + kimgs, prompts)
-    if noised.tensor(items[idx[0]]["id"]) is not None:
-        pix = [noised.tensor(items[i]["id"]) for i in idx]
-        corrupted = gen(kimgs + kimgs, prompts, pixels=pix + pix)
+    ids = [items[i]["id"] for i in idx]
+    if params.noise.space == "pixel_values":  # the corruption `sena noise` defined, recomputed and checked
+        corrupted = gen(kimgs + kimgs, prompts, transform=corruption.transform, keys=ids + ids)
     else:
-        nimgs = [noised.image(items[i]["id"]) for i in idx]
+        nimgs = [corruption.image(i, im) for i, im in zip(ids, kimgs)]
         corrupted = gen(nimgs + nimgs, prompts)
     n = len(idx)
     descriptions = clean[:n]
@@ -136,11 +138,12 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
     if k < 1 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: qa runs for iterations 1..loop.iterations ({params.loop.iterations})")
     manifest = read_manifest(k, root)
-    noised = NoisedImages(layout.iter_dir(k, root) / "noised")
+    corruption = Corruption(params, k, root)
     rank, world, state = _rank_and_world()
     started = time.perf_counter()
     vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype, device=getattr(state, "device", None))
+                   dtype=params.model.dtype, device=getattr(state, "device", None),
+                   processor_settings=params.model.processor)
     partial = partial_dir(k, root)
     # The process count is not part of the run: chunks are the same however they are shared out.
     run_id = fingerprint(manifest, file_identity(layout.iter_dir(k, root) / "noised", "**/*"),
@@ -158,7 +161,7 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
             tick(len(items))
             continue
         images = [open_rgb(root / it["path"]) for it in items]
-        records, drops = qa_chunk(vlm, params, items, images, noised)
+        records, drops = qa_chunk(vlm, params, items, images, corruption)
         journal.add(c, {"records": records, "drops": drops, "images": len(items)})  # a kill loses this chunk at most
         redone += 1
         tick(len(items))

@@ -20,21 +20,13 @@ from pathlib import Path
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import NoisedImages, atomic_write_text, open_rgb, read_jsonl
-from sena_cli.config import Params
+from sena_cli.artifacts import NOISE_INDEX, Corruption, atomic_write_text, open_rgb, read_jsonl
+from sena_cli.bench import registry
+from sena_cli.config import Params, for_iteration
 from sena_cli.errors import SenaError
-from sena_cli.method.noise import first_image, tensor_to_uint8
 from sena_cli.progress import Progress, no_progress
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
-HEADLINE_CHARTS = [
-    ("POPE accuracy", [("random", ("pope", "random", "accuracy")), ("popular", ("pope", "popular", "accuracy")),
-                       ("adversarial", ("pope", "adversarial", "accuracy"))]),
-    ("POPE F1 and yes-ratio (adversarial)", [("F1", ("pope", "adversarial", "f1")),
-                                             ("yes-ratio", ("pope", "adversarial", "yes_ratio"))]),
-    ("CHAIR (lower is better)", [("CHAIR_s", ("chair", "chair_s")), ("CHAIR_i", ("chair", "chair_i"))]),
-    ("Caption recall and F1", [("recall", ("chair", "recall")), ("caption F1", ("chair", "caption_f1"))]),
-]
 TRAIN_CURVES = [("DPO loss", "dpo_loss"), ("alignment loss", "alignment_loss"),
                 ("reward accuracy", "rewards/accuracies"), ("reward margin", "rewards/margins")]
 
@@ -90,23 +82,26 @@ def svg_chart(title: str, series: list[tuple[str, list[tuple[float, float]]]], x
     return "".join(parts)
 
 
-def png_data_uri(image: Image.Image, scale: int = 3) -> str:
-    if scale > 1:
+THUMBNAIL = 192  # longest side of a picture in the page: it stays small for any photo
+
+
+def thumbnail_uri(image: Image.Image) -> str:
+    """A bounded picture as a data URI: tiny world images enlarged (pixels kept sharp) as PNG,
+    anything larger shrunk to THUMBNAIL px as JPEG (noise does not compress in PNG)."""
+    if max(image.size) <= THUMBNAIL // 3:
+        scale = THUMBNAIL // max(image.size)
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        fmt, mime, options = "PNG", "image/png", {}
+    else:
+        image = image.copy()
+        image.thumbnail((THUMBNAIL, THUMBNAIL), Image.LANCZOS)
+        fmt, mime, options = "JPEG", "image/jpeg", {"quality": 80}
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    image.convert("RGB").save(buf, format=fmt, **options)
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 # ---------------------------------------------------------------- reading a run
-
-def _metric(metrics: dict, path: tuple[str, ...]):
-    for part in path:
-        if not isinstance(metrics, dict) or part not in metrics:
-            return None
-        metrics = metrics[part]
-    return metrics if isinstance(metrics, int | float) else None
-
 
 def _read_tsv(path: Path, column: str) -> list[tuple[float, float]]:
     if not path.is_file():
@@ -115,30 +110,59 @@ def _read_tsv(path: Path, column: str) -> list[tuple[float, float]]:
         return [(float(r["step"]), float(r[column])) for r in csv.DictReader(f, delimiter="\t")]
 
 
-def _corrupted_picture(noised: NoisedImages, info: dict, image_id: str) -> Image.Image | None:
-    tensor = noised.tensor(image_id)
-    if tensor is not None and info.get("image_mean"):
-        return Image.fromarray(tensor_to_uint8(first_image(tensor), info["image_mean"], info["image_std"]))
-    return noised.image(image_id)
-
-
 def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
+    """A seeded sample of iteration k's pairs with the clean and corrupted pictures θ(k-1) saw.
+
+    Both come from the same processing (vlm/pixels.py): the last picture of the image (the whole
+    image in the model's geometry: LLaVA's crop, Qwen2-VL's resized image, SmolVLM's global
+    tile), the corrupted one recomputed from what `sena noise` recorded and checked against it.
+    """
+    from sena_cli.vlm import load_preprocessor
+
     pairs_file = layout.iter_dir(k, root) / "pairs" / "pairs.jsonl"
-    noised_dir = layout.iter_dir(k, root) / "noised"
-    if not pairs_file.is_file() or not (noised_dir / "index.jsonl").is_file():
+    if not pairs_file.is_file() or not (layout.iter_dir(k, root) / "noised" / NOISE_INDEX).is_file():
         return []
     pairs = read_jsonl(pairs_file)
     picked = random.Random(f"report:{k}").sample(pairs, min(count, len(pairs)))
-    noised = NoisedImages(noised_dir)
-    info = json.loads((noised_dir / "info.json").read_text()) if (noised_dir / "info.json").is_file() else {}
+    if not picked:
+        return []
+    params = for_iteration(params, k)
+    corruption = Corruption(params, k, root)
+    pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
+                            settings=params.model.processor)
     out = []
     for p in picked:
-        clean = open_rgb(root / p["image"])
-        corrupted = _corrupted_picture(noised, info, p["id"])
-        if corrupted is not None and corrupted.size != clean.size:
-            corrupted = corrupted.resize(clean.size)
-        out.append({**p, "clean_uri": png_data_uri(clean),
-                    "corrupted_uri": png_data_uri(corrupted) if corrupted is not None else ""})
+        clean_image = open_rgb(root / p["image"])
+        if params.noise.space == "pixel_values":
+            clean = pre.pictures(clean_image)
+            noised = corruption.transform([clean], [p["id"]])[0]
+            shown = [Image.fromarray(pre.layout.to_uint8(pics[-1])) for pics in (clean, noised)]
+        else:
+            shown = [clean_image, corruption.image(p["id"], clean_image)]
+        out.append({**p, "clean_uri": thumbnail_uri(shown[0]), "corrupted_uri": thumbnail_uri(shown[1])})
+    return out
+
+
+# ---------------------------------------------------------------- headline metrics
+
+def _headlines(metrics: dict[int, dict]) -> list[str]:
+    """A chart per headline chart of every benchmark that ran (bench/registry.py), and a table."""
+    ran = registry.ran(list(metrics.values()))
+    out = ["<h2>Headline metrics against iteration</h2><div class='charts'>"]
+    for b in ran:
+        for chart in b.charts:
+            series = [(label, [(k, v) for k in sorted(metrics)
+                               if (v := registry.metric(metrics[k], f"{b.key}.{key}")) is not None])
+                      for label, key in chart.series]
+            out.append(svg_chart(chart.title, [s for s in series if s[1]], "iteration (θk)"))
+    out.append("</div>")
+    keys = registry.headline_keys(list(metrics.values()))
+    out.append("<table><tr><th class='l'>θ</th>" + "".join(f"<th>{html.escape(key)}</th>" for key in keys) + "</tr>")
+    for k in sorted(metrics):
+        cells = "".join(f"<td>{v:.4g}</td>" if (v := registry.metric(metrics[k], key)) is not None else "<td></td>"
+                        for key in keys)
+        out.append(f"<tr><td class='l'>θ{k}</td>{cells}</tr>")
+    out.append("</table>")
     return out
 
 
@@ -151,7 +175,7 @@ h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-
 table{border-collapse:collapse;margin:8px 0;background:#fff} td,th{border:1px solid #ccc;padding:4px 8px;
 font-size:13px;text-align:right} th{background:#eee} td.l,th.l{text-align:left}
 .pair{display:grid;grid-template-columns:160px 160px 1fr;gap:10px;align-items:start;background:#fff;
-border:1px solid #ddd;padding:8px;margin:8px 0} .pair img{width:150px;image-rendering:pixelated;border:1px solid #999}
+border:1px solid #ddd;padding:8px;margin:8px 0} .pair img{width:150px;border:1px solid #999}
 .cap{font-size:11px;color:#555} .chosen{color:#176b1b} .rejected{color:#a11d1d} .note{color:#777;font-style:italic}
 details{margin:8px 0} summary{cursor:pointer;font-weight:bold}
 """
@@ -173,23 +197,7 @@ def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lamb
             f"{'on' if params.qa.self_questioning else 'off'} · self-enhancement "
             f"{'on' if params.qa.self_enhancement else 'off'}</p>"]
 
-    body.append("<h2>Headline metrics against iteration</h2><div class='charts'>")
-    for title, lines in HEADLINE_CHARTS:
-        series = [(name, [(k, v) for k in sorted(metrics) if (v := _metric(metrics[k], path)) is not None])
-                  for name, path in lines]
-        body.append(svg_chart(title, [s for s in series if s[1]], "iteration (θk)"))
-    body.append("</div>")
-    keys = [("POPE random acc.", ("pope", "random", "accuracy")),
-            ("POPE adv. acc.", ("pope", "adversarial", "accuracy")),
-            ("POPE adv. F1", ("pope", "adversarial", "f1")), ("yes-ratio", ("pope", "adversarial", "yes_ratio")),
-            ("CHAIR_s", ("chair", "chair_s")), ("CHAIR_i", ("chair", "chair_i")), ("recall", ("chair", "recall")),
-            ("caption F1", ("chair", "caption_f1"))]
-    body.append("<table><tr><th class='l'>θ</th>" + "".join(f"<th>{html.escape(n_)}</th>" for n_, _ in keys) + "</tr>")
-    for k in sorted(metrics):
-        cells = "".join(f"<td>{v:.3f}</td>" if (v := _metric(metrics[k], p)) is not None else "<td></td>"
-                        for _, p in keys)
-        body.append(f"<tr><td class='l'>θ{k}</td>{cells}</tr>")
-    body.append("</table>")
+    body += _headlines(metrics)
 
     body.append("<h2>Training curves</h2>")
     for k in range(1, n + 1):

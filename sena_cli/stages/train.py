@@ -60,14 +60,14 @@ def read_pairs(k: int, root: Path) -> list[dict]:
 
 def _hardware(params: Params) -> dict:
     """bf16 and gradient checkpointing by device: on CPU both run but cost about 2x per step."""
+    from sena_cli.vlm import training_precision
+
     cuda = torch.cuda.is_available()
-    precision = params.train.precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    precision = training_precision(params.train.precision)
     checkpointing = params.train.gradient_checkpointing
     checkpointing = cuda if checkpointing == "auto" else checkpointing == "on"
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", "activation_checkpointing": checkpointing,
-            "dataloader_pin_memory": cuda}
+            "dataloader_pin_memory": cuda, "use_cpu": not cuda}  # the Trainer runs CPU autocast only when told
 
 
 def _progress_callback(progress: Progress, k: int):
@@ -100,9 +100,10 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
             f"{tp.per_device_batch_size * state.num_processes}")
     from sena_cli.vlm import VLM
 
-    # fp32 master weights; bf16/fp16 come as autocast (mixed precision), as DeepSpeed's bf16 mode does.
+    # fp32 master weights; bf16/fp16 come as autocast (mixed precision): the regime `pair` used.
     vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype="float32", device=torch.device("cpu"))
+                   dtype="float32", device=torch.device("cpu"), processor_settings=params.model.processor)
+    _check_reference(params, k, root, vlm)
     started = time.perf_counter()
 
     work = layout.train_work_dir(k, root)
@@ -127,6 +128,24 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
                for key in ("dpo_loss", "alignment_loss", "reward_accuracy") if key in summary["first"]},
             **({"reward_accuracy on all pairs after": summary["after"]["reward_accuracy"]} if final_eval else {}),
             **resumed, "output": str(layout.model_dir(k, root))}
+
+
+def _check_reference(params: Params, k: int, root: Path, vlm) -> None:
+    """The stored reference log-probs must come from this tokenization and numeric regime."""
+    from sena_cli.vlm import training_precision
+    from sena_cli.vlm.preference import tokenization_id
+
+    path = layout.iter_dir(k, root) / "pairs" / "reference.json"
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SenaError(f"{path}: malformed; rerun `sena pair --iter {k}`") from None
+    precision = training_precision(params.train.precision)
+    now = tokenization_id(vlm.chat, params.train.max_length, precision)
+    if not isinstance(stored, dict) or stored.get("tokenization") != now:
+        raise SenaError(f"{path.parent}: the reference log-probs were computed under other tokenization or "
+                        f"precision settings (train.max_length, train.precision, model.processor, the model's "
+                        f"processor) than this run's ({precision}); rerun `sena pair --iter {k}`")
 
 
 def _prepare_work_dir(work: Path, run_id: str, state) -> bool:
@@ -198,7 +217,7 @@ def _build_trainer(params, k, root, vlm, pairs, accumulation, work, resume, prog
         callbacks.append(DVCLiveCallback(live=live))
     dataset = Dataset.from_list([{key: p[key] for key in (*_PAIR_KEYS, "ref_chosen_logp", "ref_rejected_logp")}
                                  for p in pairs])
-    collator = PreferenceCollator(vlm.processor, lambda path: open_rgb(root / path), tp.max_length)
+    collator = PreferenceCollator(vlm.processor, vlm.chat, lambda path: open_rgb(root / path), tp.max_length)
     trainer = SenaDPOTrainer(
         model=model, args=config, train_dataset=dataset, eval_dataset=dataset, data_collator=collator,
         processing_class=vlm.processor, peft_config=peft_config, callbacks=callbacks,

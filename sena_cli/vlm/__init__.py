@@ -1,5 +1,21 @@
 """The model boundary: the only package that touches transformers model classes."""
 
-from sena_cli.vlm.model import POINTER_FILE, VLM, check_model_dir, load_processor, resolve_model
+from sena_cli.vlm.versions import check_versions
 
-__all__ = ["POINTER_FILE", "VLM", "check_model_dir", "load_processor", "resolve_model"]
+check_versions()
+
+from sena_cli.vlm.model import (  # noqa: E402 - the version check comes first
+    POINTER_FILE,
+    VLM,
+    Preprocessor,
+    autocast,
+    check_model_dir,
+    load_preprocessor,
+    load_processor,
+    looks_local,
+    resolve_model,
+    training_precision,
+)
+
+__all__ = ["POINTER_FILE", "VLM", "Preprocessor", "autocast", "check_model_dir", "load_preprocessor",
+           "load_processor", "looks_local", "resolve_model", "training_precision"]

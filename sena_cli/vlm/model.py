@@ -1,7 +1,8 @@
-"""Load any Hugging Face image-text-to-text model and processor; chat prompts; batched generation.
+"""Load any Hugging Face image-text-to-text model and processor; batched generation; log-probs.
 
-Works for LLaVA-style processors (4-D pixel_values) and others (Idefics3's 5-D
-pixel_values with a pixel_attention_mask): nothing here assumes a tensor shape.
+Nothing here assumes a family: prompts and answers go through ChatFormat (vlm/chat.py), images
+through the processor and PixelLayout (vlm/pixels.py), so LLaVA's 4-D pixels, Idefics3's tiles
+and Qwen2-VL's patches are all handled the same way.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,13 +20,20 @@ from PIL import Image
 
 from sena_cli.artifacts import to_rgb
 from sena_cli.errors import SenaError
+from sena_cli.vlm.chat import ChatFormat
+from sena_cli.vlm.pixels import PixelLayout
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+POINTER_FILE = "pointer.json"
+HUB_ID = r"[\w.-]+/[\w.-]+"
+
+# (pictures of each image of a batch, the images' keys) -> the pictures to feed instead
+PixelTransform = Callable[[list[list[torch.Tensor]], list[str]], list[list[torch.Tensor]]]
 
 
 @contextlib.contextmanager
 def _quiet_transformers():
-    """The PIL fallback of image processors (no torchvision) warns on every load; it works."""
+    """Loading prints warnings for things sena handles (fallback backends, unused weights)."""
     logger = logging.getLogger("transformers")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -33,42 +43,69 @@ def _quiet_transformers():
         logger.setLevel(level)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def default_device() -> torch.device:
+    """This process's accelerator: its LOCAL_RANK's GPU under torchrun/accelerate, else GPU 0, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
-POINTER_FILE = "pointer.json"
+# ---------------------------------------------------------------- numeric regime
+
+
+def training_precision(setting: str, device: torch.device | None = None) -> str:
+    """train.precision resolved for a device: 'auto' is bf16 on a GPU that has it, else fp32."""
+    device = device or default_device()
+    if setting != "auto":
+        return setting
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """The one numeric regime of reference log-probs and training: fp32 weights, autocast to `precision`.
+
+    `sena train` runs its forward under exactly this (Trainer/accelerate mixed precision keeps fp32
+    master weights and autocasts; the shipped DeepSpeed configs use DeepSpeed's torch_autocast),
+    and `sena pair` computes the stored reference log-probs under it, so step 0's log-ratios are 0.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+# ---------------------------------------------------------------- where a model is
 
 
 def resolve_model(path: str | Path) -> Path | str:
     """A model folder, or what its pointer.json names: θ0 of a real checkpoint is a pointer
-    (`sena base` writes it), so DVC tracks a few bytes instead of a copy of the weights."""
+    (`sena base` writes it) to a hub id or to a folder given relative to the project."""
     path = Path(path)
     pointer = path / POINTER_FILE
     if not pointer.is_file():
         return path
     try:
-        target = json.loads(pointer.read_text())["base"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        entry = json.loads(pointer.read_text())
+        target, kind = entry["base"], entry.get("kind", "folder" if looks_local(entry["base"]) else "hub")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         raise SenaError(f"{pointer}: malformed; rerun `sena base`") from None
-    return Path(target) if Path(target).is_dir() else target  # else a hub id
+    if not isinstance(target, str) or not target:
+        raise SenaError(f"{pointer}: malformed; rerun `sena base`")
+    project = path.parent.parent  # models/iter0 -> the project root
+    local = Path(target).expanduser()
+    local = local if local.is_absolute() else project / local
+    if local.is_dir():
+        return local
+    if kind == "folder":
+        raise SenaError(f"{pointer}: names the checkpoint folder '{target}', which is not there "
+                        f"(looked for {local}); put it back or set model.base and rerun `sena base`")
+    return target  # a hub id
 
 
-def load_processor(path: str | Path, *, trust_remote_code: bool = False):
-    """The processor saved with a model (for stages that only preprocess, like `noise`)."""
-    from transformers import AutoProcessor
+def looks_local(base: str) -> bool:
+    """A path rather than a hub id: absolute, ./ or ../, ~, or more than one slash."""
+    import re
 
-    path = resolve_model(path)
-    if isinstance(path, Path) and not path.is_dir():
-        raise SenaError(f"{path}: model directory not found; build or train that model first")
-    with _quiet_transformers():
-        try:
-            processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, TypeError) as exc:
-            raise SenaError(f"{path}: no usable processor saved with the model") from exc
-    if not hasattr(processor, "image_processor"):
-        raise SenaError(f"{path}: the saved processor has no image processor; this is not a VLM processor")
-    return processor
+    return base.startswith((".", "/", "~")) or not re.fullmatch(HUB_ID, base)
 
 
 def check_model_dir(path: Path) -> None:
@@ -81,26 +118,156 @@ def check_model_dir(path: Path) -> None:
         raise SenaError(f"{path}: no .safetensors weights; sena loads safetensors only (no pickle)")
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_hub_model(repo_id: str) -> None:
+    """A hub id must be in the local cache or the hub reachable: fail fast in one line, no retries."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return
+    if not hub_reachable():
+        raise SenaError(f"model.base '{repo_id}': not in the local Hugging Face cache and the hub cannot be "
+                        f"reached; download it where there is network (`hf download {repo_id}`) or point "
+                        "model.base to a local checkpoint folder")
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+
+
+def check_vlm_config(target: Path | str, trust_remote_code: bool = False) -> str:
+    """The checkpoint's model type, refused in one line unless AutoModelForImageTextToText can build it."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    try:
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) or "auto_map" in str(exc):
+            raise SenaError(f"{target}: the checkpoint's code is not part of transformers (auto_map); sena runs it "
+                            "only with model.trust_remote_code: true, for checkpoints you trust") from None
+        raise SenaError(f"{target}: unknown model type in its config.json ({exc.__class__.__name__}); "
+                        "point model.base to an image-text-to-text checkpoint") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SenaError(f"{target}: config.json unreadable ({exc.__class__.__name__}); fix the checkpoint") from None
+    kind = getattr(config, "model_type", "?")
+    remote = bool(getattr(config, "auto_map", None)) and trust_remote_code
+    if kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not remote:
+        raise SenaError(f"{target}: model type '{kind}' is not an image-text-to-text model (a VLM); point "
+                        "model.base to one, e.g. llava-hf/llava-1.5-7b-hf")
+    return kind
+
+
+def _where(path: str | Path) -> Path | str:
+    path = resolve_model(path)
+    if isinstance(path, Path):
+        check_model_dir(path)
+    else:
+        check_hub_model(path)
+    return path
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+class Preprocessor:
+    """A model's processor with sena's chat format and pixel layout: all that text and images need."""
+
+    def __init__(self, processor, generation_config=None):
+        if not hasattr(processor, "image_processor"):
+            raise SenaError(f"{type(processor).__name__} has no image processor; this is not a VLM processor")
+        self.processor = processor
+        self.chat = ChatFormat.of(processor, generation_config)
+        self.layout = PixelLayout(processor)
+
+    def inputs(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]):
+        """Tokens and pixels of rendered prompts (left-padded), one image per prompt."""
+        kwargs = {"text": list(prompts), "padding": True, "padding_side": "left", "return_tensors": "pt",
+                  **self.chat.encode_kwargs(prompts[0])}
+        if images is not None:
+            kwargs["images"] = [[to_rgb(im)] for im in images]
+        return self.processor(**kwargs)
+
+    def pictures(self, image: Image.Image, prompt: str = "Describe the image.") -> list[torch.Tensor]:
+        """The normalised pictures the model sees for one image (as inside a batch)."""
+        return self.layout.pictures(self.inputs([image], [self.chat.prompt(prompt)]))[0]
+
+
+def load_processor(path: str | Path, *, trust_remote_code: bool = False, settings: dict | None = None):
+    from transformers import AutoProcessor
+
+    target = _where(path)
+    settings = dict(settings or {})
+    with _quiet_transformers():
+        try:
+            processor = AutoProcessor.from_pretrained(target, trust_remote_code=trust_remote_code, **settings)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise SenaError(f"{target}: no usable processor saved with the model ({exc.__class__.__name__}); "
+                            "save it with processor.save_pretrained") from None
+    _check_settings(processor, settings)
+    return processor
+
+
+def _check_settings(processor, settings: dict) -> None:
+    """Every model.processor key must be a setting this processor knows (a typo would be ignored)."""
+    ip = getattr(processor, "image_processor", None)
+    known = set(dir(processor)) | set(dir(ip))
+    valid = getattr(ip, "valid_kwargs", None)
+    known |= set(getattr(valid, "__annotations__", {}))
+    for key in settings:
+        if key not in known:
+            raise SenaError(f"model.processor.{key}: {type(processor).__name__} has no such setting; remove it "
+                            "(see the checkpoint's preprocessor_config.json for what it has)")
+
+
+def load_preprocessor(path: str | Path, *, trust_remote_code: bool = False, settings: dict | None = None
+                      ) -> Preprocessor:
+    """The processor of a model with its chat format, without loading the weights (for `sena noise`)."""
+    from transformers import GenerationConfig
+
+    processor = load_processor(path, trust_remote_code=trust_remote_code, settings=settings)
+    target = resolve_model(path)
+    try:
+        with _quiet_transformers():
+            generation_config = GenerationConfig.from_pretrained(target)
+    except OSError:
+        generation_config = None
+    return Preprocessor(processor, generation_config)
+
+
+# ---------------------------------------------------------------- the model
+
+
 class VLM:
-    """A loaded model and processor, in eval mode, on one device."""
+    """A loaded model with its Preprocessor, in eval mode, on one device."""
 
     def __init__(self, model, processor, device: torch.device | None = None):
         self.model = model
+        self.pre = Preprocessor(processor, model.generation_config)
         self.processor = processor
         self.device = device or next(model.parameters()).device
         self.model.eval()
 
+    @property
+    def chat(self) -> ChatFormat:
+        return self.pre.chat
+
     @classmethod
     def load(
         cls, path: str | Path, *, trust_remote_code: bool = False, dtype: str = "auto",
-        device: torch.device | None = None,
+        device: torch.device | None = None, processor_settings: dict | None = None,
     ) -> VLM:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
-        path = resolve_model(path)
-        if isinstance(path, Path):
-            check_model_dir(path)
-        device = device or _device()
+        target = _where(path)
+        device = device or default_device()
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         else:
@@ -108,33 +275,16 @@ class VLM:
         with _quiet_transformers():
             try:
                 model = AutoModelForImageTextToText.from_pretrained(
-                    path, trust_remote_code=trust_remote_code, dtype=torch_dtype, use_safetensors=True
+                    target, trust_remote_code=trust_remote_code, dtype=torch_dtype, use_safetensors=True
                 )
             except ValueError as exc:
-                config_file = Path(path) / "config.json"
+                config_file = Path(target) / "config.json"
                 kind = json.loads(config_file.read_text()).get("model_type", "?") if config_file.is_file() else "?"
                 raise SenaError(
-                    f"{path}: model type '{kind}' is not an image-text-to-text model; point to a VLM checkpoint"
+                    f"{target}: model type '{kind}' is not an image-text-to-text model; point to a VLM checkpoint"
                 ) from exc
-            try:
-                processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-            except (OSError, ValueError, TypeError) as exc:
-                raise SenaError(
-                    f"{path}: no usable processor saved with the model; save it with processor.save_pretrained"
-                ) from exc
-        if not hasattr(processor, "image_processor") or getattr(processor, "chat_template", None) is None:
-            raise SenaError(
-                f"{path}: the processor has no image processor or no chat template; save a VLM processor with one"
-            )
+        processor = load_processor(path, trust_remote_code=trust_remote_code, settings=processor_settings)
         return cls(model.to(device), processor, device)
-
-    # ------------------------------------------------------------ prompts
-
-    def chat_prompt(self, text: str, with_image: bool = True) -> str:
-        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
-        return self.processor.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-        )
 
     # ------------------------------------------------------------ generation
 
@@ -146,25 +296,24 @@ class VLM:
         *,
         max_new_tokens: int,
         batch_size: int = 8,
-        pixel_values: Sequence[torch.Tensor] | None = None,
+        pixel_transform: PixelTransform | None = None,
+        keys: Sequence[str] | None = None,
         on_batch: Callable[[int], None] = lambda n: None,
     ) -> list[str]:
         """Greedy answers to `texts`, each about the matching image (text-only when images is None).
 
-        `pixel_values`, when given, replaces the processor's tensor of each image (one entry per
-        image, the shape the image processor gives for it): how corrupted copies are fed.
+        `pixel_transform(pictures, keys)`, when given, replaces each image's pictures (as the model
+        sees them, vlm/pixels.py) before the model runs: how `qa` feeds the corrupted copies.
         """
         outputs: list[str] = []
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
-            prompts = [self.chat_prompt(t, with_image=images is not None) for t in chunk]
-            kwargs = {"text": prompts, "padding": True, "return_tensors": "pt"}
-            if images is not None:
-                kwargs["images"] = [to_rgb(im) for im in images[start : start + batch_size]]
-            inputs = self.processor(**kwargs, padding_side="left")
-            if pixel_values is not None:
-                chunk_pixels = pixel_values[start : start + batch_size]
-                inputs["pixel_values"] = _replace_pixels(inputs["pixel_values"], chunk_pixels)
+            prompts = [self.chat.prompt(t, with_image=images is not None) for t in chunk]
+            inputs = self.pre.inputs(images[start : start + batch_size] if images is not None else None, prompts)
+            if pixel_transform is not None:
+                pictures = self.pre.layout.pictures(inputs)
+                new = pixel_transform(pictures, list(keys[start : start + batch_size]))
+                inputs["pixel_values"] = self.pre.layout.with_pictures(inputs, new)
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
@@ -172,13 +321,17 @@ class VLM:
             on_batch(len(chunk))
         return outputs
 
-    def chat_text(self, text: str, answer: str) -> str:
-        """Prompt and answer as one conversation, rendered the way training sees it."""
-        return self.processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
-             {"role": "assistant", "content": [{"type": "text", "text": answer}]}],
-            add_generation_prompt=False, tokenize=False,
+    def _generate(self, inputs, max_new_tokens: int) -> list[str]:
+        tok = self.processor.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else self.chat.end_ids[0]
+        out = self.model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=pad, eos_token_id=list(self.chat.end_ids),
         )
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    # ------------------------------------------------------------ log-probs
 
     def preference_logps(
         self,
@@ -186,33 +339,15 @@ class VLM:
         load_image: Callable[[str], Image.Image],
         *,
         max_length: int | None = None,
+        precision: str = "fp32",
     ) -> list[tuple[float, float, float, float]]:
         """(chosen sum, chosen token-mean, rejected sum, rejected token-mean) of each pair's answer
-        log-probs on its image, tokenized exactly as trl's DPO training tokenizes them."""
+        log-probs on its image: the tokens and numeric regime of `sena train`'s step 0."""
         from sena_cli.vlm.preference import PreferenceCollator, completion_logps
 
-        batch = PreferenceCollator(self.processor, load_image, max_length)(rows)
-        sums, counts = completion_logps(self.model, batch)
+        batch = PreferenceCollator(self.processor, self.chat, load_image, max_length)(rows)
+        with autocast(precision, self.device):
+            sums, counts = completion_logps(self.model, batch)
         means = sums / counts.clamp(min=1)
         n = len(rows)
         return [(sums[i].item(), means[i].item(), sums[n + i].item(), means[n + i].item()) for i in range(n)]
-
-    def _generate(self, inputs, max_new_tokens: int) -> list[str]:
-        tok = self.processor.tokenizer
-        out = self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
-            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-        )
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
-
-
-def _replace_pixels(processed: torch.Tensor, replacements: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Stack per-image tensors in the processor's batch layout, refusing a shape mismatch."""
-    stacked = torch.stack([r.to(processed.dtype) for r in replacements])
-    if stacked.shape != processed.shape:
-        raise SenaError(
-            f"stored pixel tensors have shape {tuple(stacked.shape)} but the processor gives "
-            f"{tuple(processed.shape)}; rerun `sena noise` with this model's processor"
-        )
-    return stacked

@@ -11,6 +11,7 @@ from sena_cli.bench import amber as amber_lib
 from sena_cli.bench import external
 from sena_cli.bench import mmbench as mmb
 from sena_cli.bench.coco_pope import read_pope_file
+from sena_cli.bench.registry import Context
 from sena_cli.config import params_from_dict
 from sena_cli.errors import SenaError
 from tests.helpers import project_from
@@ -57,14 +58,14 @@ def test_coco_pope_on_a_10_question_file_with_known_counts(tmp_path):
     params = params_from_dict({"eval": {"coco_pope": {"files": [str(tmp_path / "coco_pope_random.json")],
                                                       "image_root": str(tmp_path / "val2014")}}})
     vlm = ScriptedVLM(lambda t: script[t.split(" Answer")[0]])
-    metrics, records = external.coco_pope(vlm, params, lambda n: None)
+    metrics, records = external.coco_pope(Context(params), vlm, lambda n: None)
     tp, fp, tn, fn = 3, 2, 4, 1
     precision, recall = tp / (tp + fp), tp / (tp + fn)
     assert metrics["random"] == pytest.approx({
         "accuracy": (tp + tn) / 10, "precision": precision, "recall": recall,
         "f1": 2 * precision * recall / (precision + recall), "yes_ratio": (tp + fp) / 10})
     assert len(records) == 10 and records[0]["question_id"] == 1
-    assert external.count(params, "coco_pope") == 10
+    assert external.count_coco_pope(Context(params)) == 10
 
 
 @pytest.mark.parametrize("content, message", [
@@ -89,7 +90,7 @@ def test_a_pope_image_outside_the_root_is_refused(tmp_path):
     path.write_text(json.dumps({"question_id": 1, "image": "../escape.jpg", "text": "Is?", "label": "no"}) + "\n")
     params = params_from_dict({"eval": {"coco_pope": {"files": [str(path)], "image_root": str(tmp_path / "val2014")}}})
     with pytest.raises(SenaError, match="leaves eval.coco_pope.image_root"):
-        external.coco_pope(ScriptedVLM(lambda t: "no"), params, lambda n: None)
+        external.coco_pope(Context(params), ScriptedVLM(lambda t: "no"), lambda n: None)
 
 
 # ---------------------------------------------------------------- MMBench
@@ -101,44 +102,41 @@ def _b64_png(colour) -> str:
 
 
 def _mmbench_fixture(tmp_path):
+    """Two questions in MMBench's layout: question 0 with its four circular passes, question 1
+    (two options) with its two; VLMEvalKit's copy style: pass rows name the main row's image."""
     header = "index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage\tsource\tl2-category\tsplit"
-    rows = [
-        ("0", "What colour is the square?", "nan", "red", "green", "blue", "yellow", "A", "colour", _b64_png("red")),
-        ("1", "How many squares?", "Count them.", "one", "two", "three", "four", "A", "count", _b64_png("blue")),
-        ("2", "What shape?", "nan", "circle", "square", "", "", "B", "shape", _b64_png("green")),
-    ]
-    lines = [header] + ["\t".join([*r, "src", "l2", "dev"]) for r in rows]
+    colours = ["red", "green", "blue", "yellow"]
+    rows = []
+    for k in range(4):
+        order = colours[k:] + colours[:k]
+        rows.append((str(k * 1_000_000), "What colour is the square?", "Look closely.", *order,
+                     "ABCD"[(0 - k) % 4], "color_recognition", _b64_png("red") if k == 0 else "0"))
+    for k in range(2):
+        order = ["circle", "square"][k:] + ["circle", "square"][:k]
+        rows.append((str(1 + k * 1_000_000), "What shape?", "", *order, "", "", "BA"[k], "shape_recognition",
+                     _b64_png("green") if k == 0 else "1"))
+    lines = [header] + ["\t".join([*r, "src", "coarse_perception", "dev"]) for r in rows]
     (tmp_path / "mmbench_dev_en.tsv").write_text("\n".join(lines) + "\n")
 
 
-def test_mmbench_circular_counts_a_question_right_only_if_every_rotation_is(tmp_path):
+def test_mmbench_circular_counts_a_question_right_only_if_every_pass_is(tmp_path):
     _mmbench_fixture(tmp_path)
     params = params_from_dict({"eval": {"mmbench": {"tsv": str(tmp_path / "mmbench_dev_en.tsv")}}})
 
     def answer(prompt):
         options = {line[0]: line[3:] for line in prompt.splitlines() if line[:2] in ("A.", "B.", "C.", "D.")}
-        if prompt.startswith("What colour"):  # always right: names the letter of 'red'
+        if prompt.startswith("Look closely."):  # always right: names the letter of 'red'
             return next(letter for letter, text in options.items() if text == "red")
-        if "How many" in prompt:  # always says A: right only when 'one' is first
-            return "A"
-        return "The answer is (B)."  # 2 options: right in the first pass ('square' is B), wrong rotated
+        return "B"  # right in the first pass only
 
     vlm = ScriptedVLM(answer)
-    metrics, records = external.mmbench(vlm, params, lambda n: None)
-    assert len(vlm.asked) == 4 + 4 + 2  # one pass per rotation of each question's options
-    assert metrics == pytest.approx({"accuracy": 1 / 3, "first_pass_accuracy": 1.0})
-    assert "Count them." in vlm.asked[4] and vlm.asked[0].endswith(mmb.INSTRUCTION)
+    metrics, records = external.mmbench(Context(params), vlm, lambda n: None)
+    assert len(vlm.asked) == 4 + 2  # the passes the file holds, each once
+    assert metrics == {"overall": 0.5, "CP": 0.5, "color_recognition": 1.0, "shape_recognition": 0.0}
+    assert vlm.asked[0].endswith(mmb.INSTRUCTION)
     params = params_from_dict({"eval": {"mmbench": {"tsv": str(tmp_path / "mmbench_dev_en.tsv"), "circular": False}}})
-    assert external.mmbench(ScriptedVLM(answer), params, lambda n: None)[0]["accuracy"] == 1.0
-
-
-def test_mmbench_answer_parsing():
-    options = ["red", "green", "blue", "yellow"]
-    assert mmb.parse_choice("B", options) == 1
-    assert mmb.parse_choice("(C) blue", options) == 2
-    assert mmb.parse_choice("green.", options) == 1
-    assert mmb.parse_choice("A cat", options) == 0  # a standalone letter counts, as MMBench's matcher does
-    assert mmb.parse_choice("purple", options) is None
+    vlm = ScriptedVLM(answer)
+    assert external.mmbench(Context(params), vlm, lambda n: None)[0]["overall"] == 1.0 and len(vlm.asked) == 2
 
 
 def test_malformed_mmbench_tsv_is_refused(tmp_path):
@@ -148,6 +146,12 @@ def test_malformed_mmbench_tsv_is_refused(tmp_path):
         mmb.read_mmbench_tsv(path)
     path.write_text("index\tquestion\tA\tB\tanswer\timage\n0\tq\ta\tb\tC\t" + _b64_png("red") + "\n")
     with pytest.raises(SenaError, match="line 2 has answer 'C' outside its options"):
+        mmb.read_mmbench_tsv(path)
+    path.write_text("index\tquestion\tA\tB\tanswer\timage\n1000000\tq\ta\tb\tA\t7\n")
+    with pytest.raises(SenaError, match="refers to index 7, which has no image"):
+        mmb.read_mmbench_tsv(path)
+    path.write_text("index\tquestion\tA\tB\tanswer\timage\n0\tq\ta\tb\tA\t" + "!" * 80 + "\n")
+    with pytest.raises(SenaError, match="not base64"):
         mmb.read_mmbench_tsv(path)
 
 
@@ -183,21 +187,21 @@ def test_amber_scores_by_hand(tmp_path):
         # 'tree' -> a hallucination outside it; 'sky' is not in AMBER's vocabulary, so not counted.
         1: "puppy kitten tree sky",
         2: "vehicle",  # car covered, no hallucination
-        3: "Yes, there is a dog.",  # truth no -> wrong
-        4: "Yes.",  # truth yes -> right
+        3: "Yes, there is a dog.",  # truth no -> wrong, and not an exact "No"
+        4: "Yes",  # truth yes -> right
     }
-    vlm = ScriptedVLM(lambda t: None)
     images = iter([1, 2, 3, 4])
-    vlm.answer = lambda t: answers[next(images)]
-    metrics, records = external.amber(vlm, params, lambda n: None, nouns=str.split, similar=lambda a, b: False)
-    # vocabulary nouns: puppy, kitten, tree | vehicle = 4; hallucinated: kitten, tree = 2
-    assert metrics["chair"] == pytest.approx(2 / 4)
-    assert metrics["cover"] == pytest.approx(2 / 3)  # dog and car of dog, grass, car
-    assert metrics["hal"] == pytest.approx(1 / 2)
-    assert metrics["cog"] == pytest.approx(1 / 3)  # cat of cat, frisbee, person
-    # discriminative, 'no' positive: said no 0 times -> precision 0; truth no once, found 0 -> recall 0
-    assert metrics["discriminative_accuracy"] == pytest.approx(1 / 2)
-    assert metrics["discriminative_precision"] == 0.0 and metrics["discriminative_f1"] == 0.0
+    vlm = ScriptedVLM(lambda t: answers[next(images)])
+    metrics, records = external.amber(Context(params), vlm, lambda n: None, nouns=str.split, similar=lambda a, b: False)
+    g = metrics["generative"]
+    # AMBER's arithmetic: percentages rounded to 0.1, denominators starting at 0.001
+    assert g["chair"] == round(2 / 4.001 * 100, 1)  # hallucinated kitten, tree of puppy, kitten, tree, vehicle
+    assert g["cover"] == round(2 / 3.001 * 100, 1)  # dog and car of dog, grass, car
+    assert g["hal"] == round(100 - 1 / 2.001 * 100, 1)
+    assert g["cog"] == round(1 / 3.001 * 100, 1)  # cat of cat, frisbee, person
+    d = metrics["discriminative"]
+    assert d["accuracy"] == round(1 / 2.001 * 100, 1) and d["precision"] == 0.0 and d["f1"] == 0.0
+    assert set(metrics) == {"generative", "discriminative", "existence"}
     assert len(records) == 4
 
 
@@ -205,24 +209,30 @@ def test_amber_similarity_counts_near_synonyms_as_truth(tmp_path):
     params = _amber_fixture(tmp_path)
     data = external._amber_data(params)
     near = {("turf", "grass")}  # spaCy would say so; the test says it by hand
-    exact = amber_lib.score_generative([["turf"]], [data.annotation(1)], data, lambda a, b: False)
-    assert exact["chair"] == 1.0 and exact["cover"] == 0.0
-    similar = amber_lib.score_generative([["turf"], ["tree"]], [data.annotation(1), data.annotation(1)], data,
-                                         lambda a, b: (a, b) in near)
-    assert similar["chair"] == pytest.approx(1 / 2)  # turf ~ grass is truth; tree is still a hallucination
-    assert similar["cover"] == pytest.approx(1 / 4)  # grass, in the first response of two
+
+    def generative(nouns, similar):
+        return amber_lib.score(["x"] * len(nouns), nouns, [1] * len(nouns), data, similar)["generative"]
+
+    exact = generative([["turf"]], lambda a, b: False)
+    assert exact["chair"] == round(1 / 1.001 * 100, 1) and exact["cover"] == 0.0
+    similar = generative([["turf"], ["tree"]], lambda a, b: (a, b) in near)
+    assert similar["chair"] == round(1 / 2.001 * 100, 1)  # turf ~ grass is truth; tree is still a hallucination
+    assert similar["cover"] == round(1 / 4.001 * 100, 1)  # grass, in the first response of two
 
 
-def test_amber_without_nltk_names_the_install_command(tmp_path):
+def test_amber_without_language_data_falls_back_and_says_so_in_the_metrics(tmp_path):
     try:
         import nltk  # noqa: F401
         pytest.skip("nltk is installed here")
     except ImportError:
         pass
-    with pytest.raises(SenaError, match="pip install nltk"):
-        amber_lib.nltk_nouns()
-    with pytest.raises(SenaError, match="en_core_web_lg"):
-        amber_lib.spacy_similarity(0.8)
+    params = _amber_fixture(tmp_path)
+    vlm = ScriptedVLM(lambda t: "A puppy on the grass.")
+    metrics, _ = external.amber(Context(params), vlm, lambda n: None)
+    assert "pip install nltk" in metrics["fallback"]["generative_nouns"]
+    assert "en_core_web_lg" in metrics["fallback"]["generative_similarity"]
+    assert "exact matching" in metrics["fallback"]["generative_similarity"]
+    assert metrics["generative"]["cover"] > 0  # puppy (dog) and grass found by the stand-in
 
 
 def test_malformed_amber_files_are_refused(tmp_path):
@@ -238,7 +248,7 @@ def test_malformed_amber_files_are_refused(tmp_path):
 def test_an_empty_benchmark_path_is_refused_naming_the_key():
     params = params_from_dict({"eval": {"benchmarks": ["mmbench"]}})
     with pytest.raises(SenaError, match="'eval.mmbench.tsv' is empty"):
-        external.count(params, "mmbench")
+        external.count_mmbench(Context(params))
 
 
 def test_sena_eval_writes_published_benchmarks_under_their_own_keys(micro_project, micro_dict, tmp_path):
@@ -256,6 +266,23 @@ def test_sena_eval_writes_published_benchmarks_under_their_own_keys(micro_projec
     assert metrics == json.loads(json.dumps(result["metrics"]))
     assert set(metrics) == {"pope", "coco_pope", "mmbench"}
     assert set(metrics["coco_pope"]["random"]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
-    assert 0.0 <= metrics["mmbench"]["accuracy"] <= metrics["mmbench"]["first_pass_accuracy"] <= 1.0
+    assert 0.0 <= metrics["mmbench"]["overall"] <= 1.0
     answers = (root / "data/iter0/eval/answers.jsonl").read_text().splitlines()
-    assert sum('"benchmark": "mmbench"' in line for line in answers) == 10
+    assert sum('"benchmark": "mmbench"' in line for line in answers) == 6
+
+
+def test_coco_chair_without_nltk_or_pattern_falls_back_and_says_so_in_the_metrics():
+    from sena_cli.bench import chair as chair_lib
+
+    tokenize, singularize, notes = chair_lib.language_tools()
+    try:
+        import nltk  # noqa: F401
+    except ImportError:
+        assert "pip install nltk" in notes["tokenize"]
+        assert tokenize("two dogs, a cat.") == ["two", "dogs", ",", "a", "cat", "."]
+    try:
+        import pattern.en  # noqa: F401
+    except ImportError:
+        assert "pip install Pattern" in notes["singularize"]
+        assert [singularize(w) for w in ("dogs", "buses", "people", "glass", "benches")] == [
+            "dog", "bus", "person", "glass", "bench"]

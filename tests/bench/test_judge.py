@@ -2,7 +2,8 @@
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
@@ -17,14 +18,61 @@ KEY = "sk-test-0123456789"
 
 
 class FakeJudge(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint. `script` lists what the next requests get, in order:
+    an HTTP status, ("redirect", url), ("trickle", seconds per byte) or "ok" (the default)."""
+
     requests: list = []
     status = 200
+    script: list = []
+    active: set = set()
+    peak = 0
+    delay = 0.0
+    lock = threading.Lock()
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeJudge.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        with FakeJudge.lock:
+            FakeJudge.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            step = FakeJudge.script.pop(0) if FakeJudge.script else "ok"
+            active = FakeJudge.active  # a handler outliving its test leaves the next test's set alone
+            active.add(id(self))
+            FakeJudge.peak = max(FakeJudge.peak, len(active))
+        try:
+            self._answer(body, step)
+        finally:
+            with FakeJudge.lock:
+                active.discard(id(self))
+
+    def _answer(self, body, step):
+        time.sleep(FakeJudge.delay)
+        if isinstance(step, int):
+            self.send_response(step)
+            self.send_header("Content-Length", "2")
+            if step == 429:
+                self.send_header("Retry-After", "0")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        if isinstance(step, tuple) and step[0] == "redirect":
+            self.send_response(307)
+            self.send_header("Location", step[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if isinstance(step, tuple) and step[0] == "trickle":  # one byte at a time, forever-ish
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b" " * 10_000:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(step[1])
+            except OSError:  # the client gave up: what the test wants
+                pass
+            self.close_connection = True
+            return
         if FakeJudge.status != 200 or self.headers.get("Authorization") != f"Bearer {KEY}":
             self.send_response(401 if FakeJudge.status == 200 else FakeJudge.status)
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
         prompt = body["messages"][0]["content"]
@@ -47,10 +95,13 @@ class FakeJudge(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def endpoint():
-    server = HTTPServer(("127.0.0.1", 0), FakeJudge)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    FakeJudge.requests, FakeJudge.status = [], 200
+    FakeJudge.requests, FakeJudge.status, FakeJudge.script = [], 200, []
+    FakeJudge.active, FakeJudge.peak = set(), 0
+    FakeJudge.delay = 0.0
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
 
@@ -145,3 +196,84 @@ def test_judge_reply_parsing():
     assert judge_lib.parse_rating("blah\nRating: 5") == 5 and judge_lib.parse_rating("no rating") is None
     assert judge_lib.llava_bench_metrics([(8, 6), None, (10, 10)], ["a", "a", "b"]) == pytest.approx(
         {"relative_score": 16 / 18, "unparsed": 1, "relative_score_a": 6 / 8, "relative_score_b": 1.0})
+
+
+# ---------------------------------------------------------------- the client: retries, redirects, deadline, journal
+
+def test_429_and_5xx_are_retried_with_backoff_and_retry_after(endpoint, monkeypatch):
+    monkeypatch.setenv("SENA_JUDGE_API_KEY", KEY)
+    FakeJudge.script = [429, 500, 503]
+    sleeps = []
+    judge = judge_lib.Judge(JudgeParams(base_url=endpoint, model="m", backoff_s=0.5, max_backoff_s=30),
+                            sleep=sleeps.append)
+    assert judge.ask("Ground truth: x") == "0.5"
+    assert len(FakeJudge.requests) == 4
+    assert sleeps == [0.0, 0.5 * 2, 0.5 * 4]  # Retry-After: 0 first, then the backoff of attempts 2 and 3
+
+
+def test_retries_run_out_in_one_line_naming_the_status(endpoint, monkeypatch):
+    monkeypatch.setenv("SENA_JUDGE_API_KEY", KEY)
+    FakeJudge.script = [500] * 3
+    judge = judge_lib.Judge(JudgeParams(base_url=endpoint, model="m", retries=2), sleep=lambda s: None)
+    with pytest.raises(SenaError, match="HTTP 500, still after 2 retries") as err:
+        judge.ask("hello")
+    assert KEY not in str(err.value) and len(FakeJudge.requests) == 3
+
+
+def test_a_redirect_to_another_host_is_not_followed_and_the_key_stays_home(endpoint, monkeypatch):
+    """The other host (127.0.0.2, still this machine) would record any request it got."""
+    monkeypatch.setenv("SENA_JUDGE_API_KEY", KEY)
+    other = ThreadingHTTPServer(("127.0.0.2", 0), FakeJudge)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        target = f"http://127.0.0.2:{other.server_address[1]}/v1/chat/completions"
+        FakeJudge.script = [("redirect", target)]
+        judge = judge_lib.Judge(JudgeParams(base_url=endpoint, model="m"), sleep=lambda s: None)
+        with pytest.raises(SenaError, match=r"HTTP 307, a redirect to http://127\.0\.0\.2:\d+; sena does not follow"):
+            judge.ask("hello")
+        assert len(FakeJudge.requests) == 1  # the redirect itself; nothing reached 127.0.0.2
+    finally:
+        other.shutdown()
+
+
+def test_a_trickling_server_is_cut_at_the_deadline(endpoint, monkeypatch):
+    monkeypatch.setenv("SENA_JUDGE_API_KEY", KEY)
+    FakeJudge.script = [("trickle", 0.05)]  # a byte every 50 ms: no single read ever times out
+    judge = judge_lib.Judge(JudgeParams(base_url=endpoint, model="m", timeout_s=5, deadline_s=1.0, retries=0),
+                            sleep=lambda s: None)
+    started = time.monotonic()
+    with pytest.raises(SenaError, match="no complete answer within 5 s per read / 1 s in all"):
+        judge.ask("hello")
+    assert time.monotonic() - started < 3.0
+
+
+def test_requests_in_flight_stay_within_the_concurrency(endpoint, monkeypatch):
+    monkeypatch.setenv("SENA_JUDGE_API_KEY", KEY)
+    FakeJudge.delay = 0.3
+    judge = judge_lib.Judge(JudgeParams(base_url=endpoint, model="m", concurrency=2), sleep=lambda s: None)
+    started = time.monotonic()
+    replies = judge.ask_all([f"Ground truth: {i}" for i in range(6)])
+    assert replies == ["0.5"] * 6 and FakeJudge.peak == 2
+    assert time.monotonic() - started < 6 * 0.3  # really in parallel
+
+
+def test_an_interrupted_judged_eval_resumes_with_the_replies_it_paid_for(project, micro_dict, tmp_path, endpoint,
+                                                                         monkeypatch):
+    monkeypatch.setenv("SENA_JUDGE_API_KEY", KEY)
+    judge = {"base_url": endpoint, "model": "fake-judge-1", "concurrency": 1, "retries": 1, "backoff_s": 0}
+    params = _params(micro_dict, _write_benchmarks(tmp_path), judge)
+    FakeJudge.script = ["ok"] * 3 + [500, 500]  # llava_bench's 2 and mm_vet's first, then the judge fails
+    with pytest.raises(SenaError, match="HTTP 500, still after 1 retries"):
+        run_eval(params, 0, root=project)
+    first = [r["body"]["messages"][0]["content"] for r in FakeJudge.requests]
+    partial = project / "data/iter0/eval.judge.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 3 and KEY not in partial.read_text()
+    assert not (project / "metrics/iter0.json").exists()
+    FakeJudge.requests = []
+    run_eval(params, 0, root=project)
+    again = [r["body"]["messages"][0]["content"] for r in FakeJudge.requests]
+    assert len(again) == 2  # mm_vet's second question and mmhal's: nothing paid for is asked again
+    assert not set(again) & set(first[:3])
+    metrics = json.loads((project / "metrics/iter0.json").read_text())
+    assert metrics["mm_vet"]["total"] == pytest.approx(0.5) and metrics["mmhal"]["average_score"] == 2.0
+    assert not partial.exists()

@@ -42,8 +42,10 @@ def test_pairs_carry_reference_logprobs_equal_to_a_direct_computation(micro_proj
     vlm = VLM.load(micro_project / "models" / "iter0")
     row = ds[5]
     image = Image.open(micro_project / row["image"]).convert("RGB")
-    full = vlm.processor(text=[vlm.chat_text(row["prompt"], row["chosen"])], images=[image], return_tensors="pt")
-    prompt = vlm.processor(text=[vlm.chat_prompt(row["prompt"])], images=[image], return_tensors="pt")
+    text = vlm.chat.prompt(row["prompt"])
+    full = vlm.processor(text=[text + vlm.chat.completion(row["prompt"], row["chosen"])], images=[image],
+                         return_tensors="pt")
+    prompt = vlm.processor(text=[text], images=[image], return_tensors="pt")
     n_prompt = prompt["input_ids"].shape[1]
     with torch.no_grad():
         logits = vlm.model(**full).logits[0]

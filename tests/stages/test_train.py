@@ -59,7 +59,7 @@ def _trainer(project, params, rows, tmp_path):
     config = DPOConfig(output_dir=str(tmp_path / "out"), beta=params.train.beta, report_to="none",
                        remove_unused_columns=False, activation_checkpointing=False, bf16=False,
                        per_device_train_batch_size=len(rows))
-    collator = PreferenceCollator(vlm.processor, lambda path: open_rgb(project / path))
+    collator = PreferenceCollator(vlm.processor, vlm.chat, lambda path: open_rgb(project / path))
     trainer = SenaDPOTrainer(model=vlm.model, args=config, train_dataset=Dataset.from_list(rows),
                              data_collator=collator, processing_class=vlm.processor,
                              alignment_weight=params.train.alignment_weight)

@@ -1,0 +1,118 @@
+"""The one tokenization of sena: how a model family turns (image, prompt[, answer]) into tokens.
+
+Generation (`qa`, `eval`), the reference log-probs (`pair`) and training (`train`) all go
+through ChatFormat, so they see the same prompt tokens and every answer ends the way the
+model ends its own answers:
+
+- prompt: the family's chat template with the generation prompt, tokenized the way the
+  tokenizer encodes a text (special tokens on: a Llama tokenizer adds BOS, as LLaVA-1.5 does
+  when it generates) unless the template already writes that prefix itself;
+- completion: what the template writes for the assistant's turn after the generation prompt,
+  cut right after the end-of-turn token the model emits (Qwen2-VL's `<|im_end|>`, SmolVLM's
+  `<end_of_utterance>`); a template that closes the turn without one (llava-1.5's) gets the
+  model's EOS appended (`</s>`), as the reference trains on it;
+- completion tokens are the tail of the tokens of prompt + completion, so an answer is split
+  into tokens the way the model itself writes it after the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sena_cli.errors import SenaError
+
+
+def _ids(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, list | tuple) else [value])]
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    processor: object
+    end_token: str  # the text of the token an answer ends with
+    end_ids: tuple[int, ...]  # the ids generation stops at
+    add_special_tokens: bool  # whether prompts are encoded with the tokenizer's own prefix (BOS)
+    prefix_text: str  # that prefix as text ('' when the tokenizer adds none)
+
+    @classmethod
+    def of(cls, processor, generation_config=None) -> ChatFormat:
+        if getattr(processor, "chat_template", None) is None:
+            raise SenaError(f"{type(processor).__name__} has no chat template; save the processor with one")
+        tok = processor.tokenizer
+        end_ids = _ids(getattr(generation_config, "eos_token_id", None)) or _ids(tok.eos_token_id)
+        if not end_ids:
+            raise SenaError("the model has no end-of-sequence token (generation_config.eos_token_id, "
+                            "tokenizer.eos_token); set one so answers can end")
+        prefix, suffix = _special_tokens_added(tok)
+        # A tokenizer that appends tokens to every text would end each prompt with them: encode plainly then.
+        add = bool(prefix) and not suffix
+        return cls(processor=processor, end_token=tok.convert_ids_to_tokens(end_ids[0]), end_ids=tuple(end_ids),
+                   add_special_tokens=add, prefix_text="".join(tok.convert_ids_to_tokens(prefix)) if add else "")
+
+    # ------------------------------------------------------------ text
+
+    def _render(self, messages: list[dict], generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+
+    @staticmethod
+    def _user(text: str, with_image: bool) -> dict:
+        image = [{"type": "image"}] if with_image else []
+        return {"role": "user", "content": image + [{"type": "text", "text": text}]}
+
+    def prompt(self, text: str, with_image: bool = True) -> str:
+        """The rendered prompt up to and including the generation prompt (the tokenizer's prefix not included)."""
+        return self._render([self._user(text, with_image)], True)
+
+    def encode_kwargs(self, prompt: str) -> dict:
+        """Tokenizer arguments for a rendered prompt: the prefix once, whether or not the template writes it."""
+        writes_prefix = bool(self.prefix_text) and prompt.startswith(self.prefix_text)
+        return {"add_special_tokens": self.add_special_tokens and not writes_prefix}
+
+    def completion(self, text: str, answer: str, with_image: bool = True) -> str:
+        """The assistant turn after the generation prompt, ending with (and cut after) the end token."""
+        prompt = self.prompt(text, with_image)
+        full = self._render([self._user(text, with_image),
+                             {"role": "assistant", "content": [{"type": "text", "text": answer}]}], False)
+        if not full.startswith(prompt):
+            raise SenaError("the chat template renders an answered conversation that does not start with its "
+                            "generation prompt, so sena cannot tell the answer's tokens; use a standard template")
+        turn = full[len(prompt):]
+        at = turn.find(answer) if answer else -1
+        after = at + len(answer) if at >= 0 else 0
+        ends = [(turn.find(end, after), end) for end in self.end_tokens]
+        ends = [(i, end) for i, end in ends if i >= 0]
+        if ends:  # the template closes the turn with an end token: keep up to it, drop what follows
+            i, end = min(ends)
+            return turn[: i + len(end)]
+        return turn.rstrip() + self.end_token
+
+    @property
+    def end_tokens(self) -> list[str]:
+        return self.processor.tokenizer.convert_ids_to_tokens(list(self.end_ids))
+
+    # ------------------------------------------------------------ tokens
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of a rendered prompt, image placeholders unexpanded."""
+        return self.processor.tokenizer(prompt, **self.encode_kwargs(prompt)).input_ids
+
+    def completion_ids(self, prompt: str, completion: str) -> list[int]:
+        """The completion's tokens as they follow the prompt: the tail of tokens(prompt + completion)."""
+        tok = self.processor.tokenizer
+        head = self.prompt_ids(prompt)
+        joint = tok(prompt + completion, **self.encode_kwargs(prompt)).input_ids
+        if joint[: len(head)] == head:
+            return joint[len(head):]
+        return tok(completion, add_special_tokens=False).input_ids  # the boundary merged: encode apart
+
+
+def _special_tokens_added(tok) -> tuple[list[int], list[int]]:
+    """(prefix, suffix) ids the tokenizer adds around a text when special tokens are on."""
+    plain = tok("a b", add_special_tokens=False).input_ids
+    full = tok("a b").input_ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []

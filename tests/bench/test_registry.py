@@ -1,0 +1,31 @@
+"""The benchmark registry is the one list of benchmarks: config, eval, history and report read it."""
+
+import inspect
+
+from sena_cli.bench import registry
+from sena_cli.config import BENCHMARK_NAMES, EvalParams
+
+
+def test_every_record_resolves_its_runner_and_counter_with_the_shared_signatures():
+    for b in registry.BENCHMARKS:
+        assert list(inspect.signature(b.runner()).parameters)[:3] == ["ctx", "vlm", "tick"], b.name
+        assert list(inspect.signature(b.counter()).parameters) == ["ctx"], b.name
+        assert b.headlines and len(set(b.headlines)) == len(b.headlines), b.name
+        assert all(h.startswith(b.key + ".") for h in b.headlines)
+
+
+def test_names_and_keys_are_unique_and_config_takes_its_choices_from_the_registry():
+    assert len(set(registry.NAMES)) == len(registry.BENCHMARKS)
+    assert len({b.key for b in registry.BENCHMARKS}) == len(registry.BENCHMARKS)
+    assert BENCHMARK_NAMES == registry.NAMES
+    assert set(EvalParams().benchmarks) <= set(registry.NAMES)
+    judged = {b.name for b in registry.BENCHMARKS if b.judged}
+    assert judged == {"llava_bench", "mm_vet", "mmhal"}
+
+
+def test_headline_keys_follow_the_metrics_that_exist():
+    metrics = [{"mmbench": {"overall": 0.5}, "coco_pope": {"random": {"accuracy": 0.9}}},
+               {"mmbench": {"overall": 0.6}, "unknown": {"x": 1.0}}]
+    assert registry.headline_keys(metrics) == ["coco_pope.random.accuracy", "mmbench.overall"]
+    assert registry.metric(metrics[0], "coco_pope.random.accuracy") == 0.9
+    assert registry.metric(metrics[0], "coco_pope.random") is None  # not a number
