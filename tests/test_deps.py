@@ -1,18 +1,24 @@
 """dvc.yaml's code deps are the code each stage runs: computed here, not kept by care.
 
-A stage's `cmd` is `sena <command>`; the code it runs is cli.py (its module-level imports and
-the command function with the cli helpers it calls) and the import closure of every sena_cli
-module those import, function-level imports included (stages import lazily). Each file of
-that closure must be covered by a `deps` entry (a folder covers the files under it); each
-sena_cli entry must be something the command runs; each relative dep must exist or be
-another stage's output.
+A stage's `cmd` is `sena <command>`; the code it runs starts at cli.py's command function
+and follows, inside sena_cli, what can run from there: the module-level code of every module
+imported, and the functions, classes and methods that live code names (imports inside
+functions count when their function can run: stages import lazily; a class's methods when
+live code calls them by name; `importlib.import_module` brings in every module its file names
+in a string). Following names rather than whole modules keeps a light import (config.py
+takes the benchmark names from bench/registry.py) from making every stage depend on every
+benchmark. Each file of that closure must be covered by a `deps` entry (a folder covers the
+files under it); each sena_cli entry must be something the command runs; each relative dep
+must exist or be another stage's output.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,64 +63,161 @@ def _does_something(path: Path) -> bool:
     return False
 
 
-def _imports(nodes, module: str, path: Path, src: Path) -> tuple[set[str], set[str]]:
-    """(modules these import statements name, parent packages they run first), sena_cli only."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    named = set()
+ALL = "*"  # every top-level name of a module: it was imported as a module object and used freely
+_MODULE_STRING = re.compile(rf"^({PACKAGE}(?:\.\w+)*)(?::(\w+))?$")
+
+
+@dataclass
+class _Module:
+    name: str
+    path: Path
+    defs: dict[str, list[ast.stmt]]  # top-level functions, classes and assigned names
+    top: list[ast.AST]  # what runs on import: every statement but function and class bodies
+
+
+@functools.cache
+def _index(name: str, src: Path) -> _Module | None:
+    path = _module_file(name, src)
+    if path is None:
+        return None  # a namespace package, or not sena_cli's
+    defs: dict[str, list[ast.stmt]] = {}
+    top: list[ast.AST] = []
+    for stmt in _tree(path).body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defs.setdefault(stmt.name, []).append(stmt)
+            top += stmt.decorator_list
+        else:
+            top.append(stmt)
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    defs.setdefault(t.id, []).append(stmt)
+    return _Module(name, path, defs, top)
+
+
+def _live_parts(stmt: ast.stmt, attrs: frozenset[str]) -> list[ast.AST]:
+    """The parts of a reached definition that can run.
+
+    A class's methods run when some live code names them (`x.generate(...)`, a property read),
+    and dunders always; a subclass's, always: the class it extends (a trl trainer, a collator)
+    calls its overrides.
+    """
+    if not isinstance(stmt, ast.ClassDef):
+        return [stmt]
+    parts: list[ast.AST] = [*stmt.bases, *stmt.keywords]
+    for member in stmt.body:
+        method = isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef)
+        if not method or stmt.bases or member.name in attrs or (member.name.startswith("__")
+                                                                and member.name.endswith("__")):
+            parts.append(member)
+    return parts
+
+
+def _live_code(mod: _Module, seeds: frozenset[str], attrs: frozenset[str]) -> list[ast.AST]:
+    """What of a module can run, given the names taken from it and the attribute names used anywhere."""
+    code = list(mod.top)
+    todo = list(mod.defs) if ALL in seeds else list(seeds)
+    todo += [n.id for stmt in mod.top for n in ast.walk(stmt) if isinstance(n, ast.Name)]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in mod.defs:
+            continue
+        seen.add(name)
+        for stmt in mod.defs[name]:
+            parts = _live_parts(stmt, attrs)
+            code += parts
+            todo += [n.id for part in parts for n in ast.walk(part) if isinstance(n, ast.Name)]
+    return code
+
+
+@functools.cache
+def _uses(path: Path, alias: str) -> frozenset[str]:
+    """The attributes a module reads from an imported module object; ALL when it uses it otherwise."""
+    tree = _tree(path)
+    bases = {id(n.value): n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == alias:
+            if id(node) not in bases:
+                return frozenset({ALL})
+            used.add(bases[id(node)])
+    return frozenset(used)
+
+
+def _imports_in(code: list[ast.AST], mod: _Module, src: Path) -> list[tuple[str, set[str], bool]]:
+    """(module, names taken from it, named explicitly) for the sena_cli imports that `code` runs."""
+    package = mod.name if mod.path.name == "__init__.py" else mod.name.rpartition(".")[0]
+    found = []
+    nodes = [n for part in code for n in ast.walk(part)]
     for node in nodes:
         if isinstance(node, ast.Import):
-            named |= {a.name for a in node.names}
+            found += [(a.name, {ALL}, True) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
-            subs = {f"{base}.{a.name}" for a in node.names if _module_file(f"{base}.{a.name}", src)}
-            named |= subs
-            if len(subs) < len(node.names):  # some name is defined in `base` itself
-                named.add(base)
-    named = {m for m in named if m == PACKAGE or m.startswith(PACKAGE + ".")}
-    parents = {".".join(m.split(".")[:i]) for m in named for i in range(1, m.count(".") + 1)}
-    return named, parents - named
+            names = set()
+            for a in node.names:
+                if a.name != "*" and _module_file(f"{base}.{a.name}", src):
+                    found.append((f"{base}.{a.name}", set(_uses(mod.path, a.asname or a.name)), True))
+                else:
+                    names.add(ALL if a.name == "*" else a.name)
+            found.append((base, names, bool(names)))
+    # importlib.import_module("sena_cli.x") in code that runs: every module the file names in a string
+    if any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith("import_module") for n in nodes):
+        for node in ast.walk(_tree(mod.path)):
+            match = isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.match(node.value)
+            if match:
+                found.append((match.group(1), {match.group(2) or ALL}, True))
+    return [(m, names, named) for m, names, named in found if m == PACKAGE or m.startswith(PACKAGE + ".")]
 
 
 @functools.cache
+def command_code(command: str, src: Path = REPO) -> dict[str, list[ast.AST]]:
+    """The code `sena <command>` can run, by sena_cli file (repo-relative path) -> its live parts."""
+    cli = _index(f"{PACKAGE}.cli", src)
+    seeds: dict[str, set[str]] = {cli.name: set()}
+    for fn in (s for stmts in cli.defs.values() for s in stmts if isinstance(s, ast.FunctionDef)):
+        for deco in fn.decorator_list:
+            target = ast.unparse(deco.func if isinstance(deco, ast.Call) else deco)
+            if target == "app.callback":  # runs before every command
+                seeds[cli.name].add(fn.name)
+            elif target == "app.command":
+                name = deco.args[0].value if isinstance(deco, ast.Call) and deco.args else fn.name.replace("_", "-")
+                if name == command:
+                    seeds[cli.name].add(fn.name)
+    assert len(seeds[cli.name]) > 0, f"cli.py has no command '{command}'"
+    explicit, attrs = {cli.name}, set()
+    while True:
+        size = (sum(map(len, seeds.values())), len(seeds), len(attrs))
+        for name in list(seeds):
+            mod = _index(name, src)
+            if mod is None:
+                continue
+            code = _live_code(mod, frozenset(seeds[name]), frozenset(attrs))
+            attrs |= {n.attr for part in code for n in ast.walk(part) if isinstance(n, ast.Attribute)}
+            for target, names, named in _imports_in(code, mod, src):
+                parts = target.split(".")
+                for i in range(1, len(parts)):  # parent packages run first
+                    seeds.setdefault(".".join(parts[:i]), set())
+                seeds.setdefault(target, set()).update(names)
+                explicit |= {target} if named else set()
+        if size == (sum(map(len, seeds.values())), len(seeds), len(attrs)):
+            break
+    out = {}
+    for name, names in seeds.items():
+        mod = _index(name, src)
+        if mod is not None and (name in explicit or _does_something(mod.path)):
+            out[mod.path.relative_to(src).as_posix()] = _live_code(mod, frozenset(names), frozenset(attrs))
+    return out
+
+
 def command_closure(command: str, src: Path = REPO) -> frozenset[str]:
     """The sena_cli files `sena <command>` runs, as paths relative to src."""
-    cli_path = src / PACKAGE / "cli.py"
-    tree = _tree(cli_path)
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    entry = None
-    for fn in functions.values():
-        for deco in fn.decorator_list:
-            if isinstance(deco, ast.Call) and ast.unparse(deco.func) == "app.command":
-                name = deco.args[0].value if deco.args else fn.name.replace("_", "-")
-                entry = fn if name == command else entry
-    assert entry is not None, f"cli.py has no command '{command}'"
-    # The command function and every cli.py helper it calls, transitively.
-    used, todo = set(), [entry]
-    while todo:
-        fn = todo.pop()
-        if fn.name not in used:
-            used.add(fn.name)
-            todo += [functions[n.id] for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in functions]
-    nodes = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    nodes += [n for name in used for n in ast.walk(functions[name])]
-    named, parents = _imports(nodes, f"{PACKAGE}.cli", cli_path, src)
-    files, seen, todo = {cli_path}, set(), [(m, True) for m in named] + [(m, False) for m in parents]
-    while todo:
-        module, is_named = todo.pop()
-        path = _module_file(module, src)
-        if (module, is_named) in seen or path is None:  # None: a namespace package, no file
-            continue
-        seen.add((module, is_named))
-        if not is_named and not _does_something(path):
-            continue
-        files.add(path)
-        more, more_parents = _imports(ast.walk(_tree(path)), module, path, src)
-        todo += [(m, True) for m in more] + [(m, False) for m in more_parents]
-    return frozenset(f.relative_to(src).as_posix() for f in files)
+    return frozenset(command_code(command, src))
 
 
 # ---------------------------------------------------------------- the check
@@ -202,12 +305,18 @@ def test_every_stage_lists_exactly_the_code_its_command_runs():
     assert not found, "dvc.yaml is out of step with the code:\n" + "\n".join(found)
 
 
-def test_the_closure_follows_lazy_imports_and_stops_at_sena_cli():
-    qa = command_closure("qa")
+def test_the_closure_follows_what_can_run_and_stops_at_sena_cli():
+    qa, pair, sample = command_closure("qa"), command_closure("pair"), command_closure("sample")
     assert "sena_cli/stages/qa.py" in qa  # imported inside the `qa` command function
     assert "sena_cli/stages/pair.py" not in qa  # imported inside another command
-    assert "sena_cli/artifacts.py" in qa and "sena_cli/config.py" in qa and "sena_cli/cli.py" in qa
-    assert "sena_cli/vlm/preference.py" in qa  # imported inside a method of vlm/model.py
+    assert {"sena_cli/artifacts.py", "sena_cli/config.py", "sena_cli/cli.py"} <= qa
+    # vlm/model.py imports vlm/preference.py inside VLM.preference_logps, which pair calls and qa does not.
+    assert "sena_cli/vlm/preference.py" in pair and "sena_cli/vlm/preference.py" not in qa
+    # The registry names its benchmarks' modules in strings, imported with importlib when eval runs them;
+    # config.py imports the registry for the names only.
+    evaluate = command_closure("eval")
+    assert {"sena_cli/bench/registry.py", "sena_cli/bench/external.py", "sena_cli/bench/amber.py"} <= evaluate
+    assert "sena_cli/bench/registry.py" in sample and "sena_cli/bench/world.py" not in sample
     assert "sena_cli/bench/__init__.py" not in command_closure("eval")  # a docstring only
     assert all(path.startswith("sena_cli/") for path in command_closure("eval"))
 

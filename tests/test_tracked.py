@@ -4,8 +4,8 @@
   own resolver);
 - every resumable stage's run id, the very `run_id = fingerprint(...)` expression of its
   module, changes when any key its stage tracks changes and stays put for every other key;
-- every params key a command's code reads (found statically over its import closure) is
-  tracked by its stage.
+- every params key a command's code reads (found statically over the code it can run, the
+  same walk as tests/test_deps.py) is tracked by its stage.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import yaml
 from sena_cli.config import PER_ITERATION_SECTIONS, Params, load_params
 from sena_cli.errors import SenaError
 from sena_cli.tracked import stage_definition, stage_instances, tracked_keys, tracked_params
-from tests.test_deps import PACKAGE, REPO, _command, _tree, command_closure
+from tests.test_deps import PACKAGE, REPO, _command, _tree, command_code
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
@@ -286,10 +286,12 @@ def function_reads(fn: ast.FunctionDef) -> set[str]:
 
 
 def command_reads(command: str) -> dict[str, set[str]]:
-    """Params path -> the functions that read it, over the command's import closure."""
+    """Params path -> the functions that read it, over the code the command can run."""
     out: dict[str, set[str]] = {}
-    for path in sorted(command_closure(command) - NOT_STAGE_READS):
-        for node in ast.walk(_tree(REPO / path)):
+    for path, code in sorted(command_code(command).items()):
+        if path in NOT_STAGE_READS:
+            continue
+        for node in code:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 for read in function_reads(node):
                     out.setdefault(read, set()).add(f"{path}:{node.name}")
