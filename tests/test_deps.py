@@ -280,7 +280,7 @@ def _stage_problems(stage: dict, produced: list[str], src: Path) -> list[str]:
             extra = [p.relative_to(src).as_posix() for p in covered
                      if p.relative_to(src).as_posix() not in closure and _does_something(p)]
             if extra:
-                found.append(f"lists {dep}, but `sena {command}` never imports {', '.join(extra)}")
+                found.append(f"lists {dep}, but `sena {command}` never runs {', '.join(extra)}")
     return found
 
 
@@ -340,5 +340,5 @@ def test_a_dep_that_no_longer_exists_is_named(tmp_path):
 
 def test_a_code_dep_the_command_never_imports_is_named(tmp_path):
     root = _copy_pipeline(tmp_path, lambda s: _stage_body(s, "sample")["deps"].append("sena_cli/method/loss.py"))
-    assert problems(root) == ["stage 'sample' lists sena_cli/method/loss.py, but `sena sample` never imports "
+    assert problems(root) == ["stage 'sample' lists sena_cli/method/loss.py, but `sena sample` never runs "
                               "sena_cli/method/loss.py"]
