@@ -315,11 +315,14 @@ def report() -> None:
 
 @app.command()
 def profile(name: str = typer.Argument(..., help="A file profiles/NAME.yaml of overrides, e.g. `ci`.")) -> None:
-    """Lay profiles/NAME.yaml over params.yaml and write the result to params.yaml (validated)."""
+    """Lay profiles/NAME.yaml over params.yaml in place (validated; comments and other keys kept)."""
     with _errors():
         from sena_cli.config import apply_profile
 
         changed = apply_profile(STATE.params_file, Path("profiles") / f"{name}.yaml")
+        if not changed:
+            out.print(f"profile {name}: {STATE.params_file} already has its values; nothing changed")
+            return
         _summary(f"profile {name} applied to {STATE.params_file}", {key: str(v) for key, v in changed.items()})
 
 

@@ -686,10 +686,20 @@ def to_dict(params: Params) -> dict:
 
 
 def apply_profile(params_file: str | Path, profile_file: str | Path) -> dict:
-    """Write params_file = params_file with profile_file's keys laid over it; returns the changed keys."""
+    """Lay profile_file's keys over params_file, in place; returns the changed keys and their new values.
+
+    The file is edited as a YAML document, not rewritten from the settings: its comments, key
+    order and every key the profile does not name stay as they are. The result is validated
+    (as a whole and as written) before it atomically replaces the file.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError as RoundTripError
+
     from sena_cli.artifacts import atomic_write_text
 
-    profile_file = Path(profile_file)
+    params_file, profile_file = Path(params_file), Path(profile_file)
     if not profile_file.is_file():
         raise SenaError(f"{profile_file}: profile not found; see profiles/ for the shipped ones")
     overrides = read_yaml(profile_file)
@@ -697,9 +707,33 @@ def apply_profile(params_file: str | Path, profile_file: str | Path) -> dict:
         raise SenaError(f"{profile_file}: must be a mapping of sections to keys")
     base = load_params(params_file)
     merged = params_from_dict(_merge(to_dict(base), overrides), source=str(profile_file))
+    document = YAML()  # round-trip mode: comments and key order survive
+    document.preserve_quotes = True
+    document.width = 100  # the width params.yaml is written at, so long strings keep their line breaks
+    document.indent(mapping=2, sequence=2, offset=0)
+    try:
+        tree = document.load(params_file.read_text())
+    except RoundTripError:
+        raise SenaError(f"{params_file}: not valid YAML; fix the syntax") from None
+    tree = _lay_over(tree if tree is not None else {}, overrides)
+    out = io.StringIO()
+    document.dump(tree, out)
+    if to_dict(params_from_dict(yaml.safe_load(out.getvalue()) or {}, source=str(params_file))) != to_dict(merged):
+        raise SenaError(f"{params_file}: the profile could not be written into this file as it is laid out; "
+                        f"apply {profile_file} by hand")
+    atomic_write_text(params_file, out.getvalue())
     before, after = _leaves(to_dict(base)), _leaves(to_dict(merged))
-    atomic_write_text(params_file, yaml.safe_dump(to_dict(merged), sort_keys=False))
     return {key: after[key] for key in after if before.get(key) != after[key]}
+
+
+def _lay_over(tree, overrides: dict):
+    """Set overrides' leaves inside a round-trip YAML mapping, keeping everything else of it."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _lay_over(tree[key], value)
+        else:
+            tree[key] = value
+    return tree
 
 
 def _leaves(d: dict, prefix: str = "") -> dict:

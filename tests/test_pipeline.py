@@ -1,5 +1,6 @@
 """The DVC pipeline end to end on the reduced profile (profiles/ci.yaml), in a temporary copy
-of the repo: three iterations, incremental rebuilds, sharing through a local remote.
+of the repo: three iterations, incremental rebuilds, sharing through a local-folder remote and
+through an S3 server on loopback (moto's, started and stopped by the test).
 
 The tests share one run and go in file order: each later test starts from the state the
 earlier ones left.
@@ -21,15 +22,16 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _run(args, cwd):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def _run(args, cwd, env=None):
+    env = {**(env or os.environ), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1"}  # no usage-report process after every dvc command
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
 
 
-def _dvc(args, cwd):
-    return _run([sys.executable, "-m", "dvc", *args], cwd)
+def _dvc(args, cwd, env=None):
+    return _run([sys.executable, "-m", "dvc", *args], cwd, env)
 
 
 def _ran(out: str) -> set[str]:
@@ -41,6 +43,17 @@ def _copy_code(dst: Path) -> None:
     shutil.copytree(REPO / "profiles", dst / "profiles")
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, dst / name)
+
+
+def _clone(root: Path, clone: Path) -> Path:
+    """What another machine has after checking out root's commit: code, params, dvc.lock, DVC config."""
+    clone.mkdir()
+    _copy_code(clone)
+    shutil.copy(root / "params.yaml", clone / "params.yaml")
+    shutil.copy(root / "dvc.lock", clone / "dvc.lock")
+    _dvc(["init", "--no-scm", "-q"], clone)
+    shutil.copy(root / ".dvc" / "config", clone / ".dvc" / "config")
+    return clone
 
 
 def _edit_params(root: Path, edit) -> None:
@@ -119,17 +132,44 @@ def test_artifacts_pushed_from_one_clone_pull_into_another_with_nothing_to_rerun
     remote = tmp_path / "remote"
     _dvc(["remote", "add", "-d", "shared", str(remote)], root)
     _dvc(["push"], root)
-    clone = tmp_path / "clone"
-    clone.mkdir()
-    _copy_code(clone)
-    shutil.copy(root / "params.yaml", clone / "params.yaml")
-    shutil.copy(root / "dvc.lock", clone / "dvc.lock")
-    _dvc(["init", "--no-scm", "-q"], clone)
-    shutil.copy(root / ".dvc" / "config", clone / ".dvc" / "config")
+    clone = _clone(root, tmp_path / "clone")
     _dvc(["pull"], clone)
     weights = "models/iter3/model.safetensors"
     assert (clone / weights).read_bytes() == (root / weights).read_bytes()
     assert _ran(_dvc(["repro"], clone)) == ALWAYS
+
+
+def test_artifacts_pushed_to_s3_pull_into_a_fresh_clone_with_nothing_to_rerun(project, tmp_path, record_property):
+    """DVC's S3 remote (the `s3` extra, dvc-s3) against moto's S3 server on loopback."""
+    from tests.s3 import loopback_s3
+
+    root, _ = project
+    with loopback_s3() as s3:
+        print(f"moto S3 server started at {s3.endpoint} (pid {s3.process.pid})")
+        _dvc(["remote", "add", "s3store", f"s3://{s3.bucket}/sena"], root)
+        _dvc(["remote", "modify", "s3store", "endpointurl", s3.endpoint], root)  # credentials: environment only
+        pushed = _dvc(["push", "-r", "s3store"], root, s3.env)
+        objects, size = s3.stored()
+        print(f"dvc push -r s3store: {pushed.strip()}; the bucket holds {objects} objects, {size:,} bytes")
+        record_property("s3_bytes_pushed", size)
+        models = sum((root / f"models/iter{k}/model.safetensors").stat().st_size for k in (0, *ITERS))
+        assert objects > 0 and size > models
+        assert "up to date" in _dvc(["push", "-r", "s3store"], root, s3.env).lower()
+        assert s3.stored() == (objects, size)
+
+        clone = _clone(root, tmp_path / "clone")
+        print(f"dvc pull -r s3store (fresh clone): {_dvc(['pull', '-r', 's3store'], clone, s3.env).strip()[-200:]}")
+    print(f"moto S3 server stopped (exit code {s3.process.returncode})")
+    weights = "models/iter3/model.safetensors"
+    assert (clone / weights).read_bytes() == (root / weights).read_bytes()
+    repro = _dvc(["repro"], clone)
+    print(f"dvc repro in the clone: {repro.strip()}")
+    assert _ran(repro) == set()
+    shown = json.loads(_dvc(["metrics", "show", "--json"], clone))
+    print(f"dvc metrics show in the clone:\n{_dvc(['metrics', 'show'], clone)}")
+    files = next(iter(shown.values()))["data"]
+    assert {f"metrics/iter{k}.json" for k in (0, *ITERS)} <= set(files)
+    assert shown == json.loads(_dvc(["metrics", "show", "--json"], root))
 
 
 def test_a_qa_prompt_reruns_qa_and_everything_downstream_in_every_iteration(project):

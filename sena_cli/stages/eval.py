@@ -19,9 +19,10 @@ from sena_cli import layout
 from sena_cli.artifacts import Journal, file_identity, fingerprint, write_json, write_jsonl
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import registry
-from sena_cli.config import Params, to_dict
+from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.progress import Progress, no_progress
+from sena_cli.tracked import tracked_params
 from sena_cli.vlm import VLM
 
 
@@ -52,8 +53,7 @@ def run_eval(
     # Each finished benchmark is journaled: a killed run resumes at the first unfinished one
     # (and a judged one, at its first unjudged question).
     names = [b.name for b in benchmarks]
-    run_id = fingerprint(to_dict(params)["eval"], params.loop.seed, names,
-                         file_identity(layout.model_dir(k, root)))
+    run_id = fingerprint(tracked_params("eval", k, params, root), names, file_identity(layout.model_dir(k, root)))
     journal = Journal(layout.iter_dir(k, root) / "eval.partial.jsonl", run_id)
     done = journal.done()
     for i, b in enumerate(benchmarks):

@@ -34,6 +34,7 @@ from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.filters import filter_reasons, first_failed_filter
 from sena_cli.progress import Progress, no_progress
+from sena_cli.tracked import tracked_params
 
 # What the stored reference log-probs were computed under (tokenization, precision); `train` checks it.
 REFERENCE_FILE = "reference.json"
@@ -90,7 +91,8 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
         _refuse_too_long(PreferenceCollator(vlm.processor, vlm.chat, load), pairs, bs, params.train.max_length,
                          progress(f"token lengths, iteration {k}", len(pairs)))
         # A journal of other pairs, another model or tokenization is stale: the fingerprint tells.
-        run_id = fingerprint(pairs, bs, reference, file_identity(layout.model_dir(k - 1, root)))
+        run_id = fingerprint(pairs, tracked_params("pair", k, params, root), reference,
+                             file_identity(layout.model_dir(k - 1, root)))
         journal = Journal(layout.iter_dir(k, root) / "pairs.partial.jsonl", run_id)
         done = journal.done()
         tick = progress(f"reference log-probs, iteration {k}", len(pairs))

@@ -46,6 +46,7 @@ from sena_cli.errors import SenaError
 from sena_cli.method import prompts as P
 from sena_cli.method.questions import extract_questions, kept_questions
 from sena_cli.progress import Progress, no_progress
+from sena_cli.tracked import tracked_params
 from sena_cli.vlm import VLM
 
 
@@ -145,8 +146,8 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
                    processor_settings=params.model.processor)
     partial = partial_dir(k, root)
     # The process count is not part of the run: chunks are the same however they are shared out.
-    run_id = fingerprint(manifest, params.qa, params.noise, params.model.processor,
-                         file_identity(layout.model_dir(k - 1, root)))
+    run_id = fingerprint(manifest, file_identity(layout.iter_dir(k, root) / "noised", "**/*"),
+                         tracked_params("qa", k, params, root), file_identity(layout.model_dir(k - 1, root)))
     journal = Journal(partial / f"rank{rank}.jsonl", run_id)
     done = read_journals(partial.glob("rank*.jsonl"), run_id)
     tick = progress(f"qa iteration {k} (images)", len(manifest))

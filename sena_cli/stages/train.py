@@ -24,10 +24,11 @@ import torch
 
 from sena_cli import layout
 from sena_cli.artifacts import atomic_dir, file_identity, fingerprint, read_jsonl, sampled_image_loader, write_json
-from sena_cli.config import Params, to_dict
+from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.loss import gradient_accumulation
 from sena_cli.progress import Progress, no_progress
+from sena_cli.tracked import tracked_params
 
 # What the log and summary keep of trl's metrics, named for people.
 LOGGED = {
@@ -107,8 +108,8 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     started = time.perf_counter()
 
     work = layout.train_work_dir(k, root)
-    run_id = fingerprint(to_dict(params)["train"], pairs, file_identity(layout.model_dir(k - 1, root)),
-                         state.num_processes)
+    run_id = fingerprint(tracked_params("train", k, params, root), pairs,
+                         file_identity(layout.model_dir(k - 1, root)), state.num_processes)
     resume = _prepare_work_dir(work, run_id, state)
     trainer = _build_trainer(params, k, root, vlm, pairs, accumulation, work, resume, progress, state)
     resumed = {"resumed from step": _last_checkpoint_step(work)} if resume else {}

@@ -1,0 +1,87 @@
+"""`sena profile NAME` edits params.yaml in place: comments, key order and other keys stay."""
+
+import difflib
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sena_cli.cli import app
+from sena_cli.config import _leaves, apply_profile, load_params, to_dict
+from sena_cli.errors import SenaError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _changed_lines(before: str, after: str) -> tuple[list[str], list[str]]:
+    diff = list(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0))
+    removed = [line[1:] for line in diff if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
+    return removed, added
+
+
+def test_the_ci_profile_changes_its_keys_and_nothing_else_of_the_shipped_file(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    before = params.read_text()
+    profile = yaml.safe_load((REPO / "profiles" / "ci.yaml").read_text())
+    wanted = {key: value for key, value in _leaves(profile).items()
+              if _leaves(to_dict(load_params(params)))[key] != value}
+
+    changed = apply_profile(params, REPO / "profiles" / "ci.yaml")
+
+    after = params.read_text()
+    assert changed == wanted and len(wanted) == 10
+    removed, added = _changed_lines(before, after)
+    # One line per changed key, in place: `  pool_images: 1200` -> `  pool_images: 90`.
+    assert len(removed) == len(added) == len(wanted)
+    assert sorted(line.split(":")[0].strip() for line in added) == sorted(k.rpartition(".")[2] for k in wanted)
+    comments = [line for line in before.splitlines() if "#" in line]
+    assert len(comments) >= 8 and all(line in after.splitlines() for line in comments)
+    assert _leaves(to_dict(load_params(params))) == {**_leaves(to_dict(load_params(REPO / "params.yaml"))), **wanted}
+
+
+def test_a_profile_adds_missing_keys_and_keeps_order_quotes_and_comments(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("# my run\nqa:\n  seed: 4  # fixed\nloop:\n  iterations: 2\niterations:\n"
+                      "  \"2\": {train: {lr: 1.0e-05}}\n")
+    profile = tmp_path / "p.yaml"
+    profile.write_text("loop:\n  seed: 3\niterations:\n  '1': {qa: {seed: 9}}\n")
+
+    changed = apply_profile(params, profile)
+
+    assert changed == {"loop.seed": 3, "iterations.1.qa.seed": 9}
+    assert params.read_text() == ("# my run\nqa:\n  seed: 4  # fixed\nloop:\n  iterations: 2\n  seed: 3\niterations:\n"
+                                  "  \"2\": {train: {lr: 1.0e-05}}\n  '1':\n    qa:\n      seed: 9\n")
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("world:\n  max_object_size: 100\n", "must fit a quadrant"),
+    ("train:\n  speed: 2\n", "unknown key 'train.speed'"),
+    ("- a list\n", "must be a mapping"),
+])
+def test_a_bad_profile_leaves_the_file_as_it_was(tmp_path, text, error):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(text)
+    with pytest.raises(SenaError, match=error):
+        apply_profile(params, profile)
+    assert params.read_bytes() == (REPO / "params.yaml").read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("params.yaml", "bad.yaml")]  # no temporary left
+
+
+def test_sena_profile_reports_the_changed_keys(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    first = runner.invoke(app, ["profile", "seva"])
+    assert first.exit_code == 0, first.output
+    assert "qa.self_questioning" in first.output and "train.alignment_weight" in first.output
+    again = runner.invoke(app, ["profile", "seva"])
+    assert again.exit_code == 0 and "nothing changed" in again.output
+    missing = runner.invoke(app, ["profile", "nope"])
+    assert missing.exit_code == 1 and "profiles/nope.yaml: profile not found" in missing.output
