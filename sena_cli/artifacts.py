@@ -105,10 +105,15 @@ class Journal:
         self.path = Path(path)
         self.run_id = run_id
 
-    def add(self, chunk: int, data) -> None:
+    def add(self, chunk: int | str, data) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"run": self.run_id, "chunk": chunk, "data": data}) + "\n")
+        line = json.dumps({"run": self.run_id, "chunk": chunk, "data": data}) + "\n"
+        with open(self.path, "a+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            if end:  # a line cut short by a kill must not swallow this one
+                f.seek(end - 1)
+                line = ("" if f.read(1) == b"\n" else "\n") + line
+            f.write(line.encode())  # append mode: always at the end
             f.flush()
             os.fsync(f.fileno())
 
