@@ -82,6 +82,10 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     records = read_qa(k, root)
     started = time.perf_counter()
     pairs, drops = filter_pairs(params, records)
+    stats = {"records": len(records), "pairs": len(pairs),
+             "pairs_des": sum(p["type"] == "des" for p in pairs),
+             "pairs_gen": sum(p["type"] == "gen" for p in pairs),
+             "dropped": drops}
     partial = partial_dir(k, root)
     ranks = Ranks.start(partial)  # before any work: the processes must share the project folder
     bs = params.pair.batch_size
@@ -109,22 +113,15 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
                                                 precision=precision))
             batches_run += 1
             tick(len(batches[b]))
-        if not ranks.is_main:
-            ranks.finish()
-            return {"rank": ranks.rank, "batches run now": batches_run}
-        # Rank 0 waits for the other ranks' batches, for as long as they are alive (no fixed timeout).
-        logps = ranks.collect(range(len(batches)), done, on_found=lambda b: tick(len(batches[b])))
-        for b, chunk in enumerate(batches):
-            for p, (c, c_mean, r, r_mean) in zip(chunk, logps[b], strict=True):
-                p.update(ref_chosen_logp=c, ref_chosen_logp_mean=c_mean, ref_rejected_logp=r,
-                         ref_rejected_logp_mean=r_mean)
+        if ranks.is_main:  # rank 0 waits for the other ranks' batches while they are alive (no fixed timeout)
+            logps = ranks.collect(range(len(batches)), done, on_found=lambda b: tick(len(batches[b])))
+            for b, chunk in enumerate(batches):
+                for p, (c, c_mean, r, r_mean) in zip(chunk, logps[b], strict=True):
+                    p.update(ref_chosen_logp=c, ref_chosen_logp_mean=c_mean, ref_rejected_logp=r,
+                             ref_rejected_logp_mean=r_mean)
     ranks.finish()
     if not ranks.is_main:
-        return {"rank": ranks.rank, "batches run now": 0}
-    stats = {"records": len(records), "pairs": len(pairs),
-             "pairs_des": sum(p["type"] == "des" for p in pairs),
-             "pairs_gen": sum(p["type"] == "gen" for p in pairs),
-             "dropped": drops}
+        return {**stats, "rank": ranks.rank, "batches run now": batches_run}
     with atomic_dir(layout.iter_dir(k, root) / "pairs") as tmp:
         write_jsonl(tmp / "pairs.jsonl", pairs)
         write_json(tmp / "stats.json", stats)

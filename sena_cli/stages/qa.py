@@ -150,7 +150,7 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
     if not ranks.is_main:
         ranks.finish()
         return {"rank": ranks.rank, "chunks run now": len(mine)}
-    # Rank 0 waits for the other ranks' chunks, for as long as they are alive (no fixed timeout).
+    # Rank 0 waits for the other ranks' chunks while they are alive (no fixed timeout).
     results = ranks.collect(range(len(chunks)), done, on_found=lambda c: tick(len(chunks[c])))
     ranks.finish()
     return _merge(params, k, root, results, len(chunks), len(mine), time.perf_counter() - started)
