@@ -110,6 +110,12 @@ class Ranks:
             raise SenaError(box[0][1])
         return box[0][1]
 
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
     def gather(self, value: T) -> list[T]:
         """Every rank's `value`, in rank order, on every rank."""
         if self.world == 1:
