@@ -45,6 +45,7 @@ def _launch(tmp_path, how):
                            str(tmp_path / "project"), how], env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_ranks_that_do_not_share_the_project_folder_stop_at_start_in_one_line(tmp_path):
     result = _launch(tmp_path, "separate")
     assert result.returncode != 0
@@ -57,6 +58,7 @@ def test_ranks_that_do_not_share_the_project_folder_stop_at_start_in_one_line(tm
     assert not list((tmp_path / "project/machine0/data/iter1/qa.partial").iterdir())  # the token is removed
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_ranks_that_share_the_folder_agree_on_one_launch(tmp_path):
     result = _launch(tmp_path, "shared")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from sena_cli.config import params_from_dict
 from sena_cli.stages.eval import run_eval
 from tests.bench.test_judge import KEY, FakeJudge, _write_benchmarks, endpoint  # noqa: F401 - the fixture
@@ -15,6 +17,7 @@ from tests.helpers import project_from
 OUTPUTS = ("metrics/iter0.json", "data/iter0/eval/answers.jsonl")
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_two_processes_share_the_questions_and_write_what_one_writes(micro_project, micro_dict, tmp_path,
                                                                      endpoint, monkeypatch):  # noqa: F811
     files = _write_benchmarks(tmp_path)

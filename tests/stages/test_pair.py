@@ -94,6 +94,7 @@ def _torchrun(project, *args, **popen):
 OUTPUTS = ("data/iter1/pairs/pairs.jsonl", "data/iter1/pairs/stats.json", "data/iter1/pairs/reference.json")
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_two_processes_share_the_batches_and_write_what_one_writes(micro_project, micro_dict, tmp_path):
     import re
     import subprocess
@@ -111,6 +112,7 @@ def test_two_processes_share_the_batches_and_write_what_one_writes(micro_project
     assert sorted(map(int, re.findall(r"batches run now\s*│\s*(\d+)", stdout))) == [2, 3]
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_a_killed_two_process_run_resumes_with_one_process(micro_project, micro_dict, tmp_path):
     """The process count is not part of the run: what either rank journaled is kept, only the rest is redone."""
     import json

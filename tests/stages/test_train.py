@@ -269,3 +269,37 @@ def test_collective_timeout_grows_with_the_model(tmp_path):
             f.truncate(size)
     assert train_stage.collective_timeout_s(small) == pytest.approx(30 * 60 + 0.08)
     assert train_stage.collective_timeout_s(big) == pytest.approx(30 * 60 + 80)  # 8 GB written at 100 MB/s
+
+
+@pytest.mark.slow  # torchrun, 2 processes
+def test_two_processes_train_what_one_trains(paired_project, micro_dict, tmp_path):
+    """DDP over 2 processes (gloo on CPU) under torchrun: the same global batches (10 pairs, 2 a step,
+    no padding of a last uneven batch), so the same θ1 as one process accumulating two micro-batches."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import full_params_yaml
+
+    d = {**micro_dict, "train": {"global_batch_size": 2, "per_device_batch_size": 1, "lr": 1e-3,
+                                 "checkpoint_steps": 0}}
+    single = shutil.copytree(paired_project, tmp_path / "single", symlinks=True)
+    run_train(params_from_dict(d), 1, root=single)
+    (paired_project / "params.yaml").write_text(full_params_yaml(d))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port),
+                           "-m", "sena_cli", "train", "--iter", "1"],
+                          cwd=paired_project, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((paired_project / "data/iter1/train/summary.json").read_text())
+    assert summary["processes"] == 2 and summary["gradient_accumulation"] == 1 and summary["steps"] == 5
+    ours = load_file(paired_project / "models/iter1/model.safetensors")
+    theirs = load_file(single / "models/iter1/model.safetensors")
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in theirs) < 1e-5
+    assert not (paired_project / "data/iter1/train.partial").exists()
