@@ -16,7 +16,7 @@ launch) exists before the model loads, so under ZeRO-3 from_pretrained loads it 
 Outputs: models/iterK (safetensors + processor), data/iterK/train/ (dvclive curves and
 summary.json). Checkpoints go to data/iterK/train.partial/ so a killed run resumes (with the
 same process count: DeepSpeed's checkpoints are partitioned by rank). A checkpoint holds the
-weights and the optimizer's states, about 16 bytes per trained parameter (~100 GB for a
+weights and the optimizer's states, 12-16 bytes per trained parameter (~110 GB for a
 full-parameter 7B model under ZeRO-3): `train.checkpoint_steps` trades that cost against the
 steps a kill may lose.
 """
