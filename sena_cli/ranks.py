@@ -16,6 +16,8 @@ as one:
   their journals (`collect`) for as long as they are alive: each rank touches its journal every
   HEARTBEAT_S seconds, and a wait fails only when a rank it waits for has given no sign for
   STALE_AFTER_S seconds (the process died, or lost the folder), never because work is long.
+  At the end every rank says it is done with the folder (`finish`); rank 0 waits for that,
+  the same way, before it removes the folder.
 
 `train` has no chunks: its waits are the trainer's collectives, whose timeout it sizes with
 `Ranks.start(timeout_s=...)`.
