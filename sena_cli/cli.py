@@ -278,7 +278,7 @@ def evaluate(k: int = ITER_OPTION) -> None:
         out.print(table)
         for name, why in result["skipped"].items():
             console.print(f"[yellow]{name}[/]: {why}", highlight=False)
-        console.print(f"evaluated in {result['seconds']:.1f} s")
+        console.print(f"evaluated in {result['seconds']:.1f} s; batches run now: {result['batches run now']}")
 
 
 @app.command()

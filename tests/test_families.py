@@ -155,14 +155,13 @@ def test_prompts_are_the_tokens_generation_sees_and_answers_end_with_the_end_tok
 
 def _step0_log_ratios(run: FamilyRun, params: Params, root: Path) -> list[float]:
     """|log πθ0 - stored log πref| per answer, computed the way trl's DPO loss computes it at step 0."""
-    from accelerate import PartialState
-
     from sena_cli.stages import train as train_stage
 
     pairs = train_stage.read_pairs(1, root)
     vlm = _vlm(run)
-    trainer = train_stage._build_trainer(params, 1, root, vlm, pairs, 1, root / "work", False,
-                                         lambda name, total: (lambda n: None), PartialState())
+    config = train_stage._training_config(params, root / "work", 1, 60)
+    trainer = train_stage._build_trainer(params, 1, root, vlm, pairs, config, root / "work", False,
+                                         lambda name, total: (lambda n: None), True)
     diffs = []
     for start in range(0, len(pairs), 2):
         batch = trainer.data_collator(pairs[start : start + 2])

@@ -5,11 +5,20 @@ benchmark registry's business (sena_cli/bench/registry.py). Metrics keys are sta
 (`pope.<split>.<metric>`, `chair.<metric>`, other benchmarks under their own name) so
 `dvc metrics diff` compares iterations; the per-question answers go to
 data/iterK/eval/answers.jsonl for inspection.
+
+Every batch of answers is journaled (data/iterK/eval.partial/), and so is every finished
+benchmark, so a killed run resumes at its first unanswered batch. Under `torchrun`/`accelerate
+launch` each generation's batches are dealt out between processes (each on its own device)
+and every rank reads the others' answers back in question order (sena_cli/ranks.py), so the
+scores and answers equal a one-process run's. Judge calls run on rank 0 only; judged
+benchmarks run after the others, so the other ranks are not kept waiting while it judges.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +31,7 @@ from sena_cli.bench import registry
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.progress import Progress, no_progress
+from sena_cli.ranks import Ranks
 from sena_cli.tracked import tracked_params
 from sena_cli.vlm import VLM
 
@@ -32,47 +42,116 @@ def run_eval(
 ) -> dict:
     if k < 0 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: must be between 0 and loop.iterations ({params.loop.iterations})")
-    benchmarks = [registry.get(name) for name in params.eval.benchmarks]
+    ranks = Ranks.start(partial_dir(k, root))  # before any work: the processes must share the project folder
     # Judged benchmarks without a configured judge are skipped, each with one line saying how to enable it.
-    skipped, judge = {}, None
-    if any(b.judged for b in benchmarks):
-        try:
-            judge = judge_lib.Judge(params.eval.judge, journal=_judge_journal(k, root))
-        except judge_lib.JudgeUnavailable as why:
-            skipped = {b.name: str(why) for b in benchmarks if b.judged}
-            benchmarks = [b for b in benchmarks if not b.judged]
-    ctx = registry.Context(params, root, judge)
+    # Rank 0 decides (it alone calls the judge); every rank runs what it decided.
+    judge: dict = {}
+    names, skipped = ranks.from_main(lambda: _runnable(params, k, root, judge))
+    benchmarks = [registry.get(name) for name in names]
+    ctx = registry.Context(params, root, judge.get("judge") if ranks.is_main else _JudgeOnMain())
     # Read and check every benchmark file before loading the model and generating.
     counts = {b.name: b.counter()(ctx) for b in benchmarks}
     torch.manual_seed(params.loop.seed)
     vlm = VLM.load(layout.model_dir(k, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype, processor_settings=params.model.processor)
+                   dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor)
+    started = time.perf_counter()
+    run_id = fingerprint(tracked_params("eval", k, params, root), names, file_identity(layout.model_dir(k, root)))
+    done = ranks.finished(run_id)
+    journal = ranks.journal()
+    results: dict[int, list] = {}
+    batches_run = 0
+    # Judged benchmarks last: while rank 0 waits for the judge, the others have no batch left to wait for.
+    for i in sorted(range(len(benchmarks)), key=lambda i: benchmarks[i].judged):
+        b = benchmarks[i]
+        tick = progress(b.name, counts[b.name])
+        if f"benchmark:{i}" in done:
+            tick(counts[b.name])
+            continue
+        shared = _SharedGeneration(vlm, ranks, journal, done, i)
+        try:
+            result, recs = b.runner()(ctx, shared, tick)
+        except _OnMain:  # the judge calls of this benchmark are rank 0's
+            continue
+        finally:
+            batches_run += shared.batches_run
+        if ranks.is_main:
+            results[i] = [b.key, result, recs]
+            journal.add(f"benchmark:{i}", results[i])
+    ranks.finish()
+    if not ranks.is_main:
+        return {"metrics": {}, "skipped": {}, "rank": ranks.rank, "batches run now": batches_run,
+                "seconds": time.perf_counter() - started}
+    previous = ranks.collect([f"benchmark:{i}" for i in range(len(benchmarks)) if i not in results], done)
     metrics: dict = {}
     records: list[dict] = []
-    started = time.perf_counter()
-    # Each finished benchmark is journaled: a killed run resumes at the first unfinished one
-    # (and a judged one, at its first unjudged question).
-    names = [b.name for b in benchmarks]
-    run_id = fingerprint(tracked_params("eval", k, params, root), names, file_identity(layout.model_dir(k, root)))
-    journal = Journal(layout.iter_dir(k, root) / "eval.partial.jsonl", run_id)
-    done = journal.done()
-    for i, b in enumerate(benchmarks):
-        tick = progress(b.name, counts[b.name])
-        if i in done:
-            key, result, recs = done[i]
-            tick(counts[b.name])
-        else:
-            result, recs = b.runner()(ctx, vlm, tick)
-            key = b.key
-            journal.add(i, [key, result, recs])
+    for i in range(len(benchmarks)):  # in the order of eval.benchmarks
+        key, result, recs = results.get(i) or previous[f"benchmark:{i}"]
         metrics[key] = result
         records += recs
     write_jsonl(layout.eval_dir(k, root) / "answers.jsonl", records)
     write_json(layout.metrics_file(k, root), metrics)
-    journal.path.unlink(missing_ok=True)
+    shutil.rmtree(partial_dir(k, root), ignore_errors=True)
     _judge_journal(k, root).unlink(missing_ok=True)
-    return {"metrics": metrics, "skipped": skipped, "benchmarks run now": len(names) - len(done),
-            "seconds": time.perf_counter() - started}
+    return {"metrics": metrics, "skipped": skipped, "benchmarks run now": len(results),
+            "batches run now": batches_run, "seconds": time.perf_counter() - started}
+
+
+def _runnable(params: Params, k: int, root: Path, judge: dict) -> tuple[list[str], dict[str, str]]:
+    """(the benchmarks to run, {skipped judged benchmark: why}); puts the judge, if any, in `judge`."""
+    benchmarks = [registry.get(name) for name in params.eval.benchmarks]
+    if any(b.judged for b in benchmarks):
+        try:
+            judge["judge"] = judge_lib.Judge(params.eval.judge, journal=_judge_journal(k, root))
+        except judge_lib.JudgeUnavailable as why:
+            return [b.name for b in benchmarks if not b.judged], {b.name: str(why) for b in benchmarks if b.judged}
+    return [b.name for b in benchmarks], {}
+
+
+def partial_dir(k: int, root: Path) -> Path:
+    """Journals of an unfinished `sena eval --iter k` (not a DVC output, so a rerun resumes)."""
+    return layout.iter_dir(k, root) / "eval.partial"
+
+
+class _OnMain(Exception):
+    """Raised on ranks other than 0 where a benchmark asks the judge: rank 0 does that part."""
+
+
+class _JudgeOnMain:
+    def ask_all(self, prompts):
+        raise _OnMain
+
+
+class _SharedGeneration:
+    """What a benchmark runner sees as the model: each generate() call's batches are dealt out
+    between the ranks and journaled; every rank gets back all answers, in question order.
+
+    A batch is named by (benchmark, call, batch, hash of its prompts), so a resumed run reuses
+    exactly the answers to the same questions, whichever process count wrote them."""
+
+    def __init__(self, vlm: VLM, ranks: Ranks, journal: Journal, done: set, benchmark: int):
+        self.vlm, self.ranks, self.journal, self.done = vlm, ranks, journal, done
+        self.benchmark, self.calls, self.batches_run = benchmark, 0, 0
+
+    def generate(self, images, texts, *, max_new_tokens: int, batch_size: int = 8, on_batch=lambda n: None
+                 ) -> list[str]:
+        call, self.calls = self.calls, self.calls + 1
+        starts = list(range(0, len(texts), batch_size))
+        keys = [f"{self.benchmark}:{call}:{b}:" + hashlib.sha256("\n\0".join(texts[s : s + batch_size]).encode())
+                .hexdigest()[:16] for b, s in enumerate(starts)]
+        size = {key: len(texts[s : s + batch_size]) for key, s in zip(keys, starts)}
+        for key in keys:
+            if key in self.done:
+                on_batch(size[key])
+        for key in self.ranks.mine(keys, self.done):
+            s = starts[keys.index(key)]
+            answers = self.vlm.generate(images[s : s + batch_size] if images is not None else None,
+                                        texts[s : s + batch_size], max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size)
+            self.journal.add(key, answers)
+            self.batches_run += 1
+            on_batch(size[key])
+        found = self.ranks.collect(keys, self.done, on_found=lambda key: on_batch(size[key]))
+        return [answer for key in keys for answer in found[key]]
 
 
 def _judge_journal(k: int, root: Path) -> Path:

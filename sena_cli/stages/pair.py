@@ -7,7 +7,10 @@ and rejected under θ(K-1) (sum over answer tokens and the token mean) are compu
 in batches on the clean image, with the tokens and numeric regime of `train`'s step 0
 (vlm/preference.py, vlm/model.py), and stored with the pair, so `train` holds no second model.
 Every pair's length is checked against train.max_length before any forward pass.
-Finished batches of log-probs are journaled, so a killed run resumes.
+Finished batches of log-probs are journaled (data/iterK/pairs.partial/), so a killed run
+resumes. Under `torchrun`/`accelerate launch` the unfinished batches are dealt out between
+processes, each on its own device, and rank 0 merges them in batch order (sena_cli/ranks.py);
+each rank checks the lengths of its share, and all agree before any of them runs a forward.
 Output: data/iterK/pairs/pairs.jsonl (loadable with `datasets.load_dataset("json", ...)`)
 and stats.json with the per-filter counts.
 """
@@ -15,12 +18,12 @@ and stats.json with the per-filter counts.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 from sena_cli import layout
 from sena_cli.artifacts import (
-    Journal,
     atomic_dir,
     file_identity,
     fingerprint,
@@ -34,6 +37,7 @@ from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.filters import filter_reasons, first_failed_filter
 from sena_cli.progress import Progress, no_progress
+from sena_cli.ranks import Ranks
 from sena_cli.tracked import tracked_params
 
 # What the stored reference log-probs were computed under (tokenization, precision); `train` checks it.
@@ -66,6 +70,11 @@ def filter_pairs(params: Params, records: list[dict]) -> tuple[list[dict], dict[
     return kept, counts
 
 
+def partial_dir(k: int, root: Path) -> Path:
+    # Beside, not inside, data/iterK/pairs: DVC empties a stage's outputs before it runs.
+    return layout.iter_dir(k, root) / "pairs.partial"
+
+
 def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     from sena_cli.vlm import VLM, training_precision
     from sena_cli.vlm.preference import PreferenceCollator, tokenization_id
@@ -78,57 +87,67 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     sha256 = {r.get("path"): r.get("sha256") for r in read_manifest(k, root)}
     for p in pairs:  # so `train` can check the image it reads, without the manifest
         p["image_sha256"] = sha256.get(p["image"])
-    bs = params.pair.batch_size
-    batches_run, reference = 0, {}
-    if pairs:
-        # θ(K-1) as `train` holds it at step 0: fp32 weights, autocast to train.precision (vlm/model.py).
-        vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                       dtype="float32", processor_settings=params.model.processor)
-        precision = training_precision(params.train.precision, vlm.device)
-        reference = {"tokenization": tokenization_id(vlm.chat, params.train.max_length, precision),
-                     "precision": precision}
-        load = sampled_image_loader(pairs, root, k)
-        _refuse_too_long(PreferenceCollator(vlm.processor, vlm.chat, load), pairs, bs, params.train.max_length,
-                         progress(f"token lengths, iteration {k}", len(pairs)))
-        # A journal of other pairs, another model or tokenization is stale: the fingerprint tells.
-        run_id = fingerprint(pairs, tracked_params("pair", k, params, root), reference,
-                             file_identity(layout.model_dir(k - 1, root)))
-        journal = Journal(layout.iter_dir(k, root) / "pairs.partial.jsonl", run_id)
-        done = journal.done()
-        tick = progress(f"reference log-probs, iteration {k}", len(pairs))
-        for b, start in enumerate(range(0, len(pairs), bs)):
-            chunk = pairs[start : start + bs]
-            if b not in done:
-                done[b] = vlm.preference_logps(chunk, load, max_length=params.train.max_length, precision=precision)
-                journal.add(b, done[b])
-                batches_run += 1
-            for p, (c, c_mean, r, r_mean) in zip(chunk, done[b]):
-                p.update(ref_chosen_logp=c, ref_chosen_logp_mean=c_mean, ref_rejected_logp=r,
-                         ref_rejected_logp_mean=r_mean)
-            tick(len(chunk))
     stats = {"records": len(records), "pairs": len(pairs),
              "pairs_des": sum(p["type"] == "des" for p in pairs),
              "pairs_gen": sum(p["type"] == "gen" for p in pairs),
              "dropped": drops}
+    partial = partial_dir(k, root)
+    ranks = Ranks.start(partial)  # before any work: the processes must share the project folder
+    bs = params.pair.batch_size
+    batches = [pairs[s : s + bs] for s in range(0, len(pairs), bs)]
+    batches_run, reference = 0, {}
+    if pairs:
+        # θ(K-1) as `train` holds it at step 0: fp32 weights, autocast to train.precision (vlm/model.py).
+        vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
+                       dtype="float32", device=ranks.device, processor_settings=params.model.processor)
+        precision = training_precision(params.train.precision, vlm.device)
+        reference = {"tokenization": tokenization_id(vlm.chat, params.train.max_length, precision),
+                     "precision": precision}
+        load = sampled_image_loader(pairs, root, k)
+        share = [b for i, b in enumerate(batches) if i % ranks.world == ranks.rank]
+        _refuse_too_long(PreferenceCollator(vlm.processor, vlm.chat, load), share, params.train.max_length,
+                         progress(f"token lengths, iteration {k}", sum(map(len, share))), ranks)
+        # A journal of other pairs, another model or tokenization is stale: the fingerprint tells.
+        run_id = fingerprint(pairs, tracked_params("pair", k, params, root), reference,
+                             file_identity(layout.model_dir(k - 1, root)))
+        done = ranks.finished(run_id)
+        journal = ranks.journal()
+        tick = progress(f"reference log-probs, iteration {k}", len(pairs))
+        tick(sum(len(batch) for b, batch in enumerate(batches) if b in done))
+        for b in ranks.mine(range(len(batches)), done):
+            journal.add(b, vlm.preference_logps(batches[b], load, max_length=params.train.max_length,
+                                                precision=precision))
+            batches_run += 1
+            tick(len(batches[b]))
+        if ranks.is_main:  # rank 0 waits for the other ranks' batches while they are alive (no fixed timeout)
+            logps = ranks.collect(range(len(batches)), done, on_found=lambda b: tick(len(batches[b])))
+            for b, chunk in enumerate(batches):
+                for p, (c, c_mean, r, r_mean) in zip(chunk, logps[b], strict=True):
+                    p.update(ref_chosen_logp=c, ref_chosen_logp_mean=c_mean, ref_rejected_logp=r,
+                             ref_rejected_logp_mean=r_mean)
+    ranks.finish()
+    if not ranks.is_main:
+        return {**stats, "rank": ranks.rank, "batches run now": batches_run}
     with atomic_dir(layout.iter_dir(k, root) / "pairs") as tmp:
         write_jsonl(tmp / "pairs.jsonl", pairs)
         write_json(tmp / "stats.json", stats)
         write_json(tmp / REFERENCE_FILE, reference)
-    (layout.iter_dir(k, root) / "pairs.partial.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(partial, ignore_errors=True)
     return {**stats, "batches run now": batches_run, "output": str(layout.iter_dir(k, root) / "pairs"),
             "seconds": time.perf_counter() - started}
 
 
-def _refuse_too_long(collator, pairs: list[dict], batch_size: int, max_length: int, tick) -> None:
-    """Every pair within train.max_length, checked before any forward pass (one line naming the fix)."""
+def _refuse_too_long(collator, batches: list[list[dict]], max_length: int, tick, ranks: Ranks) -> None:
+    """Every pair within train.max_length, checked before any forward pass (one line naming the fix).
+
+    Each rank measures its share of the batches; all agree before any of them runs the model."""
     from sena_cli.vlm.preference import TOO_LONG
 
-    lengths = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        lengths += collator.lengths(chunk)
+    over = []
+    for chunk in batches:
+        over += [(n, image) for n, image in collator.lengths(chunk) if n > max_length]
         tick(len(chunk))
-    over = [(n, image) for n, image in lengths if n > max_length]
+    over = [o for share in ranks.gather(over) for o in share]
     if over:
         longest, image = max(over)
         raise SenaError(TOO_LONG.format(n=len(over), limit=max_length, longest=longest, image=image))

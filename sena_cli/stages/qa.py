@@ -14,29 +14,25 @@ Per sampled image, with θ(K-1):
      original answer is kept.
 Work goes in chunks of `qa.batch_size` images in manifest order; each finished chunk is
 flushed to data/iterK/qa.partial/, so a killed run resumes without redoing it. Under
-`torchrun`/`accelerate launch` chunks are split between processes and rank 0 merges.
+`torchrun`/`accelerate launch` the unfinished chunks are dealt out between processes and
+rank 0 merges (sena_cli/ranks.py: a shared project folder, any process count on resume).
 The final records appear atomically in data/iterK/qa/.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from sena_cli import layout
 from sena_cli.artifacts import (
     Corruption,
-    Journal,
     atomic_dir,
     file_identity,
     fingerprint,
     open_manifest_image,
-    read_journals,
     read_manifest,
     write_json,
     write_jsonl,
@@ -46,6 +42,7 @@ from sena_cli.errors import SenaError
 from sena_cli.method import prompts as P
 from sena_cli.method.questions import extract_questions, kept_questions
 from sena_cli.progress import Progress, no_progress
+from sena_cli.ranks import Ranks
 from sena_cli.tracked import tracked_params
 from sena_cli.vlm import VLM
 
@@ -125,59 +122,43 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, corrupti
     return records, drops
 
 
-def _rank_and_world() -> tuple[int, int, object | None]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        state = PartialState(cpu=not torch.cuda.is_available())
-        return state.process_index, state.num_processes, state
-    return 0, 1, None
-
-
 def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     if k < 1 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: qa runs for iterations 1..loop.iterations ({params.loop.iterations})")
     manifest = read_manifest(k, root)
     corruption = Corruption(params, k, root)
-    rank, world, state = _rank_and_world()
+    partial = partial_dir(k, root)
+    ranks = Ranks.start(partial)  # before any work: the processes must share the project folder
     started = time.perf_counter()
     vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype, device=getattr(state, "device", None),
-                   processor_settings=params.model.processor)
-    partial = partial_dir(k, root)
+                   dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor)
     # The process count is not part of the run: chunks are the same however they are shared out.
     run_id = fingerprint(manifest, file_identity(layout.iter_dir(k, root) / "noised", "**/*"),
                          tracked_params("qa", k, params, root), file_identity(layout.model_dir(k - 1, root)))
-    journal = Journal(partial / f"rank{rank}.jsonl", run_id)
-    done = read_journals(partial.glob("rank*.jsonl"), run_id)
+    done = ranks.finished(run_id)
+    journal = ranks.journal()
     tick = progress(f"qa iteration {k} (images)", len(manifest))
     bs = params.qa.batch_size
     chunks = [manifest[s : s + bs] for s in range(0, len(manifest), bs)]
-    redone = 0
-    for c, items in enumerate(chunks):
-        if c % world != rank:
-            continue
-        if c in done:
-            tick(len(items))
-            continue
+    tick(sum(len(chunk) for c, chunk in enumerate(chunks) if c in done))
+    mine = ranks.mine(range(len(chunks)), done)
+    for c in mine:
+        items = chunks[c]
         images = [open_manifest_image(root, it, k) for it in items]
         records, drops = qa_chunk(vlm, params, items, images, corruption)
         journal.add(c, {"records": records, "drops": drops, "images": len(items)})  # a kill loses this chunk at most
-        redone += 1
         tick(len(items))
-    if state is not None:
-        state.wait_for_everyone()
-    if rank != 0:
-        return {"rank": rank, "chunks_run": redone}
-    return _merge(params, k, root, run_id, len(chunks), redone, time.perf_counter() - started)
+    if not ranks.is_main:
+        ranks.finish()
+        return {"rank": ranks.rank, "chunks run now": len(mine)}
+    # Rank 0 waits for the other ranks' chunks while they are alive (no fixed timeout).
+    results = ranks.collect(range(len(chunks)), done, on_found=lambda c: tick(len(chunks[c])))
+    ranks.finish()
+    return _merge(params, k, root, results, len(chunks), len(mine), time.perf_counter() - started)
 
 
-def _merge(params: Params, k: int, root: Path, run_id: str, n_chunks: int, chunks_run: int, seconds: float) -> dict:
+def _merge(params: Params, k: int, root: Path, done: dict, n_chunks: int, chunks_run: int, seconds: float) -> dict:
     partial = partial_dir(k, root)
-    done = read_journals(sorted(partial.glob("rank*.jsonl")), run_id)
-    missing = [c for c in range(n_chunks) if c not in done]
-    if missing:
-        raise SenaError(f"{partial}: chunks {missing[:5]} are not finished; rerun `sena qa --iter {k}` to resume")
     records = [r for c in range(n_chunks) for r in done[c]["records"]]
     drops = {"no_question": 0, "dropped_word": 0}
     for c in range(n_chunks):

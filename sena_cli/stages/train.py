@@ -7,8 +7,18 @@ plain save_pretrained model. Runs the same under `python`, `torchrun` and `accel
 launch` (DeepSpeed configs in configs/); the global batch is per-device batch × gradient
 accumulation × processes.
 
+Start-up order, for scale: every refusal (no pairs, an unreachable global batch, pairs made
+under other tokenization settings, LoRA with ZeRO-3) comes before any weights load; the
+training config (trl's DPOConfig, which makes transformers' DeepSpeed config under a DeepSpeed
+launch) exists before the model loads, so under ZeRO-3 from_pretrained loads it sharded
+(deepspeed.zero.Init) instead of every rank holding the whole fp32 model in host memory.
+
 Outputs: models/iterK (safetensors + processor), data/iterK/train/ (dvclive curves and
-summary.json). Checkpoints go to data/iterK/train.partial/ so a killed run resumes.
+summary.json). Checkpoints go to data/iterK/train.partial/ so a killed run resumes (with the
+same process count: DeepSpeed's checkpoints are partitioned by rank). A checkpoint holds the
+weights and the optimizer's states, 12-16 bytes per trained parameter (~110 GB for a
+full-parameter 7B model under ZeRO-3): `train.checkpoint_steps` trades that cost against the
+steps a kill may lose.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.loss import gradient_accumulation
 from sena_cli.progress import Progress, no_progress
+from sena_cli.ranks import Ranks
 from sena_cli.tracked import tracked_params
 
 # What the log and summary keep of trl's metrics, named for people.
@@ -86,44 +97,49 @@ def _progress_callback(progress: Progress, k: int):
 
 
 def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
-    from accelerate import PartialState
-
     if k < 1 or k > params.loop.iterations:
         raise SenaError(f"--iter {k}: train runs for iterations 1..loop.iterations ({params.loop.iterations})")
     tp = params.train
     pairs = read_pairs(k, root)
-    state = PartialState()
-    accumulation = gradient_accumulation(tp.global_batch_size, tp.per_device_batch_size, state.num_processes)
+    work = layout.train_work_dir(k, root)
+    timeout_s = collective_timeout_s(layout.model_dir(k - 1, root))
+    ranks = Ranks.start(work, timeout_s=timeout_s, heartbeat=False)  # the processes must share the project folder
+    accumulation = gradient_accumulation(tp.global_batch_size, tp.per_device_batch_size, ranks.world)
     if accumulation is None:
         raise SenaError(
             f"train.global_batch_size {tp.global_batch_size} cannot be reached with train.per_device_batch_size "
-            f"{tp.per_device_batch_size} on {state.num_processes} process(es); make it a multiple of "
-            f"{tp.per_device_batch_size * state.num_processes}")
-    from sena_cli.vlm import VLM
+            f"{tp.per_device_batch_size} on {ranks.world} process(es); make it a multiple of "
+            f"{tp.per_device_batch_size * ranks.world}")
+    from sena_cli.vlm import VLM, load_preprocessor
 
-    # fp32 master weights; bf16/fp16 come as autocast (mixed precision): the regime `pair` used.
-    vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype="float32", device=torch.device("cpu"), processor_settings=params.model.processor)
-    _check_reference(params, k, root, vlm)
+    # The processor alone tells whether the stored reference log-probs fit this run.
+    pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
+                            settings=params.model.processor)
+    _check_reference(params, k, root, pre.chat)
+    # Before the model: under a DeepSpeed launch this makes transformers' DeepSpeed config, so
+    # that ZeRO-3 loads the weights sharded (from_pretrained honours is_deepspeed_zero3_enabled()).
+    config = _training_config(params, work, accumulation, timeout_s)
+    if tp.lora and _zero3():
+        raise SenaError("train.lora with DeepSpeed ZeRO-3 cannot merge the sharded adapters; use ZeRO-2 "
+                        "(configs/accelerate/zero2.yaml) or full-parameter training")
     started = time.perf_counter()
-
-    work = layout.train_work_dir(k, root)
     run_id = fingerprint(tracked_params("train", k, params, root), pairs,
-                         file_identity(layout.model_dir(k - 1, root)), state.num_processes)
-    resume = _prepare_work_dir(work, run_id, state)
-    trainer = _build_trainer(params, k, root, vlm, pairs, accumulation, work, resume, progress, state)
+                         file_identity(layout.model_dir(k - 1, root)), ranks.world)
+    resume = ranks.from_main(lambda: _prepare_work_dir(work, run_id))
+    vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
+                   dtype=weights_dtype(config), device=torch.device("cpu"), processor_settings=params.model.processor)
+    trainer = _build_trainer(params, k, root, vlm, pairs, config, work, resume, progress, ranks.is_main)
     resumed = {"resumed from step": _last_checkpoint_step(work)} if resume else {}
     trainer.train(resume_from_checkpoint=resume or None)
     final_eval = trainer.evaluate() if tp.evaluate_pairs else {}
-    _save_model(trainer, params, k, root, state)
+    _save_model(trainer, params, k, root, ranks)
     summary = _summary(trainer.state.log_history, final_eval, pairs, tp.per_device_batch_size, accumulation,
-                       state.num_processes, time.perf_counter() - started)
-    if state.is_main_process:
+                       ranks.world, time.perf_counter() - started)
+    if ranks.is_main:  # the other ranks leave: nothing below needs them
         with atomic_dir(layout.train_dir(k, root)) as tmp:
             shutil.copytree(work / "live", tmp / "live")
             write_json(tmp / "summary.json", summary)
         shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
     return {**{key: summary[key] for key in ("pairs", "steps", "global_batch", "seconds")},
             **{f"{key} first→last": f"{summary['first'][key]:.4f} → {summary['last'][key]:.4f}"
                for key in ("dpo_loss", "alignment_loss", "reward_accuracy") if key in summary["first"]},
@@ -131,7 +147,43 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
             **resumed, "output": str(layout.model_dir(k, root))}
 
 
-def _check_reference(params: Params, k: int, root: Path, vlm) -> None:
+def collective_timeout_s(model: Path) -> float:
+    """How long a rank may wait in one of training's collectives: the longest wait is on another
+    rank's file work (DDP: rank 0 writes the whole checkpoint; the final save), so 30 minutes plus
+    writing a checkpoint (~16 bytes per parameter, 8x the 16-bit weights) at a slow 100 MB/s."""
+    from sena_cli.vlm import resolve_model
+
+    target = resolve_model(model)
+    weights = sum(p.stat().st_size for p in target.glob("*.safetensors")) if isinstance(target, Path) else 0
+    if not weights:  # a hub id: its files are in transformers' cache, wherever that is; assume 7B in 16 bits
+        weights = 14 * 10**9
+    return 30 * 60 + 8 * weights / 100e6
+
+
+def weights_dtype(config) -> str:
+    """The dtype to load the weights in: the one training holds them in.
+
+    Under DDP and DeepSpeed's torch_autocast, mixed precision keeps fp32 master weights and casts
+    inside autocast (the numeric regime `pair` computed the reference log-probs in), so the
+    weights load in fp32. DeepSpeed's own bf16/fp16 modes cast the model's parameters to that
+    dtype before training anyway (and keep fp32 copies in the optimizer, made from them), so
+    loading them in it gives the same numbers with half the host memory.
+    """
+    plugin = getattr(config, "deepspeed_plugin", None)
+    ds = getattr(plugin, "deepspeed_config", None) or {}
+    for key, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
+        if str((ds.get(key) or {}).get("enabled", False)).lower() == "true":
+            return dtype
+    return "float32"
+
+
+def _zero3() -> bool:
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def _check_reference(params: Params, k: int, root: Path, chat) -> None:
     """The stored reference log-probs must come from this tokenization and numeric regime."""
     from sena_cli.vlm import training_precision
     from sena_cli.vlm.preference import tokenization_id
@@ -142,45 +194,55 @@ def _check_reference(params: Params, k: int, root: Path, vlm) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise SenaError(f"{path}: malformed; rerun `sena pair --iter {k}`") from None
     precision = training_precision(params.train.precision)
-    now = tokenization_id(vlm.chat, params.train.max_length, precision)
+    now = tokenization_id(chat, params.train.max_length, precision)
     if not isinstance(stored, dict) or stored.get("tokenization") != now:
         raise SenaError(f"{path.parent}: the reference log-probs were computed under other tokenization or "
                         f"precision settings (train.max_length, train.precision, model.processor, the model's "
                         f"processor) than this run's ({precision}); rerun `sena pair --iter {k}`")
 
 
-def _prepare_work_dir(work: Path, run_id: str, state) -> bool:
-    """Keep the checkpoints of an interrupted run of the same inputs; anything else starts afresh."""
-    resume = False
-    if state.is_main_process:
-        stamp = work / "run_id"
-        # trainer_state.json is the last file a checkpoint gets: without it the save was cut short.
-        for partial in (work / "checkpoints").glob("checkpoint-*"):
-            if not (partial / "trainer_state.json").is_file():
-                shutil.rmtree(partial)
-        checkpoints = list((work / "checkpoints").glob("checkpoint-*"))
-        if stamp.is_file() and stamp.read_text() == run_id and checkpoints:
-            resume = True
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            stamp.write_text(run_id)
-    flag = [resume]
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        broadcast_object_list(flag, from_process=0)
-    return flag[0]
+def _prepare_work_dir(work: Path, run_id: str) -> bool:
+    """Keep the checkpoints of an interrupted run of the same inputs; anything else starts afresh (rank 0)."""
+    stamp = work / "run_id"
+    # trainer_state.json is the last file a checkpoint gets: without it the save was cut short.
+    for partial in (work / "checkpoints").glob("checkpoint-*"):
+        if not (partial / "trainer_state.json").is_file():
+            shutil.rmtree(partial)
+    checkpoints = list((work / "checkpoints").glob("checkpoint-*"))
+    if stamp.is_file() and stamp.read_text() == run_id and checkpoints:
+        return True
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    stamp.write_text(run_id)
+    return False
 
 
 def _last_checkpoint_step(work: Path) -> int:
     return max(int(p.name.split("-")[1]) for p in (work / "checkpoints").glob("checkpoint-*"))
 
 
-def _build_trainer(params, k, root, vlm, pairs, accumulation, work, resume, progress, state):
+def _training_config(params: Params, work: Path, accumulation: int, timeout_s: float):
+    from trl import DPOConfig
+
+    tp = params.train
+    return DPOConfig(
+        output_dir=str(work / "checkpoints"),
+        beta=tp.beta, loss_type=["sigmoid"], max_length=tp.max_length,
+        num_train_epochs=tp.epochs, learning_rate=tp.lr, lr_scheduler_type=tp.lr_scheduler,
+        warmup_steps=tp.warmup_ratio, weight_decay=tp.weight_decay, max_grad_norm=tp.max_grad_norm,
+        per_device_train_batch_size=tp.per_device_batch_size, per_device_eval_batch_size=tp.per_device_batch_size,
+        gradient_accumulation_steps=accumulation, seed=tp.seed, data_seed=tp.seed,
+        **_hardware(params),
+        remove_unused_columns=False,  # the collator needs image paths, types and stored log-probs
+        logging_steps=1, report_to="none", disable_tqdm=True,
+        save_strategy="steps" if tp.checkpoint_steps else "no", save_steps=max(tp.checkpoint_steps, 1),
+        save_total_limit=1, dataloader_num_workers=0, ddp_timeout=int(timeout_s),
+    )
+
+
+def _build_trainer(params, k, root, vlm, pairs, config, work, resume, progress, is_main):
     from datasets import Dataset
     from transformers import PrinterCallback
-    from trl import DPOConfig
 
     from sena_cli.vlm.dpo import LORA_TARGETS, SenaDPOTrainer, freeze_vision_tower
     from sena_cli.vlm.preference import PreferenceCollator
@@ -196,21 +258,8 @@ def _build_trainer(params, k, root, vlm, pairs, accumulation, work, resume, prog
 
         peft_config = LoraConfig(r=tp.lora_r, lora_alpha=tp.lora_alpha, lora_dropout=tp.lora_dropout,
                                  target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-    config = DPOConfig(
-        output_dir=str(work / "checkpoints"),
-        beta=tp.beta, loss_type=["sigmoid"], max_length=tp.max_length,
-        num_train_epochs=tp.epochs, learning_rate=tp.lr, lr_scheduler_type=tp.lr_scheduler,
-        warmup_steps=tp.warmup_ratio, weight_decay=tp.weight_decay, max_grad_norm=tp.max_grad_norm,
-        per_device_train_batch_size=tp.per_device_batch_size, per_device_eval_batch_size=tp.per_device_batch_size,
-        gradient_accumulation_steps=accumulation, seed=tp.seed, data_seed=tp.seed,
-        **_hardware(params),
-        remove_unused_columns=False,  # the collator needs image paths, types and stored log-probs
-        logging_steps=1, report_to="none", disable_tqdm=True,
-        save_strategy="steps" if tp.checkpoint_steps else "no", save_steps=max(tp.checkpoint_steps, 1),
-        save_total_limit=1, dataloader_num_workers=0,
-    )
     callbacks = [_progress_callback(progress, k)]
-    if state.is_main_process:
+    if is_main:
         from dvclive import Live
         from transformers.integrations import DVCLiveCallback
 
@@ -224,33 +273,31 @@ def _build_trainer(params, k, root, vlm, pairs, accumulation, work, resume, prog
         processing_class=vlm.processor, peft_config=peft_config, callbacks=callbacks,
         alignment_weight=tp.alignment_weight,
     )
-    if tp.lora and trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
-        raise SenaError("train.lora with DeepSpeed ZeRO-3 cannot merge the sharded adapters; use ZeRO-2 "
-                        "(configs/accelerate/zero2.yaml) or full-parameter training")
     trainer.remove_callback(PrinterCallback)  # the progress bar and dvclive report instead
     return trainer
 
 
-def _save_model(trainer, params: Params, k: int, root: Path, state) -> None:
-    """θK as a plain save_pretrained folder, written under a temporary name and renamed."""
+def _save_model(trainer, params: Params, k: int, root: Path, ranks: Ranks) -> None:
+    """θK as a plain save_pretrained folder, written under a temporary name and renamed.
+
+    Rank 0 writes alone after the collective gather; the other ranks do not wait for the write."""
     target = layout.model_dir(k, root)
     staging = target.with_name(f".{target.name}.saving")
-    if state.is_main_process:
+    if ranks.is_main:
         shutil.rmtree(staging, ignore_errors=True)
-    state.wait_for_everyone()
+    ranks.barrier()  # a short wait; DeepSpeed's fallback save writes from every rank
     if params.train.lora:
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        if state.is_main_process:
+        if ranks.is_main:
             merged.save_pretrained(staging)
             trainer.processing_class.save_pretrained(staging)
     else:
         trainer.save_model(str(staging))  # gathers ZeRO-3 shards; writes safetensors and the processor
-    if state.is_main_process:
+    if ranks.is_main:
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the args live in the train log
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
-    state.wait_for_everyone()
 
 
 def _summary(history: list[dict], final_eval: dict, pairs: list[dict], per_device: int, accumulation: int,

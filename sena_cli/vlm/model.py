@@ -234,11 +234,15 @@ def load_preprocessor(path: str | Path, *, trust_remote_code: bool = False, sett
 
     processor = load_processor(path, trust_remote_code=trust_remote_code, settings=settings)
     target = resolve_model(path)
-    try:
-        with _quiet_transformers():
-            generation_config = GenerationConfig.from_pretrained(target)
-    except OSError:
-        generation_config = None
+    generation_config = None
+    # As from_pretrained gives a model its generation config: generation_config.json, else config.json.
+    for kwargs in ({}, {"config_file_name": "config.json", "_from_model_config": True}):
+        try:
+            with _quiet_transformers():
+                generation_config = GenerationConfig.from_pretrained(target, **kwargs)
+            break
+        except OSError:
+            continue
     return Preprocessor(processor, generation_config)
 
 
@@ -265,6 +269,7 @@ class VLM:
         device: torch.device | None = None, processor_settings: dict | None = None,
     ) -> VLM:
         from transformers import AutoModelForImageTextToText
+        from transformers.integrations import is_deepspeed_zero3_enabled
 
         target = _where(path)
         device = device or default_device()
@@ -284,6 +289,8 @@ class VLM:
                     f"{target}: model type '{kind}' is not an image-text-to-text model; point to a VLM checkpoint"
                 ) from exc
         processor = load_processor(path, trust_remote_code=trust_remote_code, settings=processor_settings)
+        if is_deepspeed_zero3_enabled():  # loaded sharded by deepspeed.zero.Init, which placed the shards
+            return cls(model, processor, device)
         return cls(model.to(device), processor, device)
 
     # ------------------------------------------------------------ generation

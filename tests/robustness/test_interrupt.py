@@ -57,7 +57,7 @@ def test_killed_pair_resumes_from_its_journal(micro_project, micro_dict, tmp_pat
     reference = _project(micro_project, tmp_path / "ref", d)
     run_pair(params, 1, root=reference)
     project = _project(micro_project, tmp_path / "p", d)
-    journal = project / "data/iter1/pairs.partial.jsonl"
+    journal = project / "data/iter1/pairs.partial/rank0.jsonl"
     _kill_when(project, ["pair", "--iter", "1"], lambda: len(_lines(journal)) >= 3)
     finished = len(_lines(journal))
     assert not (project / "data/iter1/pairs").exists()  # nothing published half-way
@@ -89,17 +89,26 @@ def test_killed_train_resumes_from_its_last_checkpoint(micro_project, micro_dict
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in theirs)  # same θ1 as without the kill
 
 
-def test_killed_eval_resumes_at_the_first_unfinished_benchmark(micro_project, micro_dict, tmp_path):
+def test_killed_eval_resumes_at_the_first_unanswered_batch(micro_project, micro_dict, tmp_path):
+    import json
+
     d = {**micro_dict, "eval": {**micro_dict["eval"], "batch_size": 1}}
     params = params_from_dict(d)
     reference = _project(micro_project, tmp_path / "ref", d)
-    run_eval(params, 0, root=reference)
+    batches = run_eval(params, 0, root=reference)["batches run now"]
     project = _project(micro_project, tmp_path / "p", d)
-    journal = project / "data/iter0/eval.partial.jsonl"
-    _kill_when(project, ["eval", "--iter", "0"], lambda: len(_lines(journal)) >= 1)
-    finished = len(_lines(journal))
+    journal = project / "data/iter0/eval.partial/rank0.jsonl"
+
+    def chunks():
+        return [json.loads(line)["chunk"] for line in _lines(journal)]
+
+    _kill_when(project, ["eval", "--iter", "0"], lambda: any(c.startswith("benchmark:") for c in chunks()))
+    finished = [c for c in chunks() if c.startswith("benchmark:")]
+    answered = [c for c in chunks() if not c.startswith("benchmark:")]
     assert not (project / "metrics/iter0.json").exists()
     info = run_eval(params, 0, root=project)
-    assert info["benchmarks run now"] == 4 - finished
+    assert info["benchmarks run now"] == 4 - len(finished)
+    assert info["batches run now"] == batches - len(answered)  # no answered batch asked again
     for out in ("metrics/iter0.json", "data/iter0/eval/answers.jsonl"):
         assert (project / out).read_bytes() == (reference / out).read_bytes()
+    assert not (project / "data/iter0/eval.partial").exists()

@@ -56,3 +56,99 @@ def test_pairs_carry_reference_logprobs_equal_to_a_direct_computation(micro_proj
     assert row["ref_chosen_logp"] == pytest.approx(logp.sum().item(), abs=1e-4)
     assert row["ref_chosen_logp_mean"] == pytest.approx(logp.mean().item(), abs=1e-5)
     assert len(logp) == len(vlm.processor.tokenizer(" " + row["chosen"]).input_ids) + 1  # answer + </s>
+
+
+# ---------------------------------------------------------------- several processes
+
+
+def _records_project(micro_project, micro_dict, root, n, batch_size):
+    """A project with θ0 and n qa records (every one a kept pair), and its params file."""
+    from sena_cli.artifacts import write_jsonl
+    from tests.conftest import full_params_yaml
+    from tests.helpers import project_from
+
+    d = {**micro_dict, "pair": {"batch_size": batch_size}}
+    project_from(micro_project, root)
+    (root / "params.yaml").write_text(full_params_yaml(d))
+    colours = ["red", "green", "blue", "yellow"]
+    write_jsonl(root / "data/iter1/qa/records.jsonl", [
+        _record(i, colours[i % 4], colours[(i + 1) % 4]) if i % 3 else
+        _record(i, f"A {colours[i % 4]} circle.", f"A {colours[(i + 2) % 4]} cross.", "des", "Describe the image.")
+        for i in range(n)])
+    write_manifest(root, 1, [f"data/world/pool/{i:05d}.png" for i in range(n)])
+    return root, params_from_dict(d)
+
+
+def _torchrun(project, *args, **popen):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "sena_cli", *args],
+                            cwd=project, env=env, **popen)
+
+
+OUTPUTS = ("data/iter1/pairs/pairs.jsonl", "data/iter1/pairs/stats.json", "data/iter1/pairs/reference.json")
+
+
+@pytest.mark.slow  # torchrun, 2 processes
+def test_two_processes_share_the_batches_and_write_what_one_writes(micro_project, micro_dict, tmp_path):
+    import re
+    import subprocess
+
+    single, params = _records_project(micro_project, micro_dict, tmp_path / "single", 10, batch_size=2)
+    run_pair(params, 1, root=single)
+    project, _ = _records_project(micro_project, micro_dict, tmp_path / "p", 10, batch_size=2)
+    proc = _torchrun(project, "pair", "--iter", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    for out in OUTPUTS:
+        assert (project / out).read_bytes() == (single / out).read_bytes(), out
+    assert not (project / "data/iter1/pairs.partial").exists()
+    # 5 batches dealt round-robin: rank 0 ran 3, rank 1 ran 2 (each prints its summary)
+    assert sorted(map(int, re.findall(r"batches run now\s*│\s*(\d+)", stdout))) == [2, 3]
+
+
+@pytest.mark.slow  # torchrun, 2 processes
+def test_a_killed_two_process_run_resumes_with_one_process(micro_project, micro_dict, tmp_path):
+    """The process count is not part of the run: what either rank journaled is kept, only the rest is redone."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    reference, params = _records_project(micro_project, micro_dict, tmp_path / "ref", 24, batch_size=1)
+    run_pair(params, 1, root=reference)
+    project, _ = _records_project(micro_project, micro_dict, tmp_path / "p", 24, batch_size=1)
+    partial = project / "data/iter1/pairs.partial"
+
+    def finished(rank):
+        path = partial / f"rank{rank}.jsonl"
+        return [json.loads(ln)["chunk"] for ln in path.read_text().splitlines()
+                if ln.endswith("}")] if path.exists() else []
+
+    proc = _torchrun(project, "pair", "--iter", "1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and min(len(finished(0)), len(finished(1))) < 2:
+        time.sleep(0.005)
+    for child in psutil.Process(proc.pid).children(recursive=True):  # both ranks, then torchrun
+        child.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = finished(0) + finished(1)
+    assert len(finished(1)) >= 2 and len(done) < 24, "the kill came too late to test a resume"
+    assert set(finished(0)) <= set(range(0, 24, 2)) and set(finished(1)) <= set(range(1, 24, 2))
+    assert not (project / "data/iter1/pairs").exists()
+
+    info = run_pair(params, 1, root=project)  # one process now
+    assert info["batches run now"] == 24 - len(done)
+    for out in OUTPUTS:
+        assert (project / out).read_bytes() == (reference / out).read_bytes(), out

@@ -194,3 +194,113 @@ def test_refusals(paired_project, micro_dict):
         run_train(train_params(micro_dict), 1, root=paired_project)
     with pytest.raises(SenaError, match="--iter 0"):
         run_train(train_params(micro_dict), 0, root=paired_project)
+
+
+def test_every_refusal_comes_before_any_weights_load(paired_project, micro_dict, monkeypatch):
+    """At 7B a refusal after loading costs minutes and tens of GB per rank: none waits for the weights."""
+    import sena_cli.vlm
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights loaded before a refusal")
+
+    monkeypatch.setattr(sena_cli.vlm.VLM, "load", no_load)
+    with pytest.raises(SenaError, match="global_batch_size 6 cannot be reached"):
+        run_train(train_params(micro_dict, global_batch_size=6, per_device_batch_size=4), 1, root=paired_project)
+    monkeypatch.setattr(train_stage, "_zero3", lambda: True)  # as under a ZeRO-3 DeepSpeed launch
+    with pytest.raises(SenaError, match="train.lora with DeepSpeed ZeRO-3"):
+        run_train(train_params(micro_dict, lora=True), 1, root=paired_project)
+    with pytest.raises(SenaError, match="other tokenization or precision settings"):
+        run_train(train_params(micro_dict, max_length=300), 1, root=paired_project)
+    (paired_project / "data/iter1/pairs/pairs.jsonl").write_text("")
+    with pytest.raises(SenaError, match="no pairs to train on"):
+        run_train(train_params(micro_dict), 1, root=paired_project)
+
+
+def test_the_training_config_exists_before_the_model_loads(paired_project, micro_dict, monkeypatch):
+    """DPOConfig makes transformers' DeepSpeed config under a DeepSpeed launch; from_pretrained loads
+    sharded under ZeRO-3 only if it exists first. The weights load in fp32 here (DDP/autocast)."""
+    import sena_cli.vlm
+
+    order = []
+    config, load = train_stage._training_config, sena_cli.vlm.VLM.load
+    monkeypatch.setattr(train_stage, "_training_config", lambda *a: order.append("config") or config(*a))
+    monkeypatch.setattr(sena_cli.vlm.VLM, "load",
+                        lambda *a, **kw: order.append(("load", kw["dtype"])) or load(*a, **kw))
+    run_train(train_params(micro_dict), 1, root=paired_project)
+    assert order == ["config", ("load", "float32")]
+
+
+def test_weights_load_in_the_dtype_training_holds_them_in():
+    from types import SimpleNamespace
+
+    def plugin(ds):
+        return SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds))
+
+    assert train_stage.weights_dtype(SimpleNamespace(deepspeed_plugin=None)) == "float32"  # DDP: fp32 master
+    assert train_stage.weights_dtype(plugin({"bf16": {"enabled": True}, "fp16": {"enabled": False}})) == "bfloat16"
+    assert train_stage.weights_dtype(plugin({"fp16": {"enabled": "true"}})) == "float16"
+    assert train_stage.weights_dtype(plugin({"bf16": {"enabled": False}, "torch_autocast": {"enabled": True}})) \
+        == "float32"  # DeepSpeed's torch_autocast keeps fp32 weights
+
+
+def test_the_processor_alone_tells_the_tokenization_of_the_loaded_model(micro_project, tmp_path):
+    """train checks pairs/reference.json with the processor only: it must match the loaded model's."""
+    import shutil
+
+    from sena_cli.vlm import load_preprocessor
+    from sena_cli.vlm.preference import tokenization_id
+
+    folder = micro_project / "models" / "iter0"
+    assert tokenization_id(load_preprocessor(folder).chat, 2048, "fp32") == \
+        tokenization_id(VLM.load(folder).chat, 2048, "fp32")
+    # Without generation_config.json, from_pretrained takes the end token from config.json, not the tokenizer.
+    bare = shutil.copytree(folder, tmp_path / "iter0")
+    (bare / "generation_config.json").unlink()
+    config = json.loads((bare / "config.json").read_text())
+    config["text_config"]["eos_token_id"] = 5
+    (bare / "config.json").write_text(json.dumps(config))
+    assert load_preprocessor(bare).chat.end_ids == VLM.load(bare).chat.end_ids == (5,)
+
+
+def test_collective_timeout_grows_with_the_model(tmp_path):
+    small, big = tmp_path / "small", tmp_path / "big"
+    for folder, size in ((small, 10**6), (big, 10**9)):
+        folder.mkdir()
+        with open(folder / "model.safetensors", "wb") as f:
+            f.truncate(size)
+    assert train_stage.collective_timeout_s(small) == pytest.approx(30 * 60 + 0.08)
+    assert train_stage.collective_timeout_s(big) == pytest.approx(30 * 60 + 80)  # 8 GB written at 100 MB/s
+
+
+@pytest.mark.slow  # torchrun, 2 processes
+def test_two_processes_train_what_one_trains(paired_project, micro_dict, tmp_path):
+    """DDP over 2 processes (gloo on CPU) under torchrun: the same global batches (10 pairs, 2 a step,
+    no padding of a last uneven batch), so the same θ1 as one process accumulating two micro-batches."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import full_params_yaml
+
+    d = {**micro_dict, "train": {"global_batch_size": 2, "per_device_batch_size": 1, "lr": 1e-3,
+                                 "checkpoint_steps": 0}}
+    single = shutil.copytree(paired_project, tmp_path / "single", symlinks=True)
+    run_train(params_from_dict(d), 1, root=single)
+    (paired_project / "params.yaml").write_text(full_params_yaml(d))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port),
+                           "-m", "sena_cli", "train", "--iter", "1"],
+                          cwd=paired_project, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((paired_project / "data/iter1/train/summary.json").read_text())
+    assert summary["processes"] == 2 and summary["gradient_accumulation"] == 1 and summary["steps"] == 5
+    ours = load_file(paired_project / "models/iter1/model.safetensors")
+    theirs = load_file(single / "models/iter1/model.safetensors")
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in theirs) < 1e-5
+    assert not (paired_project / "data/iter1/train.partial").exists()
