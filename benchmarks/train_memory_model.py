@@ -282,9 +282,9 @@ def per_gpu_7b(strategy: str, lora: bool, checkpointing: bool, pairs: int = 1, g
         rows["AdamW m, v (fp32)"] = 8 * trainable
         persistent = rows["weights (fp32 = master)"] + rows["DDP gradient buckets (fp32)"] + rows["AdamW m, v (fp32)"]
         dyn = step_dynamics(s, b, regime, lora, checkpointing, grad_bytes=4)
-    else:  # DeepSpeed bf16: bf16 weights and grads in the model, fp32 master + m + v partitioned
+    elif strategy.endswith("-bf16"):  # DeepSpeed's bf16 mode: bf16 weights and grads, fp32 master + m + v partitioned
         regime = "bf16"
-        if strategy == "zero2":
+        if strategy.startswith("zero2"):
             rows["weights (bf16)"] = 2 * total
         else:  # partition + the gathered working set: the largest module and a prefetch bucket (0.9 h^2)
             rows["weights (bf16)"] = 2 * total / n + 2 * (s.vocab * s.hidden + 0.9 * s.hidden**2)
@@ -295,10 +295,23 @@ def per_gpu_7b(strategy: str, lora: bool, checkpointing: bool, pairs: int = 1, g
         rows["fp32 gradient partition at the step"] = 4 * trainable / n
         persistent = sum(v for k, v in rows.items() if not k.startswith("fp32 gradient"))
         dyn = step_dynamics(s, b, regime, lora, checkpointing, grad_bytes=2, grads_sharded=True)
+    else:  # what sena ships: DeepSpeed's torch_autocast, fp32 weights and grads, autocast like DDP; ZeRO
+        # keeps its own fp32 partition of the trainable weights for the optimizer, and m, v
+        regime = "mixed"
+        if strategy == "zero2":
+            rows["weights (fp32)"] = 4 * total
+        else:
+            rows["weights (fp32)"] = 4 * total / n + 4 * (s.vocab * s.hidden + 0.9 * s.hidden**2)
+        bucket = 2 * 4 * s.hidden**2
+        rows["gradients (fp32, partition + buckets)"] = 4 * trainable / n + bucket
+        rows["master weights (fp32, partition)"] = 4 * trainable / n
+        rows["AdamW m, v (fp32, partition)"] = 8 * trainable / n
+        persistent = sum(rows.values())
+        dyn = step_dynamics(s, b, regime, lora, checkpointing, grad_bytes=4, grads_sharded=True)
     rows["activations saved (peak of forward/backward)"] = dyn["activations"]
     if dyn["autocast_copies"]:
         rows["autocast bf16 weight copies"] = dyn["autocast_copies"]
-    if strategy == "ddp":
+    if strategy == "ddp" or "fp32 gradient partition at the step" not in rows:
         peak = persistent + dyn["peak"]
     else:
         peak = max(persistent + dyn["peak"], persistent + rows["fp32 gradient partition at the step"])
@@ -316,7 +329,8 @@ def table_7b(pairs: int = 1, gpus: int = 8) -> str:
              "| activations (+bf16 copies) | peak/GPU |",
              "|---|---|---|---|---|---|---|"]
     setups = [("DDP, full", "ddp", False), ("ZeRO-2, full", "zero2", False), ("ZeRO-3, full", "zero3", False),
-              ("DDP, LoRA", "ddp", True), ("ZeRO-2, LoRA", "zero2", True)]
+              ("DDP, LoRA", "ddp", True), ("ZeRO-2, LoRA", "zero2", True),
+              ("ZeRO-2 bf16 mode, full", "zero2-bf16", False), ("ZeRO-3 bf16 mode, full", "zero3-bf16", False)]
     for label, strategy, lora in setups:
         for ckpt in (False, True):
             r = per_gpu_7b(strategy, lora, ckpt, pairs, gpus)

@@ -70,16 +70,53 @@ def read_pairs(k: int, root: Path) -> list[dict]:
     return pairs
 
 
-def _hardware(params: Params) -> dict:
-    """bf16 and gradient checkpointing by device: on CPU both run but cost about 2x per step."""
+def _hardware(params: Params, deepspeed: bool = False) -> dict:
+    """bf16 and gradient checkpointing by device: on CPU both run but cost about 2x per step.
+
+    Under DeepSpeed the mixed precision is DeepSpeed's torch_autocast (deepspeed_config below), so
+    the Trainer's own bf16/fp16 flags stay off."""
     from sena_cli.vlm import training_precision
 
     cuda = torch.cuda.is_available()
     precision = training_precision(params.train.precision)
     checkpointing = params.train.gradient_checkpointing
     checkpointing = cuda if checkpointing == "auto" else checkpointing == "on"
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "activation_checkpointing": checkpointing,
+    return {"bf16": precision == "bf16" and not deepspeed, "fp16": precision == "fp16" and not deepspeed,
+            "activation_checkpointing": checkpointing,
             "dataloader_pin_memory": cuda, "use_cpu": not cuda}  # the Trainer runs CPU autocast only when told
+
+
+def deepspeed_config(params: Params) -> dict | None:
+    """The DeepSpeed config of a DeepSpeed launch, with sena's one numeric regime laid over it.
+
+    `accelerate launch --config_file configs/accelerate/zero*.yaml` names a DeepSpeed JSON file
+    (ACCELERATE_DEEPSPEED_CONFIG_FILE). Its precision is set here from train.precision: fp32 master
+    weights under torch.autocast (DeepSpeed's `torch_autocast`), the regime `sena pair` computed the
+    reference log-probs in, instead of DeepSpeed's bf16/fp16 modes, which hold the weights
+    themselves in 16 bits and would make step 0's log-ratios differ from 0. None without DeepSpeed.
+    """
+    import os
+
+    from sena_cli.vlm import training_precision
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() not in ("1", "true", "yes"):
+        return None
+    path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if not path:
+        raise SenaError("a DeepSpeed launch without a DeepSpeed config file: set deepspeed_config_file in the "
+                        "accelerate config (see configs/accelerate/zero2.yaml)")
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SenaError(f"{path}: DeepSpeed config unreadable ({exc.__class__.__name__}); fix it") from None
+    if not isinstance(config, dict):
+        raise SenaError(f"{path}: a DeepSpeed config is a JSON object; fix it")
+    precision = training_precision(params.train.precision)
+    config["bf16"] = {**(config.get("bf16") or {}), "enabled": False}
+    config["fp16"] = {**(config.get("fp16") or {}), "enabled": False}
+    config["torch_autocast"] = {**(config.get("torch_autocast") or {}), "enabled": precision != "fp32",
+                                "dtype": "float16" if precision == "fp16" else "bfloat16"}
+    return config
 
 
 def _progress_callback(progress: Progress, k: int):
@@ -119,6 +156,8 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     # Before the model: under a DeepSpeed launch this makes transformers' DeepSpeed config, so
     # that ZeRO-3 loads the weights sharded (from_pretrained honours is_deepspeed_zero3_enabled()).
     config = _training_config(params, work, accumulation, timeout_s)
+    if config.deepspeed is not None:
+        _deepspeed_comm()
     if tp.lora and _zero3():
         raise SenaError("train.lora with DeepSpeed ZeRO-3 cannot merge the sharded adapters; use ZeRO-2 "
                         "(configs/accelerate/zero2.yaml) or full-parameter training")
@@ -126,8 +165,12 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     run_id = fingerprint(tracked_params("train", k, params, root), pairs,
                          file_identity(layout.model_dir(k - 1, root)), ranks.world)
     resume = ranks.from_main(lambda: _prepare_work_dir(work, run_id))
+    # fp32 master weights, autocast to train.precision inside the Trainer or DeepSpeed: the regime
+    # in which `pair` computed the reference log-probs (vlm/model.py, deepspeed_config above).
     vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=weights_dtype(config), device=torch.device("cpu"), processor_settings=params.model.processor)
+                   dtype="float32", device=torch.device("cpu"), processor_settings=params.model.processor)
+    # ZeRO-3 (deepspeed.zero.Init under from_pretrained) leaves each rank its shard only.
+    sharded = {"weights sharded at load": True} if any(hasattr(p, "ds_id") for p in vlm.model.parameters()) else {}
     trainer = _build_trainer(params, k, root, vlm, pairs, config, work, resume, progress, ranks.is_main)
     resumed = {"resumed from step": _last_checkpoint_step(work)} if resume else {}
     trainer.train(resume_from_checkpoint=resume or None)
@@ -144,7 +187,7 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
             **{f"{key} first→last": f"{summary['first'][key]:.4f} → {summary['last'][key]:.4f}"
                for key in ("dpo_loss", "alignment_loss", "reward_accuracy") if key in summary["first"]},
             **({"reward_accuracy on all pairs after": summary["after"]["reward_accuracy"]} if final_eval else {}),
-            **resumed, "output": str(layout.model_dir(k, root))}
+            **sharded, **resumed, "output": str(layout.model_dir(k, root))}
 
 
 def collective_timeout_s(model: Path) -> float:
@@ -160,21 +203,13 @@ def collective_timeout_s(model: Path) -> float:
     return 30 * 60 + 8 * weights / 100e6
 
 
-def weights_dtype(config) -> str:
-    """The dtype to load the weights in: the one training holds them in.
+def _deepspeed_comm() -> None:
+    """DeepSpeed's own view of the process group, before ZeRO-3 shards the weights at load time.
+    accelerate sets it up on GPUs; on CPU (gloo) nothing does, and ZeRO-3 would see a world of one."""
+    import deepspeed
 
-    Under DDP and DeepSpeed's torch_autocast, mixed precision keeps fp32 master weights and casts
-    inside autocast (the numeric regime `pair` computed the reference log-probs in), so the
-    weights load in fp32. DeepSpeed's own bf16/fp16 modes cast the model's parameters to that
-    dtype before training anyway (and keep fp32 copies in the optimizer, made from them), so
-    loading them in it gives the same numbers with half the host memory.
-    """
-    plugin = getattr(config, "deepspeed_plugin", None)
-    ds = getattr(plugin, "deepspeed_config", None) or {}
-    for key, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
-        if str((ds.get(key) or {}).get("enabled", False)).lower() == "true":
-            return dtype
-    return "float32"
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
 def _zero3() -> bool:
@@ -225,14 +260,15 @@ def _training_config(params: Params, work: Path, accumulation: int, timeout_s: f
     from trl import DPOConfig
 
     tp = params.train
+    deepspeed = deepspeed_config(params)
     return DPOConfig(
-        output_dir=str(work / "checkpoints"),
+        output_dir=str(work / "checkpoints"), deepspeed=deepspeed,
         beta=tp.beta, loss_type=["sigmoid"], max_length=tp.max_length,
         num_train_epochs=tp.epochs, learning_rate=tp.lr, lr_scheduler_type=tp.lr_scheduler,
         warmup_steps=tp.warmup_ratio, weight_decay=tp.weight_decay, max_grad_norm=tp.max_grad_norm,
         per_device_train_batch_size=tp.per_device_batch_size, per_device_eval_batch_size=tp.per_device_batch_size,
         gradient_accumulation_steps=accumulation, seed=tp.seed, data_seed=tp.seed,
-        **_hardware(params),
+        **_hardware(params, deepspeed=deepspeed is not None),
         remove_unused_columns=False,  # the collator needs image paths, types and stored log-probs
         logging_steps=1, report_to="none", disable_tqdm=True,
         save_strategy="steps" if tp.checkpoint_steps else "no", save_steps=max(tp.checkpoint_steps, 1),

@@ -1,0 +1,103 @@
+"""`sena train` under DeepSpeed ZeRO-2 and ZeRO-3 on CPU, two processes, against plain DDP.
+
+What `accelerate launch --config_file configs/accelerate/zero{2,3}.yaml` sets (ACCELERATE_USE_DEEPSPEED
+and the JSON file) with DS_ACCELERATOR=cpu and gloo. With train.precision bf16, `sena pair` computes
+the reference log-probs under fp32 weights + bf16 autocast and `sena train` configures DeepSpeed's
+torch_autocast the same way (stages/train.py deepspeed_config), so:
+- step 0's log-ratios are exactly 0 under DDP, ZeRO-2 and ZeRO-3 (DPO loss ln 2, rewards 0);
+- ZeRO-2 and ZeRO-3 follow DDP's loss curve, and ZeRO-3 loads the weights already sharded.
+DeepSpeed's own bf16 mode (16-bit weights) would not give 0 (measured in docs/models.md).
+
+Needs the `deepspeed` package (make setup installs it: `pip install --no-build-isolation deepspeed==0.19.8`)
+and a C++ compiler (its CPU accelerator builds a shared-memory op on first use).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sena_cli.artifacts import write_jsonl
+from sena_cli.config import params_from_dict
+from tests.conftest import full_params_yaml
+from tests.helpers import project_from, write_manifest
+
+pytest.importorskip("deepspeed")
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+COLOURS = ["red", "green", "blue", "yellow"]
+
+
+def _paired(micro_project, micro_dict, root: Path) -> Path:
+    from sena_cli.stages.pair import run_pair
+
+    d = {**micro_dict, "pair": {"batch_size": 4},
+         "train": {"global_batch_size": 4, "per_device_batch_size": 2, "lr": 1e-3, "checkpoint_steps": 0,
+                   "precision": "bf16", "epochs": 2.0}}
+    project_from(micro_project, root)
+    (root / "params.yaml").write_text(full_params_yaml(d))
+    images = [f"data/world/pool/{i:05d}.png" for i in range(8)]
+    write_jsonl(root / "data/iter1/qa/records.jsonl", [
+        {"id": str(i), "image": image, "type": "des" if i % 2 else "gen",
+         "prompt": "Describe the image concisely." if i % 2 else "What color is the circle?",
+         "enhanced_answer": f"A {COLOURS[i % 4]} circle." if i % 2 else COLOURS[i % 4],
+         "corrupted_answer": f"A {COLOURS[(i + 1) % 4]} cross." if i % 2 else COLOURS[(i + 2) % 4]}
+        for i, image in enumerate(images)])
+    write_manifest(root, 1, images)
+    run_pair(params_from_dict(d), 1, root=root)
+    return root
+
+
+def _train(project: Path, zero: int | None) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+    if zero:
+        env.update(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO3_INIT="true",
+                   ACCELERATE_DEEPSPEED_CONFIG_FILE=str(REPO / f"configs/deepspeed/zero{zero}.json"))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port),
+                           "-m", "sena_cli", "train", "--iter", "1"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = {"sharded_at_load": "weights sharded at load" in proc.stdout}
+    summary |= json.loads((project / "data/iter1/train/summary.json").read_text())
+    with open(project / "data/iter1/train/live/plots/metrics/dpo_loss.tsv", newline="") as f:
+        summary["curve"] = [float(r["dpo_loss"]) for r in csv.DictReader(f, delimiter="\t")]
+    return summary
+
+
+def test_zero2_and_zero3_start_at_log_ratio_zero_and_follow_ddp(micro_project, micro_dict, tmp_path):
+    base = _paired(micro_project, micro_dict, tmp_path / "base")
+    runs = {}
+    for zero in (None, 2, 3):
+        project = shutil.copytree(base, tmp_path / f"zero{zero}", symlinks=True)
+        runs[zero] = _train(project, zero)
+    for zero, run in runs.items():
+        assert run["processes"] == 2 and run["steps"] == 4, zero
+        assert run["sharded_at_load"] is (zero == 3), zero  # the training config exists before the model
+    # Step 0: the policy is θ0 and the stored reference is θ0 in the same regime: log-ratio 0, exactly
+    # under DDP and ZeRO-2; ZeRO-3's gathered forward differs by ~1e-3 nats (rewards = β·log-ratio
+    # ~1e-4), where DeepSpeed's bf16 mode differs by ~0.07 nats (docs/models.md).
+    for zero in (None, 2):
+        first = runs[zero]["first"]
+        assert first["dpo_loss"] == pytest.approx(math.log(2), abs=1e-7), zero
+        assert first["reward_chosen"] == 0.0 and first["reward_rejected"] == 0.0, zero
+    first = runs[3]["first"]
+    assert first["dpo_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert abs(first["reward_chosen"]) < 1e-3 and abs(first["reward_rejected"]) < 1e-3
+    ddp = runs[None]["curve"]
+    assert ddp[-1] < ddp[0] - 0.01  # it trains
+    for zero in (2, 3):
+        assert runs[zero]["curve"] == pytest.approx(ddp, abs=5e-4), zero
