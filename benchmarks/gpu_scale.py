@@ -108,16 +108,39 @@ def _inference_dtype():
 
 
 def run_inference(shape: dict, layers: int, batch: int, new_tokens: int, pairs: int, pair_batch: int) -> dict:
-    """qa generation at batch 1 and `batch`, pair log-probs; in the dtype `sena qa`/`sena pair` load (bf16 on GPU)."""
+    """pair log-probs (fp32 weights under autocast, as `sena pair`), the one-regime check, then qa generation
+    at batch 1 and `batch` in the dtype `sena qa` loads (bf16 on a GPU)."""
+    import torch
+
     from sena_cli.vlm import VLM
 
     model, processor, device = build(shape, layers)
-    model.to(_inference_dtype())
     vlm = VLM(model, processor)
+    out = {"params": sum(p.numel() for p in model.parameters())}
+    try:  # pair first, as `sena pair` loads θ: fp32 weights under autocast to the training precision
+        images = _images(pair_batch)
+        rows = [{"image": i, "prompt": PROMPT, "chosen": " ".join(WORDS[100 + i: 150 + i]),
+                 "rejected": " ".join(WORDS[200 + i: 240 + i])} for i in range(pairs)]
+        precision = "bf16" if _inference_dtype() == torch.bfloat16 else "fp32"
+        vlm.preference_logps(rows[:pair_batch], lambda i: images[i % pair_batch], max_length=2048,
+                             precision=precision)  # warm-up
+        _sync()
+        t0 = time.perf_counter()
+        for start in range(0, pairs, pair_batch):
+            vlm.preference_logps(rows[start:start + pair_batch], lambda i: images[i % pair_batch], max_length=2048,
+                                 precision=precision)
+        _sync()
+        seconds = time.perf_counter() - t0
+        out["pair"] = {"pairs": pairs, "batch": pair_batch, "seconds": seconds, "pairs_per_s": pairs / seconds,
+                       "precision": precision}
+        out["regime"] = regime_check(model, processor, rows[: 2 * pair_batch], images, pair_batch, precision)
+    except ImportError as exc:  # trl (and its datasets/pyarrow) missing on this machine
+        out["pair"] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    model.to(_inference_dtype())  # then qa's dtype: bf16 on a GPU that has it
+    out["dtype"] = str(model.dtype)
     gen = model.generation_config
     gen.min_new_tokens = new_tokens  # random weights: force every answer to the full length
     gen.do_sample = False
-    out = {"params": sum(p.numel() for p in model.parameters()), "dtype": str(model.dtype)}
     for label, bs, n in (("batch1", 1, max(4, batch // 4)), ("batched", batch, 2 * batch)):
         images = _images(n)
         vlm.generate(images[:bs], [PROMPT] * bs, max_new_tokens=new_tokens, batch_size=bs)  # warm-up
@@ -129,21 +152,63 @@ def run_inference(shape: dict, layers: int, batch: int, new_tokens: int, pairs: 
         generated = sum(len(processor.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
         out[label] = {"batch": bs, "images": n, "seconds": seconds, "images_per_s": n / seconds,
                       "new_tokens_per_s": n * new_tokens / seconds, "decoded_tokens": generated}
-    try:
-        images = _images(pair_batch)
-        rows = [{"image": i, "prompt": PROMPT, "chosen": " ".join(WORDS[100 + i: 150 + i]),
-                 "rejected": " ".join(WORDS[200 + i: 240 + i])} for i in range(pairs)]
-        vlm.preference_logps(rows[:pair_batch], lambda i: images[i % pair_batch], max_length=2048)  # warm-up
-        _sync()
-        t0 = time.perf_counter()
-        for start in range(0, pairs, pair_batch):
-            vlm.preference_logps(rows[start:start + pair_batch], lambda i: images[i % pair_batch], max_length=2048)
-        _sync()
-        seconds = time.perf_counter() - t0
-        out["pair"] = {"pairs": pairs, "batch": pair_batch, "seconds": seconds, "pairs_per_s": pairs / seconds}
-    except ImportError as exc:  # trl (and its datasets/pyarrow) missing on this machine
-        out["pair"] = {"skipped": f"{type(exc).__name__}: {exc}"}
     return out
+
+
+def regime_check(model, processor, rows: list[dict], images, pair_batch: int, precision: str) -> dict:
+    """Step 0 of `sena train` against the reference log-probs `sena pair` stores, on this device.
+
+    The reference: VLM.preference_logps in batches of `pair_batch` (pair's way). Step 0: the same
+    answers scored through SenaDPOTrainer's model (trl's fused head) inside the Trainer's own
+    autocast, in batches of 2 (another batch shape, as train.per_device_batch_size usually is).
+    Also: the same reference computed with bf16 weights and no autocast (the other regime)."""
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from sena_cli.vlm import VLM
+    from sena_cli.vlm.dpo import SenaDPOTrainer
+    from sena_cli.vlm.preference import NON_MODEL_KEYS, PreferenceCollator, completion_logps
+
+    vlm = VLM(model, processor)
+    load = lambda i: images[i % pair_batch]  # noqa: E731
+    stored = []
+    for start in range(0, len(rows), pair_batch):
+        stored += vlm.preference_logps(rows[start:start + pair_batch], load, max_length=2048, precision=precision)
+    reference = torch.tensor([[c, r] for c, _, r, _ in stored], dtype=torch.float64)
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = DPOConfig(output_dir=tmp, bf16=precision == "bf16", report_to="none", remove_unused_columns=False,
+                           per_device_train_batch_size=2, use_cpu=not cuda, activation_checkpointing=False)
+        collator = PreferenceCollator(processor, vlm.chat, load, 2048)
+        trainer = SenaDPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(
+            [{**r, "ref_chosen_logp": 0.0, "ref_rejected_logp": 0.0, "type": "des"} for r in rows]),
+            data_collator=collator, processing_class=processor)
+        step0 = []
+        for start in range(0, len(rows), 2):
+            batch = collator(rows[start:start + 2])
+            inputs = {k: v.to(model.device) for k, v in batch.items() if k not in NON_MODEL_KEYS}
+            labels = inputs["input_ids"].masked_fill(batch["completion_mask"].to(model.device) == 0, -100)
+            with torch.no_grad(), trainer.compute_loss_context_manager(), trainer.accelerator.autocast():
+                logps = trainer.model(**inputs, labels=labels, use_cache=False, fused_lm_head=True).log_probs
+            sums = logps.float().sum(1).double().cpu()
+            n = sums.shape[0] // 2
+            step0 += [[sums[i].item(), sums[n + i].item()] for i in range(n)]
+    policy = torch.tensor(step0, dtype=torch.float64)
+    model.to(torch.bfloat16)
+    other = []
+    for start in range(0, len(rows), pair_batch):
+        batch = PreferenceCollator(processor, vlm.chat, load, 2048)(rows[start:start + pair_batch])
+        sums, _ = completion_logps(model, batch)
+        n = sums.shape[0] // 2
+        other += [[sums[i].item(), sums[n + i].item()] for i in range(n)]
+    model.to(torch.float32)
+    bf16_weights = torch.tensor(other, dtype=torch.float64)
+    return {"answers": 2 * len(rows), "mean_logp": reference.mean().item(),
+            "step0_max_abs": (policy - reference).abs().max().item(),
+            "bf16_weights_max_abs": (bf16_weights - reference).abs().max().item()}
 
 
 def run_train(shape: dict, layers: int, mode: str, pairs: int) -> dict:
@@ -304,8 +369,14 @@ def main() -> None:
                   f"{r['new_tokens_per_s']:9.1f} new tokens/s  ({r['images']} images, {r['seconds']:.1f} s)")
         print(f"  batched / batch-1 throughput: {bb['images_per_s'] / b1['images_per_s']:.1f}x")
         p = inf["pair"]
-        print(f"pair log-probs: {p['pairs_per_s']:.2f} pairs/s (batch {p['batch']}, {p['pairs']} pairs)"
+        print(f"pair log-probs: {p['pairs_per_s']:.2f} pairs/s (batch {p['batch']}, {p['pairs']} pairs, "
+              f"fp32 weights, {p['precision']} autocast)"
               if "pairs_per_s" in p else f"pair log-probs: skipped ({p['skipped']})")
+        if "regime" in inf:
+            r = inf["regime"]
+            print(f"one regime: max |step-0 log-ratio| over {r['answers']} answers (mean log-prob "
+                  f"{r['mean_logp']:.1f}): {r['step0_max_abs']:.2e} nats (reference at batch {p['batch']}, "
+                  f"trainer at batch 2); with bf16 weights instead: {r['bf16_weights_max_abs']:.2e} nats")
     print(f"\nDPO step, {args.train_pairs} pairs per device (peak memory over 2 steps, time of the 2nd step; "
           "arithmetic: benchmarks/train_memory_model.py's formulas for this run, allocated tensor bytes; comparable "
           "on a GPU only: on CPU, RSS counts touched pages, and trl's head tile buffer (tokens x 32768) is mostly "

@@ -38,9 +38,9 @@ done
         py="$(command -v "$python")"
     fi
     # Two steps: generation needs only the first; trl's step needs datasets (and so pyarrow) as well.
-    "$py" -m pip install --quiet --no-index --find-links .whl "transformers>=5.0,<6" "tokenizers>=0.21" \
+    "$py" -m pip install --quiet --no-index --find-links .whl "transformers>=5.24,<5.25" "tokenizers>=0.21" \
         "safetensors>=0.4" "pillow>=10" "pyyaml>=6" || echo "pip: could not install the transformers set"
-    "$py" -m pip install --quiet --no-index --find-links .whl "trl>=1.16,<2" "peft>=0.21" "accelerate>=1.10" \
+    "$py" -m pip install --quiet --no-index --find-links .whl "trl>=1.16,<1.17" "peft>=0.21" "accelerate>=1.10" \
         "datasets>=4" || echo "pip: could not install the trl set; gpu_scale.py reports what it cannot import"
     "$py" - <<'EOF'
 import importlib
