@@ -62,7 +62,8 @@ class ModelParams:
     trust_remote_code: bool = False  # never on unless the user sets it
     dtype: str = field(default="auto", metadata=_rng(choices=["auto", "float32", "bfloat16", "float16"]))
     # Settings laid over the checkpoint's saved processor at every load (noise, qa, pair, train,
-    # eval), e.g. {max_pixels: 1003520} for Qwen2-VL or {do_image_splitting: false} for SmolVLM:
+    # eval), e.g. {size: {shortest_edge: 3136, longest_edge: 1003520}} for Qwen2-VL (min/max pixels) or
+    # {do_image_splitting: false} for SmolVLM:
     # how a user bounds the image tokens of a real model. {} = the checkpoint's own settings.
     processor: dict = field(default_factory=dict)
 

@@ -173,7 +173,7 @@ def build_qwen2vl(out: Path) -> Path:
 
     tok = qwen2vl_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
-    image_processor = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056, patch_size=14,
+    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 3136, "longest_edge": 12845056}, patch_size=14,
                                             temporal_patch_size=2, merge_size=2, image_mean=OPENAI_CLIP_MEAN,
                                             image_std=OPENAI_CLIP_STD)
     processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tok,
@@ -244,5 +244,6 @@ def build_smolvlm(out: Path) -> Path:
 FAMILIES = {"llava-1.5": build_llava15, "qwen2-vl": build_qwen2vl, "smolvlm": build_smolvlm}
 # What the tests lay over the published processor settings to keep CPU time small (a user sets the
 # same keys with `model.processor`); LLaVA-1.5 has a fixed geometry and needs none.
-TEST_PROCESSOR_SETTINGS = {"llava-1.5": {}, "qwen2-vl": {"max_pixels": 28 * 28 * 64},
+TEST_PROCESSOR_SETTINGS = {"llava-1.5": {},
+                           "qwen2-vl": {"size": {"shortest_edge": 3136, "longest_edge": 28 * 28 * 64}},
                            "smolvlm": {"size": {"longest_edge": 768}}}

@@ -23,7 +23,8 @@ from sena_cli.vlm.chat import ChatFormat
 NON_MODEL_KEYS = ("completion_mask", "ref_chosen_logps", "ref_rejected_logps", "is_des")
 TOO_LONG = ("{n} pair(s) have more than train.max_length = {limit} tokens (the longest: {longest}, of which "
             "{image} image tokens); raise train.max_length, or give the processor fewer image tokens with "
-            "model.processor (e.g. max_pixels for Qwen2-VL, size/do_image_splitting for SmolVLM)")
+            "model.processor (e.g. size.longest_edge, the max pixels, for Qwen2-VL; size or do_image_splitting "
+            "for SmolVLM)")
 
 
 @dataclass
