@@ -100,7 +100,10 @@ class WorldParams:
     pool_images: int = field(default=1200, metadata=_rng(1, BIG))
     instruct_images: int = field(default=12000, metadata=_rng(1, BIG))
     instruct_examples_per_image: int = field(default=6, metadata=_rng(1, 50))
+    # Two held-out sets of the same distribution, on disjoint images: `eval` (test) is what the
+    # world benchmarks report; `eval_dev` (dev, benchmark `world_dev`) is where settings are chosen.
     eval: WorldEvalParams = field(default_factory=WorldEvalParams)
+    eval_dev: WorldEvalParams = field(default_factory=WorldEvalParams)
 
 
 @dataclass

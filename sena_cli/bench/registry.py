@@ -61,6 +61,7 @@ class Context:
     root: Path = Path(".")
     judge: Any = None  # sena_cli.bench.judge.Judge for judged benchmarks
     _world: Any = field(default=None, repr=False)
+    _world_dev: Any = field(default=None, repr=False)
 
     @property
     def world(self):
@@ -69,8 +70,18 @@ class Context:
             from sena_cli import layout
             from sena_cli.bench.world import WorldEvalSet
 
-            self._world = WorldEvalSet(layout.world_dir(self.root))
+            self._world = WorldEvalSet(layout.world_dir(self.root), "eval", self.params.world.eval)
         return self._world
+
+    @property
+    def world_dev(self):
+        """The world's dev set (other images of the same distribution), read once."""
+        if self._world_dev is None:
+            from sena_cli import layout
+            from sena_cli.bench.world import WorldEvalSet
+
+            self._world_dev = WorldEvalSet(layout.world_dir(self.root), "eval_dev", self.params.world.eval_dev)
+        return self._world_dev
 
 
 def _pope_charts(what: str) -> tuple[Chart, ...]:
@@ -97,6 +108,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("world_questions", "world_questions", ("data/world/eval",), f"{W}:run_questions",
               f"{W}:count_questions", ("well_formed", "answerable", "distinct_forms"),
               (Chart("Self-questions", (("well-formed", "well_formed"), ("answerable", "answerable"))),)),
+    Benchmark("world_dev", "world_dev", ("data/world/eval_dev", "eval.chair_prompt"), f"{W}:run_dev",
+              f"{W}:count_dev", tuple(f"pope.{m}" for m in POPE_METRICS) + ("chair.chair_s", "chair.chair_i",
+                                                                             "chair.recall", "chair.caption_f1"),
+              (Chart("Dev set (where settings are chosen)", (("POPE adv. F1", "pope.adversarial.f1"),
+                                                             ("CHAIR_i", "chair.chair_i"))),)),
     Benchmark("coco_pope", "coco_pope", ("eval.coco_pope.files", "eval.coco_pope.image_root"),
               f"{X}:coco_pope", f"{X}:count_coco_pope", POPE_METRICS, _pope_charts("COCO POPE")),
     Benchmark("coco_chair", "coco_chair", ("eval.coco_chair.captions", "eval.coco_chair.instances",

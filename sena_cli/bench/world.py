@@ -32,10 +32,11 @@ Tick = Callable[[int], None]
 
 
 class WorldEvalSet:
-    """The held-out files written by `sena world`."""
+    """The held-out files written by `sena world`: the test set (`eval`) or the dev set (`eval_dev`)."""
 
-    def __init__(self, world_dir: Path):
-        self.root = Path(world_dir) / "eval"
+    def __init__(self, world_dir: Path, split: str = "eval", sizes=None):
+        self.root = Path(world_dir) / split
+        self.sizes = sizes  # world.eval or world.eval_dev: how many images each benchmark takes
         truth_file = self.root / "truth.jsonl"
         if not truth_file.is_file():
             raise SenaError(f"{truth_file}: missing; run `sena world` first")
@@ -74,8 +75,12 @@ def world_pope(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     return metrics, records
 
 
+def _sizes(data: WorldEvalSet, params: Params):
+    return data.sizes or params.world.eval
+
+
 def chair_images(data: WorldEvalSet, params: Params) -> list[str]:
-    return sorted(data.truth)[: params.world.eval.chair_images]
+    return sorted(data.truth)[: _sizes(data, params).chair_images]
 
 
 def mentions(text: str, params: Params) -> list[str]:
@@ -120,7 +125,7 @@ def question_quality(question: str, scene: Scene, params: Params) -> tuple[bool,
 
 
 def world_questions(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
-    names = sorted(data.truth)[: params.world.eval.question_images]
+    names = sorted(data.truth)[: _sizes(data, params).question_images]
     rows = [{"image": n} for n in names]
     questions = _answer(vlm, data, rows, [params.qa.prompts.question_generate] * len(rows), params, tick)
     quality = [question_quality(q, data.truth[n], params) for q, n in zip(questions, names)]
@@ -167,3 +172,16 @@ def count_vqa(ctx) -> int:
 
 def count_questions(ctx) -> int:
     return min(len(ctx.world.truth), ctx.params.world.eval.question_images)
+
+
+def run_dev(ctx, vlm: VLM, tick: Tick):
+    """POPE and CHAIR on the dev set: where settings are chosen, so that the test set stays unseen."""
+    pope, pope_records = world_pope(vlm, ctx.world_dev, ctx.params, tick)
+    chair, chair_records = world_chair(vlm, ctx.world_dev, ctx.params, tick)
+    records = [{**r, "benchmark": f"dev_{r['benchmark']}"} for r in pope_records + chair_records]
+    return {"pope": pope, "chair": chair}, records
+
+
+def count_dev(ctx) -> int:
+    return (sum(len(ctx.world_dev.rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
+            + len(chair_images(ctx.world_dev, ctx.params)))

@@ -28,9 +28,10 @@ def vocabulary_texts(params: Params, examples: list[dict], world: Path) -> list[
     """Every text θ0 must read or write: the instruction set, the eval questions, all prompts."""
     p = params.qa.prompts
     texts = [t for ex in examples for t in (ex["prompt"], ex["answer"])]
-    for split in ("random", "popular", "adversarial"):
-        texts += [r["text"] for r in read_jsonl(world / "eval" / f"pope_{split}.jsonl")]
-    texts += [r["text"] + " " + r["answer"] for r in read_jsonl(world / "eval" / "vqa.jsonl")]
+    for held_out in ("eval", "eval_dev"):  # the test and dev sets
+        for split in ("random", "popular", "adversarial"):
+            texts += [r["text"] for r in read_jsonl(world / held_out / f"pope_{split}.jsonl")]
+        texts += [r["text"] + " " + r["answer"] for r in read_jsonl(world / held_out / "vqa.jsonl")]
     texts += [p.question_generate, p.question_check, p.enhance, p.enhance_yes_no]
     texts += [with_suffix(d, p.short_description_suffix) for d in p.describe_instructions]
     texts += [p.short_answer_suffix, "Yes No"]

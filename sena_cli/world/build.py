@@ -5,11 +5,13 @@ Layout under `out` (data/world):
   truth/pool.jsonl             their ground truth: never read by the loop's stages
   instruct/images/NNNNN.png    images of θ0's instruction set
   instruct/train.jsonl         {image, task, prompt, answer}
-  eval/images/NNNNN.png        held-out images
+  eval/images/NNNNN.png        held-out images: the test set (world.eval), what the benchmarks report
   eval/truth.jsonl             their ground truth (read by the world benchmarks only)
   eval/pope_<split>.jsonl      POPE format: {question_id, image, text, label}
   eval/vqa.jsonl               colour/shape questions {question_id, image, text, answer, kind}
   eval/cooccurrence.json       object frequencies and co-occurrence counts of the instruct set
+  eval_dev/...                 the same for the dev set (world.eval_dev): other images of the same
+                               distribution, where settings are chosen (benchmark world_dev)
 Everything is a function of world params and the qa prompts: same params, same bytes.
 """
 
@@ -56,7 +58,8 @@ def cooccurrence_stats(scenes: list[Scene]) -> dict:
     return {"frequency": dict(sorted(freq.items())), "pairs": dict(sorted(pairs.items()))}
 
 
-def pope_questions(scenes: list[Scene], image_names: list[str], params: Params, stats: dict) -> dict[str, list]:
+def pope_questions(scenes: list[Scene], image_names: list[str], params: Params, stats: dict,
+                   split: str = "eval") -> dict[str, list]:
     """POPE's three splits: the same positives; negatives drawn at random, among the most
     frequent objects, or among the objects that co-occur most with the ones present."""
     world = params.world
@@ -67,10 +70,11 @@ def pope_questions(scenes: list[Scene], image_names: list[str], params: Params, 
     def cooc(a: str, b: str) -> int:
         return pairs.get("|".join(sorted((a, b))), 0)
 
-    per_label = world.eval.pope_questions_per_label
+    ev = getattr(world, split)
+    per_label = ev.pope_questions_per_label
     out: dict[str, list] = {split: [] for split in POPE_SPLITS}
-    rng = random.Random(f"{world.seed}-pope")
-    for scene, image in zip(scenes[: world.eval.pope_images], image_names):
+    rng = random.Random(f"{world.seed}-pope" + ("" if split == "eval" else f"-{split}"))
+    for scene, image in zip(scenes[: ev.pope_images], image_names):
         present = list(scene.names)
         absent = [n for n in names if n not in present]
         positives = rng.sample(present, min(per_label, len(present)))
@@ -87,7 +91,7 @@ def pope_questions(scenes: list[Scene], image_names: list[str], params: Params, 
     return out
 
 
-def vqa_questions(scenes: list[Scene], image_names: list[str], params: Params) -> list[dict]:
+def vqa_questions(scenes: list[Scene], image_names: list[str], params: Params, split: str = "eval") -> list[dict]:
     """Colour and shape questions with one right answer, for θ0's grounding check."""
     world = params.world
     rng = random.Random(f"{world.seed}-vqa")
@@ -105,11 +109,11 @@ def vqa_questions(scenes: list[Scene], image_names: list[str], params: Params) -
 def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = lambda n: None) -> dict:
     """Write the whole world into `out` atomically; returns counts for the summary."""
     world = params.world
-    ev = world.eval
-    n_eval = max(ev.pope_images, ev.chair_images, ev.vqa_images, ev.question_images)
     pool = _scenes(world, "pool", world.pool_images)
     instruct = _scenes(world, "instruct", world.instruct_images)
-    held_out = _scenes(world, "eval", n_eval)
+    # test (eval/) and dev (eval_dev/): disjoint draws of the same distribution
+    held_out = {split: _scenes(world, "eval" if split == "eval" else "eval-dev", _held_out_count(getattr(world, split)))
+                for split in HELD_OUT}
     with atomic_dir(out) as tmp:
         pool_names = _save_images(pool, tmp / "pool", world.image_size, tick)
         write_jsonl(tmp / "truth" / "pool.jsonl",
@@ -125,26 +129,35 @@ def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = l
         write_jsonl(tmp / "instruct" / "truth.jsonl",
                     [{"image": n, **s.to_dict()} for n, s in zip(inst_names, instruct)])
 
-        eval_names = _save_images(held_out, tmp / "eval" / "images", world.image_size, tick)
-        write_jsonl(tmp / "eval" / "truth.jsonl", [{"image": n, **s.to_dict()} for n, s in zip(eval_names, held_out)])
         stats = cooccurrence_stats(instruct)
-        write_json(tmp / "eval" / "cooccurrence.json", stats)
-        pope = pope_questions(held_out, eval_names, params, stats)
-        for split, rows in pope.items():
-            write_jsonl(tmp / "eval" / f"pope_{split}.jsonl", rows)
-        vqa = vqa_questions(held_out, eval_names, params)
-        write_jsonl(tmp / "eval" / "vqa.jsonl", vqa)
+        counts = {}
+        for split, scenes in held_out.items():
+            folder = tmp / split
+            names = _save_images(scenes, folder / "images", world.image_size, tick)
+            write_jsonl(folder / "truth.jsonl", [{"image": n, **s.to_dict()} for n, s in zip(names, scenes)])
+            write_json(folder / "cooccurrence.json", stats)
+            pope = pope_questions(scenes, names, params, stats, split)
+            for pope_split, rows in pope.items():
+                write_jsonl(folder / f"pope_{pope_split}.jsonl", rows)
+            vqa = vqa_questions(scenes, names, params, split)
+            write_jsonl(folder / "vqa.jsonl", vqa)
+            counts[f"{HELD_OUT[split]} images"] = len(scenes)
+            counts[f"{HELD_OUT[split]} POPE questions per split"] = len(pope["random"])
     return {
         "pool images": len(pool),
         "instruction images": len(instruct),
         "instruction examples": len(examples),
-        "held-out images": len(held_out),
-        **{f"POPE {split} questions": len(rows) for split, rows in pope.items()},
-        "VQA questions": len(vqa),
+        **counts,
     }
 
 
+HELD_OUT = {"eval": "test", "eval_dev": "dev"}  # folder (and params section) -> the set's name
+
+
+def _held_out_count(ev) -> int:
+    return max(ev.pope_images, ev.chair_images, ev.vqa_images, ev.question_images)
+
+
 def total_images(params: Params) -> int:
-    ev = params.world.eval
-    return params.world.pool_images + params.world.instruct_images + max(
-        ev.pope_images, ev.chair_images, ev.vqa_images, ev.question_images)
+    w = params.world
+    return w.pool_images + w.instruct_images + sum(_held_out_count(getattr(w, split)) for split in HELD_OUT)

@@ -25,3 +25,29 @@ def test_question_quality(micro_params):
     assert question_quality("What color is the square?", scene, micro_params) == (True, False)
     assert question_quality("Is there a blue cross in the image?", scene, micro_params) == (True, True)
     assert question_quality("red circle circle", scene, micro_params) == (False, False)
+
+
+def test_the_dev_set_is_other_images_of_the_same_world_and_world_dev_scores_it(micro_project, micro_params):
+    import dataclasses
+    import hashlib
+
+    from sena_cli.artifacts import read_jsonl
+
+    world = micro_project / "data" / "world"
+
+    def digests(split):
+        return {hashlib.sha256(p.read_bytes()).hexdigest() for p in (world / split / "images").iterdir()}
+
+    test, dev = digests("eval"), digests("eval_dev")
+    assert len(test) == 8 and len(dev) == 4 and not test & dev  # disjoint images (MICRO's sizes)
+    for split in ("eval", "eval_dev"):
+        assert {"pope_random.jsonl", "pope_adversarial.jsonl", "vqa.jsonl", "truth.jsonl"} <= \
+            {p.name for p in (world / split).iterdir()}
+    assert {r["image"] for r in read_jsonl(world / "eval_dev" / "pope_random.jsonl")} <= \
+        {p.name for p in (world / "eval_dev" / "images").iterdir()}
+    params = dataclasses.replace(micro_params, eval=dataclasses.replace(micro_params.eval, benchmarks=["world_dev"]))
+    run_eval(params, 0, root=micro_project)
+    metrics = json.loads((micro_project / "metrics" / "iter0.json").read_text())
+    assert set(metrics) == {"world_dev"} and set(metrics["world_dev"]) == {"pope", "chair"}
+    assert set(metrics["world_dev"]["pope"]) == {"random", "popular", "adversarial"}
+    assert 0.0 <= metrics["world_dev"]["chair"]["chair_i"] <= 1.0
