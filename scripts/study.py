@@ -1,0 +1,382 @@
+"""The evidence study: the method against SeVa and its ablations, over several θ0, chosen on dev, reported on test.
+
+    python scripts/study.py theta0 [--out study]            # world + θ0 for each base.seed, θ0's scores
+    python scripts/study.py search [--out study] [-j 2]     # candidate settings, scored on the dev set
+    python scripts/study.py final  [--out study] [-j 2]     # the chosen setting: full, SeVa, ablations
+    python scripts/study.py table  [--out study]            # -> docs/results.md
+
+Every run is a scratch clone of this repository under OUT with params.yaml set (θ0's base.seed,
+the loop seed, the variant's parameters) and `dvc repro`; all clones share one DVC cache, so the
+world and each θ0 are built once and restored from DVC's run cache. A run's params are nothing but
+keys of params.yaml: `run.json` holds the equivalent `dvc exp run -S ...` command. Runs go `-j` at a
+time, each on one CPU thread (two torch jobs of two threads each on 2 cores slow both ~5x); θ0 is
+trained alone on base.threads threads, as the shipped params say. `table` reads every run's
+metrics/iterK.json and writes the tables: no number is typed by hand.
+
+Design (issue 18): the world has a test set (world.eval: what results report) and a dev set
+(world.eval_dev, benchmark world_dev: where settings are chosen) on disjoint images; THETA0_SEEDS
+are the θ0; SEARCH are the candidate settings, each run once per θ0 on the dev set only; the
+chosen one (CHOSEN, written by `search` to OUT/chosen.json) then runs as the full method and SeVa
+with two loop seeds per θ0 and each ablation with one, scored on test and dev.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+THETA0_SEEDS = (0, 1, 2)
+LOOP_SEEDS = (0, 1)
+SEED_KEYS = (("sample", "seed"), ("qa", "seed"), ("train", "seed"), ("noise", "seed"))
+# The test set: one standard error of POPE accuracy (~0.9) and of CHAIR_i (~0.15) at most ~0.005.
+TEST_SET = {"pope_images": 900, "chair_images": 2000}
+DEV_ONLY = {"eval": {"benchmarks": ["world_dev"]}}
+TEST_AND_DEV = {"eval": {"benchmarks": ["world_pope", "world_chair", "world_vqa", "world_questions", "world_dev"]}}
+# Candidate settings of the embedded profile, within the method (its parameters, M, per-iteration lr).
+SEARCH = {
+    "shipped": {},
+    "lr1e-5": {"train": {"lr": 1.0e-5}},
+    "lr1e-4": {"train": {"lr": 1.0e-4}},
+    "beta0.3": {"train": {"beta": 0.3}},
+    "align2": {"train": {"alignment_weight": 2.0}},
+    "lr-decay": {"iterations": {"2": {"train": {"lr": 1.5e-5}}, "3": {"train": {"lr": 7.5e-6}}}},
+    "M1200": {"world": {"pool_images": 3600}, "sample": {"images_per_iteration": 1200}},
+    "M1200-lr1e-5": {"world": {"pool_images": 3600}, "sample": {"images_per_iteration": 1200},
+                     "train": {"lr": 1.0e-5}},
+}
+ABLATIONS = {  # the paper's ablations and SeVa, as in profiles/*.yaml
+    "full": {},
+    "seva": {"qa": {"self_questioning": False, "self_enhancement": False}, "train": {"alignment_weight": 0.0}},
+    "no-alignment": {"train": {"alignment_weight": 0.0}},
+    "no-enhancement": {"qa": {"self_enhancement": False}},
+    "no-questioning": {"qa": {"self_questioning": False}},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def _leaves(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out += _leaves(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _sh(args, cwd: Path, log=None, env: dict | None = None) -> str:
+    venv_bin = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd),
+           "DVC_NO_ANALYTICS": "1", **(env or {})}
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, text=True, stdout=log or subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(map(str, args))} failed in {cwd}" +
+                           (f":\n{proc.stdout[-3000:]}" if proc.stdout else ""))
+    return proc.stdout or ""
+
+
+def run_one(out: Path, name: str, theta0: int, loop_seed: int, overrides: dict, threads: int = 1,
+            target: str | None = None) -> dict:
+    """One clone, params set, `dvc repro [target]`; returns (and writes) run.json."""
+    where = out / "runs" / name / f"theta0-{theta0}" / f"seed{loop_seed}"
+    if (where / "run.json").is_file():
+        return json.loads((where / "run.json").read_text())
+    if where.exists():
+        subprocess.run(["rm", "-rf", str(where)], check=True)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    _sh(["git", "clone", "-q", REPO, where], out)
+    _sh([Path(sys.executable).parent / "dvc", "cache", "dir", "--local", (out / "cache").resolve()], where)
+    settings = _merge({"base": {"seed": theta0}, "world": {"eval": TEST_SET}},
+                      _merge({s: {k: loop_seed} for s, k in SEED_KEYS}, overrides))
+    params = _merge(yaml.safe_load((where / "params.yaml").read_text()), settings)
+    (where / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    started = time.perf_counter()
+    with open(where / "repro.log", "w") as log:
+        _sh([Path(sys.executable).parent / "dvc", "repro", *([target] if target else [])], where, log=log,
+            env={"OMP_NUM_THREADS": str(threads)})
+    info = {"name": name, "theta0": theta0, "seed": loop_seed, "seconds": round(time.perf_counter() - started, 1),
+            "settings": settings,
+            "command": "dvc exp run " + " ".join(f"-S {k}={json.dumps(v)}" for k, v in _leaves(settings))}
+    (where / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _pool(out: Path, jobs: list[tuple], parallel: int) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as ex:
+        futures = {ex.submit(run_one, out, *job): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            name, theta0, seed = futures[future][:3]
+            try:
+                info = future.result()
+                print(f"{name} θ0-{theta0} seed {seed}: {info['seconds']:.0f} s", flush=True)
+            except RuntimeError as exc:
+                print(f"{name} θ0-{theta0} seed {seed}: FAILED\n{exc}", flush=True)
+
+
+def theta0(out: Path) -> None:
+    """World and θ0 per base.seed, trained one at a time as shipped (base.threads), with θ0's scores."""
+    for seed in THETA0_SEEDS:
+        info = run_one(out, "theta0", seed, 0, TEST_AND_DEV, threads=2, target="eval@0")
+        print(f"θ0 base.seed {seed}: {info['seconds']:.0f} s", flush=True)
+    (out / "machine.json").write_text(json.dumps(_machine(), indent=2) + "\n")
+
+
+def _machine() -> dict:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), "")
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def search(out: Path, parallel: int) -> None:
+    jobs = [(name, t, 0, _merge(DEV_ONLY, over)) for name, over in SEARCH.items() for t in THETA0_SEEDS]
+    _pool(out, jobs, parallel)
+    scores = {name: _dev_score(out, name) for name in SEARCH}
+    best = max((n for n in scores if scores[n] is not None), key=lambda n: scores[n]["score"])
+    (out / "chosen.json").write_text(json.dumps({"chosen": best, "scores": scores}, indent=2) + "\n")
+    print(f"chosen on dev: {best}")
+
+
+def final(out: Path, parallel: int) -> None:
+    chosen = json.loads((out / "chosen.json").read_text())["chosen"]
+    setting = SEARCH[chosen]
+    jobs = []
+    for variant, over in ABLATIONS.items():
+        seeds = LOOP_SEEDS if variant in ("full", "seva") else LOOP_SEEDS[:1]
+        jobs += [(variant, t, s, _merge(_merge(TEST_AND_DEV, setting), over)) for t in THETA0_SEEDS for s in seeds]
+    _pool(out, jobs, parallel)
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads((run_dir / f"metrics/iter{k}.json").read_text()) for k in range(4)
+            if (run_dir / f"metrics/iter{k}.json").is_file()]
+
+
+def _runs(out: Path, name: str, iterations: int = 4) -> list[dict]:
+    found = []
+    for run_file in sorted((out / "runs" / name).glob("theta0-*/seed*/run.json")):
+        info = json.loads(run_file.read_text())
+        info["metrics"] = _metrics(run_file.parent)
+        if len(info["metrics"]) >= iterations:
+            found.append(info)
+    return found
+
+
+def _get(metrics: dict, path: tuple):
+    for part in path:
+        metrics = metrics[part]
+    return metrics
+
+
+DEV = {"pope_adv_f1": ("world_dev", "pope", "adversarial", "f1"), "chair_i": ("world_dev", "chair", "chair_i"),
+       "caption_f1": ("world_dev", "chair", "caption_f1")}
+TEST = {"pope_adv_f1": ("pope", "adversarial", "f1"), "chair_i": ("chair", "chair_i"),
+        "caption_f1": ("chair", "caption_f1")}
+
+
+def _targets(m0: dict, m3: dict, keys: dict) -> dict:
+    """The issue's targets for one run: CHAIR_i ratio, POPE adv. F1 gain, caption F1 gain."""
+    return {"chair_i_ratio": _get(m3, keys["chair_i"]) / max(_get(m0, keys["chair_i"]), 1e-9),
+            "pope_adv_f1_gain": _get(m3, keys["pope_adv_f1"]) - _get(m0, keys["pope_adv_f1"]),
+            "caption_f1_gain": _get(m3, keys["caption_f1"]) - _get(m0, keys["caption_f1"])}
+
+
+def _dev_score(out: Path, name: str) -> dict | None:
+    """Mean over θ0 of the dev targets, and one score: how far from meeting all three (higher is better)."""
+    runs = _runs(out, name)
+    if not runs:
+        return None
+    t = [_targets(r["metrics"][0], r["metrics"][3], DEV) for r in runs]
+    mean = {k: statistics.mean(x[k] for x in t) for k in t[0]}
+    # each target's shortfall, in its own unit (ratio 0.7, +0.01 F1, +0 caption F1); 0 when met
+    score = -(max(0.0, mean["chair_i_ratio"] - 0.7) + max(0.0, 0.01 - mean["pope_adv_f1_gain"])
+              + max(0.0, -mean["caption_f1_gain"]))
+    return {**mean, "score": score, "runs": len(runs)}
+
+
+def _cell(values: list[float], digits: int = 3) -> str:
+    if len(values) == 1:
+        return f"{values[0]:+.{digits}f}"
+    return f"{statistics.mean(values):+.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _se_pope(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n)
+
+
+def table(out: Path) -> str:
+    heads = [("POPE adv. acc.", ("pope", "adversarial", "accuracy")), ("POPE adv. F1", ("pope", "adversarial", "f1")),
+             ("POPE adv. yes-ratio", ("pope", "adversarial", "yes_ratio")), ("CHAIR_s", ("chair", "chair_s")),
+             ("CHAIR_i", ("chair", "chair_i")), ("caption recall", ("chair", "recall")),
+             ("caption F1", ("chair", "caption_f1"))]
+    machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").is_file() else {}
+    lines = ["Generated by `python scripts/study.py table` from the runs of `python scripts/study.py theta0`, "
+             "`search` and `final`", "(metrics/iterK.json of each run); nothing here is typed by hand. Machine: "
+             f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores. Differences are θ3 − θ0 of the same "
+             "run; cells are mean ± sample standard deviation over all runs (θ0 × loop seeds).", ""]
+    # θ0
+    t0 = _runs(out, "theta0", iterations=1)
+    lines += ["## The three θ0 (base.seed 0, 1, 2: same params, same world)", "",
+              "| base.seed | POPE random acc. | POPE adv. acc. | POPE adv. F1 | CHAIR_i | caption recall "
+              "| caption F1 | world VQA colour / shape | dev POPE adv. F1 | dev CHAIR_i | θ0 wall time |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in t0:
+        m = r["metrics"][0]
+        pope, chair, vqa, dev = m["pope"], m["chair"], m["world_vqa"], m["world_dev"]
+        cells = [pope["random"]["accuracy"], pope["adversarial"]["accuracy"], pope["adversarial"]["f1"],
+                 chair["chair_i"], chair["recall"], chair["caption_f1"]]
+        lines.append(f"| {r['theta0']} | " + " | ".join(f"{c:.3f}" for c in cells) +
+                     f" | {vqa['accuracy_colour']:.3f} / {vqa['accuracy_shape']:.3f} | "
+                     f"{dev['pope']['adversarial']['f1']:.3f} | {dev['chair']['chair_i']:.3f} | {r['seconds']:.0f} s |")
+    # search
+    chosen_file = out / "chosen.json"
+    if chosen_file.is_file():
+        chosen = json.loads(chosen_file.read_text())
+        lines += ["", "## How the setting was chosen: dev set, θ3 − θ0, mean over the three θ0 (one loop seed)", "",
+                  "Target (issue 18): CHAIR_i ratio ≤ 0.70, POPE adv. F1 gain ≥ +0.010, caption F1 gain ≥ 0. Score = "
+                  "minus the summed shortfalls; the highest is chosen.", "",
+                  "| candidate | settings | runs | CHAIR_i θ3/θ0 | POPE adv. F1 gain | caption F1 gain | score |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, s in chosen["scores"].items():
+            if s is None:
+                continue
+            mark = " **(chosen)**" if name == chosen["chosen"] else ""
+            settings = ", ".join(f"{k}={v}" for k, v in _leaves(SEARCH[name])) or "the shipped params"
+            lines.append(f"| {name}{mark} | {settings} | {s['runs']} | {s['chair_i_ratio']:.3f} | "
+                         f"{s['pope_adv_f1_gain']:+.3f} | {s['caption_f1_gain']:+.3f} | {s['score']:.3f} |")
+    # final
+    variants = {v: _runs(out, v) for v in ABLATIONS}
+    variants = {v: r for v, r in variants.items() if r}
+    if variants:
+        lines += ["", "## θ3 − θ0 on the test set (mean ± sd over θ0 × loop seeds)", "",
+                  "| variant | runs | " + " | ".join(h for h, _ in heads) + " | wall time per run |",
+                  "|---|---|" + "---|" * len(heads) + "---|"]
+        for v, runs in variants.items():
+            cells = [_cell([_get(r["metrics"][3], p) - _get(r["metrics"][0], p) for r in runs]) for _, p in heads]
+            secs = [r["seconds"] for r in runs]
+            lines.append(f"| {v} | {len(runs)} | " + " | ".join(cells) +
+                         f" | {statistics.mean(secs):.0f} s |")
+        lines += ["", "## Which targets hold (test set, mean over runs)", "",
+                  "| variant | CHAIR_i θ3/θ0 ≤ 0.70 | POPE adv. F1 gain ≥ +0.010 | caption F1 gain ≥ 0 |",
+                  "|---|---|---|---|"]
+        for v, runs in variants.items():
+            t = [_targets(r["metrics"][0], r["metrics"][3], TEST) for r in runs]
+            ratio = statistics.mean(x["chair_i_ratio"] for x in t)
+            f1 = statistics.mean(x["pope_adv_f1_gain"] for x in t)
+            cap = statistics.mean(x["caption_f1_gain"] for x in t)
+            lines.append(f"| {v} | {ratio:.3f} {'✓' if ratio <= 0.7 else '✗'} | {f1:+.3f} {'✓' if f1 >= 0.01 else '✗'}"
+                         f" | {cap:+.3f} {'✓' if cap >= 0 else '✗'} |")
+        if "seva" in variants:
+            lines += ["", "## The method against SeVa, paired by θ0 (θ3 − θ0 of full minus that of SeVa; test set)", "",
+                      "| θ0 | " + " | ".join(h for h, _ in heads) + " |", "|---|" + "---|" * len(heads)]
+            for t in THETA0_SEEDS:
+                full = [r for r in variants.get("full", []) if r["theta0"] == t]
+                seva = [r for r in variants["seva"] if r["theta0"] == t]
+                if not full or not seva:
+                    continue
+                cells = []
+                for _, p in heads:
+                    df = statistics.mean(_get(r["metrics"][3], p) - _get(r["metrics"][0], p) for r in full)
+                    ds = statistics.mean(_get(r["metrics"][3], p) - _get(r["metrics"][0], p) for r in seva)
+                    cells.append(f"{df - ds:+.3f}")
+                lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        some = next(iter(variants.values()))
+        any_run = some[0]
+        n_pope = _test_questions(out, any_run)
+        if n_pope:
+            p = statistics.mean(r["metrics"][0]["pope"]["adversarial"]["accuracy"] for r in some)
+            lines += ["", f"One standard error of a run's POPE adversarial accuracy on the test set: "
+                      f"{_se_pope(p, n_pope):.4f} ({n_pope} questions); of its CHAIR_i: "
+                      f"{_se_chair(out, any_run):.4f} (bootstrap over the test captions)."]
+        for v, runs in variants.items():
+            lines += ["", f"### {v}: per iteration (test set)", "",
+                      f"Reproduce one run: `{runs[0]['command']}` (in a clone of this repository).", "",
+                      "| metric | θ0 | θ1 | θ2 | θ3 |", "|---|---|---|---|---|"]
+            for label, p in heads:
+                lines.append(f"| {label} | " + " | ".join(
+                    _cell([_get(r["metrics"][k], p) for r in runs]).replace("+", "") for k in range(4)) + " |")
+    total = sum(json.loads(f.read_text())["seconds"] for f in (out / "runs").glob("*/theta0-*/seed*/run.json"))
+    lines += ["", f"Wall time of the study: {total / 3600:.1f} hours of runs (`-j` runs at a time; see each run.json).",
+              "", "Commands: `python scripts/study.py theta0`, then `search`, `final` and `table` (each resumes: a "
+              "finished run is kept)."]
+    return "\n".join(lines) + "\n"
+
+
+def _run_dir(out: Path, run: dict) -> Path:
+    return out / "runs" / run["name"] / f"theta0-{run['theta0']}" / f"seed{run['seed']}"
+
+
+def _test_questions(out: Path, run: dict) -> int:
+    path = _run_dir(out, run) / "data/world/eval/pope_adversarial.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+
+
+def _se_chair(out: Path, run: dict, resamples: int = 1000) -> float:
+    """Bootstrap standard error of CHAIR_i over the test captions of θ0 (mentions clustered by caption)."""
+    import random
+
+    path = _run_dir(out, run) / "data/iter0/eval/answers.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    caps = [(len(r["mentioned"]), sum(m not in r["truth"] for m in r["mentioned"])) for r in rows
+            if r.get("benchmark") == "chair"]
+    rng = random.Random(0)
+    values = []
+    for _ in range(resamples):
+        sample = [caps[rng.randrange(len(caps))] for _ in caps]
+        named = sum(n for n, _ in sample)
+        values.append(sum(h for _, h in sample) / named if named else 0.0)
+    return statistics.stdev(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["theta0", "search", "final", "table"])
+    parser.add_argument("--out", type=Path, default=REPO / "study")
+    parser.add_argument("-j", type=int, default=2, help="runs at a time (each on one CPU thread)")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if args.action == "theta0":
+        theta0(out)
+    elif args.action == "search":
+        search(out, args.j)
+    elif args.action == "final":
+        final(out, args.j)
+    else:
+        text = table(out)
+        marker = "<!-- generated by scripts/study.py table: do not edit below -->"
+        doc = REPO / "docs" / "results.md"
+        old = doc.read_text() if doc.is_file() else ""
+        head = old.split(marker)[0] if marker in old else "# Results: self-evolution on the embedded world\n\n"
+        doc.write_text(head + marker + "\n\n" + text)
+        print(text)
+    print(f"{args.action}: {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
