@@ -184,7 +184,7 @@ def test_refusals(paired_project, micro_dict):
     rows = [json.loads(line) for line in pairs.read_text().splitlines()]
     del rows[1]["ref_rejected_logp"]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(SenaError, match="line 2 has no reference log-probs"):
+    with pytest.raises(SenaError, match="line 2 has no 'ref_rejected_logp'"):
         run_train(train_params(micro_dict), 1, root=paired_project)
     pairs.write_text("")
     with pytest.raises(SenaError, match="no pairs to train on"):
