@@ -67,8 +67,13 @@ def noise_info_file(k: int, root: Path = Path(".")) -> Path:
     return noised_dir(k, root) / "info.json"
 
 
+def noise_previews_dir(k: int, root: Path = Path(".")) -> Path:
+    """A few clean | corrupted pictures side by side, for people."""
+    return noised_dir(k, root) / "previews"
+
+
 def noise_preview_file(k: int, i: int, root: Path = Path(".")) -> Path:
-    return noised_dir(k, root) / "previews" / f"{i:03d}.png"
+    return noise_previews_dir(k, root) / f"{i:03d}.png"
 
 
 # ---------------------------------------------------------------- qa

@@ -46,6 +46,7 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
                                 settings=params.model.processor)
     with publish(layout.noised_dir(k, root)) as out:
         index = []
+        out.path(layout.noise_previews_dir(k, root)).mkdir()
         for i, rec in enumerate(manifest):
             image = open_manifest_image(root, rec, k)
             entry = {"id": rec["id"], "seed": image_seed(np_.seed, rec["id"])}

@@ -17,6 +17,7 @@ and stats.json with the per-filter counts.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -98,8 +99,9 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
         tick = progress(f"reference log-probs, iteration {k}", len(pairs))
         tick(sum(len(batch) for b, batch in enumerate(batches) if b in done))
         for b in ranks.mine(range(len(batches)), done):
-            journal.add(b, vlm.preference_logps(batches[b], load, max_length=params.train.max_length,
-                                                precision=precision))
+            logps = vlm.preference_logps(batches[b], load, max_length=params.train.max_length, precision=precision)
+            _refuse_non_finite(logps, batches[b], k, root)
+            journal.add(b, logps)
             batches_run += 1
             tick(len(batches[b]))
         if ranks.is_main:  # rank 0 waits for the other ranks' batches while they are alive (no fixed timeout)
@@ -118,6 +120,15 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
         out.json(layout.reference_file(k, root), reference, REFERENCE)
     shutil.rmtree(layout.pairs_work_dir(k, root), ignore_errors=True)
     return summary({**stats, "batches run now": batches_run}, layout.pairs_dir(k, root), started)
+
+
+def _refuse_non_finite(logps: list[tuple], batch: list[dict], k: int, root: Path) -> None:
+    """Reference log-probs must be numbers before they are journaled: a NaN one would train on garbage."""
+    for pair, values in zip(batch, logps, strict=True):
+        if not all(math.isfinite(v) for v in values):
+            raise SenaError(f"{layout.model_dir(k - 1, root)}: θ{k - 1} gives log-probs that are not finite "
+                            f"({', '.join(f'{v:g}' for v in values)}) for the pair of '{pair['id']}'; check its "
+                            f"weights, then rerun `sena pair --iter {k}`")
 
 
 def _refuse_unsampled(records: list[dict], sha256: dict[str, str], k: int, root: Path) -> None:

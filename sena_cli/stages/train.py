@@ -131,12 +131,16 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
             shutil.copytree(work / "live", out.path(layout.train_live_dir(k, root)))
             out.json(layout.train_summary_file(k, root), summary, TRAIN_SUMMARY)
         shutil.rmtree(work, ignore_errors=True)
+    return {**_rows(summary), **resumed, "output": str(layout.model_dir(k, root))}
+
+
+def _rows(summary: dict) -> dict:
+    """The CLI's table of a training summary; a metric that was not logged (or not finite) is left out."""
     first, last, after = summary["first"], summary["last"], summary["after"]
     return {**{key: summary[key] for key in ("pairs", "steps", "global_batch", "seconds")},
             **{f"{key} first→last": f"{first[key]:.4f} → {last[key]:.4f}"
                for key in ("dpo_loss", "alignment_loss", "reward_accuracy") if key in first and key in last},
-            **({"reward_accuracy on all pairs after": after["reward_accuracy"]} if "reward_accuracy" in after else {}),
-            **resumed, "output": str(layout.model_dir(k, root))}
+            **({"reward_accuracy on all pairs after": after["reward_accuracy"]} if "reward_accuracy" in after else {})}
 
 
 def _diverged(params: Params, k: int, root: Path, what: str) -> SenaError:
@@ -322,9 +326,9 @@ def _summary(history: list[dict], final_eval: dict, pairs: list[dict], per_devic
              processes: int, seconds: float) -> dict:
     steps = [h for h in history if "dpo_loss" in h and "eval_dpo_loss" not in h]
 
-    def pick(entry: dict, prefix: str = "") -> dict:
-        return {name: entry[prefix + key] for key, name in LOGGED.items()
-                if prefix + key in entry and math.isfinite(entry[prefix + key])}
+    def pick(entry: dict, prefix: str = "") -> dict:  # what was logged, and finite
+        return {name: value for key, name in LOGGED.items()
+                if isinstance(value := entry.get(prefix + key), int | float) and math.isfinite(value)}
 
     return {
         "pairs": len(pairs), "pairs_des": sum(p["type"] == "des" for p in pairs),

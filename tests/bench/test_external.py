@@ -70,7 +70,8 @@ def test_coco_pope_on_a_10_question_file_with_known_counts(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?"}\n', "line 1 has no 'label'"),
-    ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?", "label": "maybe"}\n', "line 1: 'label' must be one of \"yes\", \"no\", got \"maybe\""),
+    ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?", "label": "maybe"}\n',
+     "line 1: 'label' must be one of \"yes\", \"no\", got \"maybe\""),
     ("not json\n", "malformed JSON at line 1; is this a POPE question file"),
     ("", "no questions"),
 ])
