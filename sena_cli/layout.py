@@ -139,6 +139,11 @@ def train_live_dir(k: int, root: Path = Path(".")) -> Path:
     return train_dir(k, root) / "live"
 
 
+def train_curve_file(k: int, name: str, root: Path = Path(".")) -> Path:
+    """One logged metric of θk's training against the optimizer step (`rewards/margins` -> …/rewards/margins.tsv)."""
+    return train_live_dir(k, root) / "plots" / "metrics" / f"{name}.tsv"
+
+
 def train_summary_file(k: int, root: Path = Path(".")) -> Path:
     return train_dir(k, root) / "summary.json"
 
@@ -181,6 +186,10 @@ def history_file(root: Path = Path(".")) -> Path:
 def history_dir(root: Path = Path(".")) -> Path:
     """One file per headline metric (iteration, value), for `dvc plots`."""
     return root / "metrics" / "history"
+
+
+def history_metric_file(key: str, root: Path = Path(".")) -> Path:
+    return history_dir(root) / f"{key}.csv"
 
 
 def report_file(root: Path = Path(".")) -> Path:

@@ -51,7 +51,7 @@ def run_history(params: Params, root: Path = Path("."), progress: Progress = no_
 
     with publish(layout.history_dir(root)) as out:
         for key in keys:
-            out.path(layout.history_dir(root) / f"{key}.csv").write_text(
+            out.path(layout.history_metric_file(key, root)).write_text(
                 _csv(["iteration", key], [[k, cell(k, key)] for k in metrics if cell(k, key) != ""]))
     atomic_write_text(layout.history_file(root), _csv(["iteration", *keys], [[k, *(cell(k, key) for key in keys)]
                                                                             for k in metrics]))

@@ -114,8 +114,7 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     if not ranks.is_main:
         return {**stats, "rank": ranks.rank, "batches run now": batches_run}
     with publish(layout.pairs_dir(k, root)) as out:
-        out.records(layout.pairs_file(k, root), pairs, PAIR,
-                    fix=f"θ{k - 1} ({layout.model_dir(k - 1, root)}) computed them: check its weights")
+        out.records(layout.pairs_file(k, root), pairs, PAIR)
         out.json(layout.pairs_stats_file(k, root), stats, PAIR_STATS)
         out.json(layout.reference_file(k, root), reference, REFERENCE)
     shutil.rmtree(layout.pairs_work_dir(k, root), ignore_errors=True)

@@ -193,13 +193,13 @@ def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lamb
 
     body.append("<h2>Training curves</h2>")
     for k in range(1, n + 1):
-        live = layout.train_live_dir(k, root) / "plots" / "metrics"
-        if not live.is_dir():
+        if not layout.train_live_dir(k, root).is_dir():
             body.append(f"<p class='note'>iteration {k}: not trained yet</p>")
             continue
         body.append(f"<h3>iteration {k}</h3><div class='charts'>")
         for title, name in TRAIN_CURVES:
-            body.append(svg_chart(title, [(name.split("/")[-1], _read_tsv(live / f"{name}.tsv", name.split("/")[-1]))],
+            column = name.split("/")[-1]
+            body.append(svg_chart(title, [(column, _read_tsv(layout.train_curve_file(k, name, root), column))],
                                   "optimizer step", width=260, height=180))
         body.append("</div>")
 

@@ -14,11 +14,13 @@ launch) exists before the model loads, so under ZeRO-3 from_pretrained loads it 
 (deepspeed.zero.Init) instead of every rank holding the whole fp32 model in host memory.
 
 Outputs: models/iterK (safetensors + processor), data/iterK/train/ (dvclive curves and
-summary.json). Checkpoints go to data/iterK/train.partial/ so a killed run resumes (with the
-same process count: DeepSpeed's checkpoints are partitioned by rank). A checkpoint holds the
-weights and the optimizer's states, 12-16 bytes per trained parameter (~110 GB for a
-full-parameter 7B model under ZeRO-3): `train.checkpoint_steps` trades that cost against the
-steps a kill may lose.
+summary.json). θK replaces models/iterK only when every logged loss is finite, its summary is
+computed, and every floating tensor of the written weights is finite; otherwise one line names
+train.lr and train.beta and models/iterK is left as it was. Checkpoints go to
+data/iterK/train.partial/ so a killed run resumes (with the same process count: DeepSpeed's
+checkpoints are partitioned by rank). A checkpoint holds the weights and the optimizer's
+states, 12-16 bytes per trained parameter (~110 GB for a full-parameter 7B model under
+ZeRO-3): `train.checkpoint_steps` trades that cost against the steps a kill may lose.
 """
 
 from __future__ import annotations
