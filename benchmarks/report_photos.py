@@ -32,15 +32,11 @@ def setup(tmp: Path, photos: int, width: int, height: int) -> None:
     import yaml
 
     sys.path.insert(0, str(REPO))
-    from sena_cli.artifacts import read_jsonl, write_jsonl
     from sena_cli.config import params_from_dict
     from sena_cli.stages.base import run_base
-    from sena_cli.stages.noise import run_noise
-    from sena_cli.stages.pair import run_pair
-    from sena_cli.stages.sample import run_sample
     from sena_cli.world.build import build_world
     from tests.conftest import MICRO, full_params_yaml
-    from tests.helpers import photo
+    from tests.helpers import paired_iteration, photo
 
     micro = yaml.safe_load(yaml.safe_dump(MICRO))
     params = params_from_dict(micro)
@@ -56,14 +52,8 @@ def setup(tmp: Path, photos: int, width: int, height: int) -> None:
         d = {**micro, "loop": {"iterations": 1}, "noise": {"space": space},
              "sample": {"pool": str(tmp / "photos"), "images_per_iteration": photos}}
         (root / "params.yaml").write_text(full_params_yaml(d))
-        params = params_from_dict(d)
-        run_sample(params, 1, root=root)
-        run_noise(params, 1, root=root)
-        write_jsonl(root / "data/iter1/qa/records.jsonl", [{
-            "id": m["id"], "image": m["path"], "type": "des", "prompt": "Describe the image concisely.",
-            "enhanced_answer": "A smooth colour gradient.", "corrupted_answer": "A grey square."}
-            for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
-        run_pair(params, 1, root=root)
+        paired_iteration(params_from_dict(d), root, "des", "Describe the image concisely.",
+                         "A smooth colour gradient.", "A grey square.")
         (root / "metrics").mkdir()
         (root / "metrics/iter0.json").write_text('{"pope": {"random": {"accuracy": 0.5, "f1": 0.5}}}\n')
 

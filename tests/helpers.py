@@ -42,3 +42,19 @@ def photo(width: int, height: int, seed: int = 0):
         channel += rng.normal(0.0, 6.0, (height, width)).astype(np.float32)
         out[..., c] = np.clip(channel, 0, 255)
     return Image.fromarray(out)
+
+
+def paired_iteration(params, root: Path, type_: str, prompt: str, chosen: str, rejected: str) -> None:
+    """Iteration 1 sampled, corrupted, asked (one scripted qa record per image: `prompt`, with `chosen`
+    as the enhanced answer and `rejected` as the corrupted one) and paired with θ0."""
+    from sena_cli.artifacts import read_jsonl, write_jsonl
+    from sena_cli.stages.noise import run_noise
+    from sena_cli.stages.pair import run_pair
+    from sena_cli.stages.sample import run_sample
+
+    run_sample(params, 1, root=root)
+    run_noise(params, 1, root=root)
+    write_jsonl(root / "data/iter1/qa/records.jsonl", [{
+        "id": m["id"], "image": m["path"], "type": type_, "prompt": prompt, "enhanced_answer": chosen,
+        "corrupted_answer": rejected} for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
+    run_pair(params, 1, root=root)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -57,3 +60,13 @@ def params_with(project: Path, **edits) -> str:
             node = node.setdefault(key, {})
         node[leaf] = value
     return yaml.safe_dump(data)
+
+
+@contextmanager
+def theta1(project: Path) -> Iterator[None]:
+    """A θ1 already published (a copy of θ0) for the test, removed after."""
+    shutil.copytree(project / "models/iter0", project / "models/iter1")
+    try:
+        yield
+    finally:
+        shutil.rmtree(project / "models/iter1")

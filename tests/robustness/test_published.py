@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from sena_cli.errors import SenaError
 from sena_cli.frame import QA_RECORD, publish
 from sena_cli.stages import train as train_stage
-from tests.robustness.helpers import fails, params_with
+from tests.robustness.helpers import fails, params_with, theta1
 
 SMALL_TRAIN = {"train__global_batch_size": 2, "train__per_device_batch_size": 2, "train__checkpoint_steps": 0}
 
@@ -34,16 +34,6 @@ def _nan_weights(model_dir):
         weights.write_bytes(saved)
 
 
-@contextmanager
-def _good_theta1(project):
-    """A θ1 already published (a copy of θ0), which a failed training must leave as it is."""
-    shutil.copytree(project / "models/iter0", project / "models/iter1")
-    try:
-        yield
-    finally:
-        shutil.rmtree(project / "models/iter1")
-
-
 def test_pair_refuses_log_probs_that_are_not_finite(project, monkeypatch):
     with _nan_weights(project / "models/iter0"):
         out = fails(project, monkeypatch, ["pair", "--iter", "1"],
@@ -53,8 +43,8 @@ def test_pair_refuses_log_probs_that_are_not_finite(project, monkeypatch):
 
 
 def test_a_diverged_training_publishes_no_theta(project, monkeypatch):
-    """θ0 with NaN weights trains to a NaN loss: θ1 is not written, the θ1 already there stays."""
-    with _good_theta1(project), _nan_weights(project / "models/iter0"):
+    """θ0 with NaN weights trains to a NaN loss: θ1 is not written, the good θ1 already there stays."""
+    with theta1(project), _nan_weights(project / "models/iter0"):
         fails(project, monkeypatch, ["train", "--iter", "1"],
               "θ1 not written: training diverged (dpo_loss is nan at step 1); lower train.lr (2e-06) or train.beta "
               "(0.1), or check θ0 (models/iter0), and rerun `sena train --iter 1`; models/iter1 is left as it was",
@@ -76,7 +66,7 @@ def test_weights_that_are_not_finite_are_refused_before_the_rename(project, monk
         return out
 
     monkeypatch.setattr(SenaDPOTrainer, "train", train_then_poison)
-    with _good_theta1(project):
+    with theta1(project):
         fails(project, monkeypatch, ["train", "--iter", "1"],
               "θ1 not written: its weight language_model.lm_head.weight is not finite after training; lower "
               "train.lr (2e-06) or train.beta (0.1), or check θ0 (models/iter0), and rerun `sena train --iter 1`; "

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 from PIL import Image
 
-from tests.robustness.helpers import fails, params_with
+from tests.robustness.helpers import fails, params_with, theta1
 
 
 @contextmanager
@@ -90,15 +90,6 @@ def test_a_pointer_with_the_wrong_fields(tmp_path, project, monkeypatch):
               "models/iter0/pointer.json: 'base' must be text, got 7; rerun `sena base`")
 
 
-@contextmanager
-def _theta1(project):
-    shutil.copytree(project / "models/iter0", project / "models/iter1")
-    try:
-        yield
-    finally:
-        shutil.rmtree(project / "models/iter1")
-
-
 @pytest.mark.parametrize("text, expected", [
     ('{"pope": {"random": {"f1": 0.5', "metrics/iter0.json: malformed JSON at line 1; rerun `sena eval --iter 0`"),
     ('{"pope": {"random": {"f1": NaN}}}',
@@ -109,7 +100,7 @@ def _theta1(project):
 def test_theta0_metrics_are_checked_before_eval_does_any_work(project, monkeypatch, text, expected):
     """`sena eval --iter 1` prints the change against θ0: θ0's metrics are read first, not after the work."""
     _no_model(monkeypatch)
-    with _theta1(project), _edited(project / "metrics/iter0.json", lambda _: text):
+    with theta1(project), _edited(project / "metrics/iter0.json", lambda _: text):
         fails(project, monkeypatch, ["eval", "--iter", "1"], expected)
         fails(project, monkeypatch, ["history"], expected)
         fails(project, monkeypatch, ["report"], expected)

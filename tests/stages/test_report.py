@@ -8,15 +8,11 @@ import subprocess
 import pytest
 from PIL import Image
 
-from sena_cli.artifacts import read_jsonl, write_jsonl
 from sena_cli.config import params_from_dict
 from sena_cli.stages.eval import run_eval
-from sena_cli.stages.noise import run_noise
-from sena_cli.stages.pair import run_pair
 from sena_cli.stages.report import run_report
-from sena_cli.stages.sample import run_sample
 from sena_cli.stages.train import run_train
-from tests.helpers import project_from
+from tests.helpers import paired_iteration, photo, project_from
 
 
 def _chromium() -> str:
@@ -42,13 +38,8 @@ def run_project(micro_project, micro_dict, tmp_path):
     d = {**micro_dict, "loop": {"iterations": 1}, "sample": {"images_per_iteration": 6},
          "train": {"global_batch_size": 2, "per_device_batch_size": 2, "lr": 1e-3, "checkpoint_steps": 0}}
     params = params_from_dict(d)
-    run_sample(params, 1, root=root)
-    run_noise(params, 1, root=root)
-    write_jsonl(root / "data/iter1/qa/records.jsonl", [{
-        "id": m["id"], "image": m["path"], "type": "des", "prompt": "Describe the image <concisely>.",
-        "enhanced_answer": "A red circle & a blue square.", "corrupted_answer": "A green cross."}
-        for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
-    run_pair(params, 1, root=root)
+    paired_iteration(params, root, "des", "Describe the image <concisely>.", "A red circle & a blue square.",
+                     "A green cross.")
     run_train(params, 1, root=root)
     run_eval(params, 0, root=root)
     run_eval(params, 1, root=root)
@@ -97,21 +88,14 @@ def test_the_page_stays_small_for_big_photos(micro_project, micro_dict, tmp_path
     import io
     import json
 
-    from tests.helpers import photo
-
     root = project_from(micro_project, tmp_path / "project")
     (tmp_path / "photos").mkdir()
     for i in range(2):
         photo(3000, 2000, seed=i).save(tmp_path / "photos" / f"{i}.jpg", quality=90)
     params = params_from_dict({**micro_dict, "loop": {"iterations": 1}, "noise": {"space": space},
                                "sample": {"pool": str(tmp_path / "photos"), "images_per_iteration": 2}})
-    run_sample(params, 1, root=root)
-    run_noise(params, 1, root=root)
-    write_jsonl(root / "data/iter1/qa/records.jsonl", [{
-        "id": m["id"], "image": m["path"], "type": "des", "prompt": "Describe the image concisely.",
-        "enhanced_answer": "A smooth colour gradient.", "corrupted_answer": "A grey square."}
-        for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
-    run_pair(params, 1, root=root)
+    paired_iteration(params, root, "des", "Describe the image concisely.", "A smooth colour gradient.",
+                     "A grey square.")
     (root / "metrics").mkdir()
     (root / "metrics/iter0.json").write_text(json.dumps({"pope": {"random": {"accuracy": 0.5, "f1": 0.5}}}))
     run_report(params, root=root)
