@@ -78,18 +78,12 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSON-lines file; a bad line raises JSONDecodeError whose lineno is the file's line."""
-    text = Path(path).read_text()
-    records, offset = [], 0
-    for line in text.splitlines(keepends=True):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise json.JSONDecodeError(exc.msg, text, offset + min(exc.pos, len(line.rstrip("\n")))) from None
-        offset += len(line)
-    return records
+def read_jsonl(path: str | Path) -> list:
+    """The records of a JSON-lines file; a malformed line is one line naming the file and the line
+    (the stage frame's reader, sena_cli/frame.py, which also checks fields)."""
+    from sena_cli.frame import Source, read_records
+
+    return read_records(path, Source("missing", "fix or regenerate the file"))
 
 
 def fingerprint(*parts) -> str:
@@ -157,21 +151,27 @@ def _cut_torn_tail(fd: int) -> int:
     return end
 
 
+def journal_entries(data: bytes, run_id: str) -> Iterator[tuple[int | str, object]]:
+    """(chunk, data) of each whole line of run `run_id` in a journal's bytes; a line without its
+    newline (torn by a kill or a full disk: the writer cuts it off, the chunk is redone) or that is
+    not a journal entry is skipped."""
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            continue
+        try:
+            entry = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(entry, dict) and entry.get("run") == run_id and isinstance(entry.get("chunk"), int | str):
+            yield entry["chunk"], entry.get("data")
+
+
 def read_journals(paths, run_id: str) -> dict[int | str, object]:
-    """Finished chunks of run `run_id`; a line without its newline (torn) or not a journal entry is skipped."""
+    """Finished chunks of run `run_id` in these journals (the newest entry of a chunk wins)."""
     done = {}
     for path in paths:
-        if not Path(path).is_file():
-            continue
-        for line in Path(path).read_bytes().splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                continue  # torn by a kill or a full disk: the writer cuts it off, the chunk is redone
-            try:
-                entry = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(entry, dict) and entry.get("run") == run_id and isinstance(entry.get("chunk"), int | str):
-                done[entry["chunk"]] = entry.get("data")
+        if Path(path).is_file():
+            done.update(journal_entries(Path(path).read_bytes(), run_id))
     return done
 
 
@@ -185,14 +185,14 @@ def stage_lock(stage: str, k: int | None = None, root: Path = Path("."), rank: i
     The processes of one multi-process launch hold one lock each (`rank`), so they do not
     stop each other while each of them stops its counterpart in a second launch.
     """
-    folder = layout.iter_dir(k, root) if k is not None else Path(root) / "data"
+    path = layout.lock_file(stage, k, rank, root)
+    folder = path.parent
     command = f"sena {stage}" + (f" --iter {k}" if k is not None else "")
     made = []
     for parent in reversed([folder, *folder.parents]):
         if not parent.exists():
             made.append(parent)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (f".{stage}.lock" if rank == 0 else f".{stage}.rank{rank}.lock")
     fd = None
     try:
         while fd is None:
@@ -226,14 +226,7 @@ def stage_lock(stage: str, k: int | None = None, root: Path = Path("."), rank: i
                 parent.rmdir()  # only if still empty
 
 
-# ---------------------------------------------------------------- inputs shared by stages
-
-
-def read_manifest(k: int, root: Path) -> list[dict]:
-    path = layout.iter_dir(k, root) / "sample" / "manifest.jsonl"
-    if not path.is_file():
-        raise SenaError(f"{path}: missing; run `sena sample --iter {k}` first")
-    return read_jsonl(path)
+# ---------------------------------------------------------------- images
 
 
 def shown(path: str | Path) -> str:
@@ -334,9 +327,6 @@ def sampled_image_loader(rows: list[dict], root: Path, k: int):
     return load
 
 
-NOISE_INDEX = "index.jsonl"
-
-
 def image_sha256(image: Image.Image) -> str:
     """Identity of an image's decoded RGB pixels."""
     return hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest()
@@ -351,16 +341,15 @@ class Corruption:
     """
 
     def __init__(self, params, k: int, root: Path):
+        from sena_cli.frame import NOISE_ENTRY, made_by, read_records
         from sena_cli.method.noise import scheduler
 
-        folder = layout.iter_dir(k, root) / "noised"
-        index_file = folder / NOISE_INDEX
-        if not index_file.is_file():
-            raise SenaError(f"{index_file}: missing; run `sena noise --iter {k}` first")
+        folder = layout.noised_dir(k, root)
         self.folder = folder
         self.params = params.noise
         self.k = k
-        self.records = {r["id"]: r for r in read_jsonl(index_file)}
+        self.records = {r["id"]: r for r in read_records(layout.noise_index_file(k, root), made_by("noise", k),
+                                                         NOISE_ENTRY)}
         self.sched = scheduler(self.params)
         info_space = "pictures" if any("pictures" in r for r in self.records.values()) else "size"
         expected = "pictures" if self.params.space == "pixel_values" else "size"

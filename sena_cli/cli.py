@@ -259,9 +259,9 @@ def evaluate(k: int = ITER_OPTION) -> None:
 
         params = _params()
         with _lock("eval", k), _progress() as phase:
+            before = flatten(read_metrics(0) or {}) if k else {}  # θ0's, for the change: checked before any work
             result = run_eval(params, k, progress=phase)
         now = flatten(result["metrics"])
-        before = flatten(read_metrics(0) or {}) if k else {}
         table = Table(title=f"θ{k} metrics ({layout.metrics_file(k)})", title_justify="left")
         table.add_column("metric", style="bold")
         table.add_column(f"θ{k}", justify="right")

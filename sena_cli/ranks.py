@@ -26,7 +26,6 @@ as one:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import socket
@@ -39,7 +38,7 @@ from typing import TypeVar
 
 import torch
 
-from sena_cli.artifacts import Journal, atomic_write_text
+from sena_cli.artifacts import Journal, atomic_write_text, journal_entries
 from sena_cli.errors import SenaError
 
 T = TypeVar("T")
@@ -273,11 +272,5 @@ class _JournalReader:
                 continue
             end = data.rfind(b"\n") + 1  # a line being written is read on a later poll
             self.offsets[path] = offset + end
-            for line in data[:end].splitlines():
-                try:
-                    entry = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue  # cut short by a kill
-                if isinstance(entry, dict) and entry.get("run") == self.run_id:
-                    self.found[entry["chunk"]] = entry["data"]
+            self.found.update(journal_entries(data[:end], self.run_id))
         return self.found

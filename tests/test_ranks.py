@@ -27,9 +27,9 @@ if sys.argv[2] == "separate":  # each rank on its own "machine": folders that ar
 try:
     ranks = Ranks.start(root / "data" / "iter1" / "qa.partial")
 except SenaError as exc:
-    print(f"rank {os.environ['RANK']} error: {exc}")
+    os.write(1, f"rank {os.environ['RANK']} error: {exc}\\n".encode())  # one write: the ranks share stdout
     sys.exit(1)
-print(f"rank {ranks.rank} of {ranks.world} started, launch {ranks.launch}")
+os.write(1, f"rank {ranks.rank} of {ranks.world} started, launch {ranks.launch}\\n".encode())
 """
 
 

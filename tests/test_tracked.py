@@ -108,8 +108,6 @@ def _run_id_expression(module: Path) -> ast.expr | None:
 
 
 RESUMABLE = sorted(p.stem for p in (REPO / PACKAGE / "stages").glob("*.py") if _run_id_expression(p) is not None)
-# train's run id is rewritten with the stage frame (issue 16, item 4); this marker goes then.
-PENDING: dict[str, str] = {}  # stage -> why its run id does not follow dvc.yaml yet
 
 
 def _leaves(value, path=()):
@@ -156,8 +154,7 @@ def _get(params: Params, path: tuple):
     return value
 
 
-@pytest.mark.parametrize("stage", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=PENDING[s]))
-                                   if s in PENDING else s for s in RESUMABLE])
+@pytest.mark.parametrize("stage", RESUMABLE)
 def test_a_run_id_changes_with_exactly_the_keys_the_stage_tracks(stage, params, tmp_path):
     """The stage's own run id expression, evaluated with each params key changed in turn."""
     assert {"qa", "pair", "eval"} <= set(RESUMABLE)

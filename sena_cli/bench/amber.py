@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sena_cli.bench.files import read_json_file
 from sena_cli.errors import SenaError
+from sena_cli.frame import ANY, TEXT, TEXTS, WHOLE, Each, fault, given, one_of, read_json, refuse
 
 Similar = Callable[[str, str], bool]
 NLTK_INSTALL = ("pip install nltk && python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger "
@@ -66,19 +66,23 @@ class AmberData:
         return self.annotations[query_id - 1]
 
 
+QUERY = {"id": WHOLE, "image": TEXT, "query": TEXT}
+ANNOTATION = {"type": TEXT, "truth": ANY}
+GENERATIVE = {"truth": TEXTS, "hallu?": TEXTS}
+DISCRIMINATIVE = {"truth": one_of("yes", "no")}
+
+
 def read_amber(queries: str | Path, annotations: str | Path, relation: str | Path,
                safe_words: str | Path) -> AmberData:
-    q = read_json_file(queries, "AMBER query file", "fix eval.amber.queries")
-    ann = read_json_file(annotations, "AMBER annotations", "fix eval.amber.annotations")
-    rel = read_json_file(relation, "AMBER relation file", "fix eval.amber.relation")
-    if not isinstance(q, list) or not all(isinstance(r, dict) and {"id", "image", "query"} <= set(r) for r in q):
-        raise SenaError(f"{queries}: an AMBER query file is a JSON list of {{id, image, query}}")
-    if not isinstance(ann, list) or not all(isinstance(a, dict) and {"type", "truth"} <= set(a) for a in ann):
-        raise SenaError(f"{annotations}: AMBER annotations are a JSON list of {{type, truth, …}}")
-    if not isinstance(rel, dict) or not all(isinstance(v, list) for v in rel.values()):
-        raise SenaError(f"{relation}: AMBER's relation file maps each object to a list of words")
+    ann_source = given("AMBER annotation file", "eval.amber.annotations")
+    q = read_json(queries, given("AMBER query file", "eval.amber.queries"), [QUERY])
+    ann = read_json(annotations, ann_source, [ANNOTATION])
+    rel = read_json(relation, given("AMBER relation file", "eval.amber.relation"), Each(TEXTS))
+    for i, a in enumerate(ann):
+        refuse(annotations, fault(a, GENERATIVE if a["type"] == "generative" else DISCRIMINATIVE, f"item {i + 1}"),
+               ann_source)
     for r in q:
-        if not isinstance(r["id"], int) or not 1 <= r["id"] <= len(ann):
+        if not 1 <= r["id"] <= len(ann):
             raise SenaError(f"{queries}: query id {r['id']!r} has no annotation in {annotations}")
         a = ann[r["id"] - 1]
         if a["type"] == "generative":

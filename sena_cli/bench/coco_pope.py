@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sena_cli.bench.files import read_jsonl_file
 from sena_cli.errors import SenaError
+from sena_cli.frame import ANY, TEXT, given, one_of, read_records
 
-KEYS = ("question_id", "image", "text", "label")
+ROW = {"question_id": ANY, "image": TEXT, "text": TEXT, "label": one_of("yes", "no")}
 
 
 def split_name(path: Path) -> str:
@@ -24,10 +24,7 @@ def split_name(path: Path) -> str:
 
 
 def read_pope_file(path: str | Path) -> list[dict]:
-    rows = read_jsonl_file(path, KEYS, "POPE question file", "fix eval.coco_pope.files")
-    for i, row in enumerate(rows, 1):
-        if row["label"] not in ("yes", "no"):
-            raise SenaError(f"{path}: question {i} has label {row['label']!r}; POPE labels are 'yes' or 'no'")
+    rows = read_records(path, given("POPE question file", "eval.coco_pope.files"), ROW)
     if not rows:
         raise SenaError(f"{path}: no questions")
     return rows

@@ -19,10 +19,10 @@ from sena_cli.bench import chair as chair_lib
 from sena_cli.bench import coco_pope as pope_lib
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import mmbench as mmb
-from sena_cli.bench.files import read_json_file, read_jsonl_file
 from sena_cli.bench.pope import parse_yes_no, pope_metrics
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.frame import ANY, TEXT, TEXTS, WHOLE, Each, given, read_json, read_records
 from sena_cli.method.prompts import with_suffix
 from sena_cli.vlm import VLM
 
@@ -84,6 +84,12 @@ def count_coco_pope(ctx) -> int:
 
 # ---------------------------------------------------------------- COCO CHAIR
 
+COCO_INSTANCES = {"images": [{"id": WHOLE, "file_name": TEXT}],
+                  "annotations": [{"image_id": WHOLE, "category_id": WHOLE}],
+                  "categories": [{"id": WHOLE, "name": TEXT}]}
+COCO_CAPTIONS = {"annotations": [{"image_id": WHOLE, "caption": TEXT}]}
+
+
 def _coco_chair_set(params: Params):
     """(images to caption [{id, file_name}], classes per image, reference captions per image)."""
     c = params.eval.coco_chair
@@ -92,17 +98,13 @@ def _coco_chair_set(params: Params):
                         "instances_*.json and captions_*.json files")
     names, images, classes, references = {}, {}, {}, {}
     for path in c.instances:
-        data = read_json_file(path, "COCO instances file", "fix eval.coco_chair.instances")
-        if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-            raise SenaError(f"{path}: a COCO instances file has images, annotations and categories")
+        data = read_json(path, given("COCO instances file", "eval.coco_chair.instances"), COCO_INSTANCES)
         names.update({cat["id"]: cat["name"] for cat in data["categories"]})
         images.update({im["id"]: im for im in data["images"]})
         for a in data["annotations"]:
             classes.setdefault(a["image_id"], []).append(a["category_id"])
     for path in c.captions:
-        data = read_json_file(path, "COCO captions file", "fix eval.coco_chair.captions")
-        if not isinstance(data, dict) or "annotations" not in data:
-            raise SenaError(f"{path}: a COCO captions file has annotations of {{image_id, caption}}")
+        data = read_json(path, given("COCO captions file", "eval.coco_chair.captions"), COCO_CAPTIONS)
         for a in data["annotations"]:
             references.setdefault(a["image_id"], []).append(a["caption"])
     chosen = [images[i] for i in sorted(images)[: c.images]]
@@ -213,14 +215,19 @@ def _judged_result(metrics: dict, judge: judge_lib.Judge, name: str) -> dict:
     return {**metrics, "judge_model": judge.model, "prompt_version": judge_lib.PROMPT_VERSIONS[name]}
 
 
+LLAVA_QUESTION = {"question_id": ANY, "image": TEXT, "text": TEXT, "category?": TEXT}
+LLAVA_ANSWER = {"question_id": ANY, "text": TEXT}
+LLAVA_CONTEXT = {"image": TEXT, "caption": TEXT}
+
+
 def _llava_bench_rows(params: Params):
     f = params.eval.llava_bench
-    questions = read_jsonl_file(_need(f.questions, "eval.llava_bench.questions"),
-                                          ("question_id", "image", "text"), "LLaVA-Bench question file")
-    answers = read_jsonl_file(_need(f.answers, "eval.llava_bench.answers"), ("question_id", "text"),
-                                        "LLaVA-Bench reference answer file")
-    context = read_jsonl_file(_need(f.context, "eval.llava_bench.context"), ("image", "caption"),
-                                        "LLaVA-Bench context file")
+    questions = read_records(_need(f.questions, "eval.llava_bench.questions"),
+                             given("LLaVA-Bench question file", "eval.llava_bench.questions"), LLAVA_QUESTION)
+    answers = read_records(_need(f.answers, "eval.llava_bench.answers"),
+                           given("LLaVA-Bench reference answer file", "eval.llava_bench.answers"), LLAVA_ANSWER)
+    context = read_records(_need(f.context, "eval.llava_bench.context"),
+                           given("LLaVA-Bench context file", "eval.llava_bench.context"), LLAVA_CONTEXT)
     reference = {a["question_id"]: a["text"] for a in answers}
     captions = {c["image"]: c["caption"] for c in context}
     for q in questions:
@@ -247,13 +254,12 @@ def llava_bench(ctx, vlm: VLM, tick: Tick):
     return _judged_result(metrics, judge, "llava_bench"), records
 
 
+MM_VET_ITEM = {"imagename": TEXT, "question": TEXT, "answer": TEXT, "capability?": TEXTS}
+
+
 def _mm_vet_items(params: Params) -> list[tuple[str, dict]]:
     path = _need(params.eval.mm_vet.file, "eval.mm_vet.file")
-    data = read_json_file(path, "MM-Vet file")
-    if not isinstance(data, dict) or not all(isinstance(v, dict) and {"imagename", "question", "answer"} <= set(v)
-                                             for v in data.values()):
-        raise SenaError(f"{path}: MM-Vet's file maps ids to {{imagename, question, answer, capability}}")
-    return list(data.items())
+    return list(read_json(path, given("MM-Vet file", "eval.mm_vet.file"), Each(MM_VET_ITEM)).items())
 
 
 def mm_vet(ctx, vlm: VLM, tick: Tick):
@@ -271,13 +277,12 @@ def mm_vet(ctx, vlm: VLM, tick: Tick):
     return _judged_result(metrics, judge, "mm_vet"), records
 
 
+MMHAL_ITEM = {"image_src": TEXT, "image_content": TEXTS, "question": TEXT, "gt_answer": TEXT}
+
+
 def _mmhal_items(params: Params) -> list[dict]:
     path = _need(params.eval.mmhal.file, "eval.mmhal.file")
-    data = read_json_file(path, "MMHal-Bench file")
-    keys = {"image_src", "image_content", "question", "gt_answer"}
-    if not isinstance(data, list) or not all(isinstance(r, dict) and keys <= set(r) for r in data):
-        raise SenaError(f"{path}: MMHal-Bench's file is a list of {{{', '.join(sorted(keys))}, …}}")
-    return data
+    return read_json(path, given("MMHal-Bench file", "eval.mmhal.file"), [MMHAL_ITEM])
 
 
 def mmhal(ctx, vlm: VLM, tick: Tick):

@@ -28,9 +28,10 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -64,6 +65,7 @@ class MMBenchRow:
     l2_category: str
     split: str
     image_b64: str
+    source: str = field(default="", compare=False)  # the TSV it was read from, for error lines
 
     @property
     def is_main(self) -> bool:
@@ -100,11 +102,9 @@ def read_mmbench_tsv(path: str | Path) -> list[MMBenchRow]:
     images = {}
     rows = []
     for line, rec in enumerate(df.to_dict("records"), 2):
-        try:
-            index = int(rec["index"])
-        except (TypeError, ValueError):
-            raise SenaError(f"{path}: line {line} has index {rec['index']!r}; indices are whole numbers") from None
-        group = int(rec["g_index"]) if "g_index" in rec and not pd.isna(rec["g_index"]) else int(index % 1e6)
+        index = _whole(rec["index"], "index", path, line)
+        group = _whole(rec["g_index"], "g_index", path, line) if "g_index" in rec and not pd.isna(rec["g_index"]) \
+            else int(index % 1e6)
         options = {c: str(rec[c]) for c in letters if not pd.isna(rec[c])}
         answer = _text(rec["answer"]).strip()
         if answer not in options:
@@ -112,14 +112,26 @@ def read_mmbench_tsv(path: str | Path) -> list[MMBenchRow]:
         images[index] = _text(rec["image"])
         rows.append(MMBenchRow(index, group, _text(rec["question"]), _text(rec.get("hint")), options, answer,
                                _text(rec.get("category")), _text(rec.get("l2-category")),
-                               _text(rec.get("split")) or "none", ""))
+                               _text(rec.get("split")) or "none", "", str(path)))
     for row in rows:
         row.image_b64 = _resolve_image(images, row.index, path)
     return sorted(rows, key=lambda r: r.index)
 
 
+def _whole(value, column: str, path: Path, line: int) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not number.is_integer():
+        raise SenaError(f"{path}: line {line} has {column} {value!r}; indices are whole numbers")
+    return int(number)
+
+
 def _resolve_image(images: dict[int, str], index: int, path: Path) -> str:
     value = images[index]
+    if not value:
+        raise SenaError(f"{path}: index {index}: the image column is empty")
     if 0 < len(value) <= 64:  # VLMEvalKit's layout: the index of the row that holds the image
         try:
             ref = int(value)
@@ -152,7 +164,8 @@ def image_of(row: MMBenchRow, cache: dict[str, Image.Image]) -> Image.Image:
         try:
             cache[row.image_b64] = row.image()
         except (UnidentifiedImageError, OSError):
-            raise SenaError(f"MMBench index {row.index}: the image is not a readable picture") from None
+            raise SenaError(f"{row.source or 'MMBench'}: index {row.index}: the image is not a readable picture"
+                            ) from None
     return cache[row.image_b64]
 
 

@@ -7,7 +7,6 @@ not copied into the DVC cache; every stage loads θ0 through the pointer.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from sena_cli import layout
 from sena_cli.artifacts import atomic_dir, read_jsonl
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.frame import POINTER, publish
 from sena_cli.method.prompts import with_suffix
 from sena_cli.progress import Progress, no_progress
 from sena_cli.world import tiny
@@ -71,8 +71,8 @@ def point_to_checkpoint(params: Params, root: Path) -> dict:
         check_hub_model(base)
         check_vlm_config(base, params.model.trust_remote_code)
         target, kind = base, "hub"
-    with atomic_dir(layout.model_dir(0, root)) as tmp:
-        (tmp / POINTER_FILE).write_text(json.dumps({"base": target, "kind": kind}, indent=2) + "\n")
+    with publish(layout.model_dir(0, root)) as out:
+        out.json(layout.model_dir(0, root) / POINTER_FILE, {"base": target, "kind": kind}, POINTER)
     return {"θ0": target, "output": str(layout.model_dir(0, root) / POINTER_FILE)}
 
 
@@ -108,6 +108,12 @@ def run_base(
     seconds = time.perf_counter() - started
     info = {"train_seconds": round(seconds, 1), "parameters": sum(p.numel() for p in model.parameters()),
             "vocabulary": len(tokenizer), "examples": len(examples), "steps": params.base.steps}
+    from sena_cli.vlm import non_finite_weight
+
     with atomic_dir(layout.model_dir(0, root)) as tmp:
         tiny.save_base(model, processor, tmp, log, info)
+        if name := non_finite_weight(tmp):
+            raise SenaError(f"θ0 not written: its weight {name} is not finite after training; lower base.lr "
+                            f"({params.base.lr:g}) and rerun `sena base`; {layout.model_dir(0, root)} is left as "
+                            "it was")
     return {**info, "final loss": log[-1]["loss"], "output": str(layout.model_dir(0, root))}

@@ -17,7 +17,6 @@ benchmarks run after the others, so the other ranks are not kept waiting while i
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -25,11 +24,11 @@ from pathlib import Path
 import torch
 
 from sena_cli import layout
-from sena_cli.artifacts import Journal, file_identity, fingerprint, write_json, write_jsonl
+from sena_cli.artifacts import Journal, file_identity, fingerprint
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import registry
 from sena_cli.config import Params
-from sena_cli.errors import SenaError
+from sena_cli.frame import ANSWER, METRICS, check_iteration, made_by, publish, read_json, write_checked_json
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks
 from sena_cli.tracked import tracked_params
@@ -40,9 +39,8 @@ def run_eval(
     params: Params, k: int, root: Path = Path("."),
     progress: Progress = no_progress,
 ) -> dict:
-    if k < 0 or k > params.loop.iterations:
-        raise SenaError(f"--iter {k}: must be between 0 and loop.iterations ({params.loop.iterations})")
-    ranks = Ranks.start(partial_dir(k, root))  # before any work: the processes must share the project folder
+    check_iteration(k, "eval", params.loop.iterations, first=0)
+    ranks = Ranks.start(layout.eval_work_dir(k, root))  # before any work: the processes must share the project folder
     # Judged benchmarks without a configured judge are skipped, each with one line saying how to enable it.
     # Rank 0 decides (it alone calls the judge); every rank runs what it decided.
     judge: dict = {}
@@ -88,10 +86,13 @@ def run_eval(
         key, result, recs = results.get(i) or previous[f"benchmark:{i}"]
         metrics[key] = result
         records += recs
-    write_jsonl(layout.eval_dir(k, root) / "answers.jsonl", records)
-    write_json(layout.metrics_file(k, root), metrics)
-    shutil.rmtree(partial_dir(k, root), ignore_errors=True)
-    _judge_journal(k, root).unlink(missing_ok=True)
+    # Checked before either is written: a benchmark that gave NaN publishes nothing.
+    fix = "not written; rerun with --debug and report which benchmark gave it"
+    with publish(layout.eval_dir(k, root)) as out:
+        out.records(layout.answers_file(k, root), records, ANSWER, fix)
+        write_checked_json(layout.metrics_file(k, root), metrics, METRICS, fix)
+    shutil.rmtree(layout.eval_work_dir(k, root), ignore_errors=True)
+    layout.judge_journal_file(k, root).unlink(missing_ok=True)
     return {"metrics": metrics, "skipped": skipped, "benchmarks run now": len(results),
             "batches run now": batches_run, "seconds": time.perf_counter() - started}
 
@@ -101,15 +102,10 @@ def _runnable(params: Params, k: int, root: Path, judge: dict) -> tuple[list[str
     benchmarks = [registry.get(name) for name in params.eval.benchmarks]
     if any(b.judged for b in benchmarks):
         try:
-            judge["judge"] = judge_lib.Judge(params.eval.judge, journal=_judge_journal(k, root))
+            judge["judge"] = judge_lib.Judge(params.eval.judge, journal=layout.judge_journal_file(k, root))
         except judge_lib.JudgeUnavailable as why:
             return [b.name for b in benchmarks if not b.judged], {b.name: str(why) for b in benchmarks if b.judged}
     return [b.name for b in benchmarks], {}
-
-
-def partial_dir(k: int, root: Path) -> Path:
-    """Journals of an unfinished `sena eval --iter k` (not a DVC output, so a rerun resumes)."""
-    return layout.iter_dir(k, root) / "eval.partial"
 
 
 class _OnMain(Exception):
@@ -154,16 +150,10 @@ class _SharedGeneration:
         return [answer for key in keys for answer in found[key]]
 
 
-def _judge_journal(k: int, root: Path) -> Path:
-    """Every judge reply of an unfinished run of `sena eval --iter k` (not a DVC output)."""
-    return layout.iter_dir(k, root) / "eval.judge.partial.jsonl"
-
-
 def read_metrics(k: int, root: Path = Path(".")) -> dict | None:
+    """metrics/iterK.json, checked (finite numbers and text); None when θk is not evaluated yet."""
     path = layout.metrics_file(k, root)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
+    return read_json(path, made_by("eval", k), METRICS) if path.is_file() else None
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:

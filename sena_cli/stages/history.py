@@ -12,38 +12,21 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import time
 from pathlib import Path
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_dir, atomic_write_text
+from sena_cli.artifacts import atomic_write_text
 from sena_cli.bench import registry
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.frame import METRICS, made_by, publish, read_json, summary
 from sena_cli.progress import Progress, no_progress
 
 
-def history_file(root: Path = Path(".")) -> Path:
-    return root / "metrics" / "history.csv"
-
-
-def history_dir(root: Path = Path(".")) -> Path:
-    return root / "metrics" / "history"
-
-
 def read_all_metrics(params: Params, root: Path) -> dict[int, dict]:
-    out = {}
-    for k in range(params.loop.iterations + 1):
-        path = layout.metrics_file(k, root)
-        if not path.is_file():
-            raise SenaError(f"{path}: missing; run `sena eval --iter {k}` first")
-        try:
-            out[k] = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise SenaError(f"{path}: malformed JSON; rerun `sena eval --iter {k}`") from None
-        if not isinstance(out[k], dict):
-            raise SenaError(f"{path}: not a metrics file (a JSON object); rerun `sena eval --iter {k}`")
-    return out
+    return {k: read_json(layout.metrics_file(k, root), made_by("eval", k), METRICS)
+            for k in range(params.loop.iterations + 1)}
 
 
 def _csv(header: list[str], rows: list[list]) -> str:
@@ -55,6 +38,7 @@ def _csv(header: list[str], rows: list[list]) -> str:
 
 
 def run_history(params: Params, root: Path = Path("."), progress: Progress = no_progress) -> dict:
+    started = time.perf_counter()
     metrics = read_all_metrics(params, root)
     keys = registry.headline_keys(list(metrics.values()))
     if not keys:
@@ -65,11 +49,11 @@ def run_history(params: Params, root: Path = Path("."), progress: Progress = no_
         value = registry.metric(metrics[k], key)
         return "" if value is None else value
 
-    with atomic_dir(history_dir(root)) as tmp:
+    with publish(layout.history_dir(root)) as out:
         for key in keys:
-            (tmp / f"{key}.csv").write_text(_csv(["iteration", key], [[k, cell(k, key)] for k in metrics
-                                                                     if cell(k, key) != ""]))
-    atomic_write_text(history_file(root), _csv(["iteration", *keys], [[k, *(cell(k, key) for key in keys)]
-                                                                     for k in metrics]))
-    return {"iterations": len(metrics), "headline metrics": len(keys), "output": str(history_file(root)),
-            "columns": keys}
+            out.path(layout.history_metric_file(key, root)).write_text(
+                _csv(["iteration", key], [[k, cell(k, key)] for k in metrics if cell(k, key) != ""]))
+    atomic_write_text(layout.history_file(root), _csv(["iteration", *keys], [[k, *(cell(k, key) for key in keys)]
+                                                                            for k in metrics]))
+    return {**summary({"iterations": len(metrics), "headline metrics": len(keys)}, layout.history_file(root),
+                      started), "columns": keys}

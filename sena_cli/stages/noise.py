@@ -22,17 +22,10 @@ import numpy as np
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import (
-    NOISE_INDEX,
-    atomic_dir,
-    image_sha256,
-    open_manifest_image,
-    read_manifest,
-    write_json,
-    write_jsonl,
-)
+from sena_cli.artifacts import image_sha256, open_manifest_image
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.frame import NOISE_ENTRY, NOISE_INFO, check_iteration, publish, read_manifest, summary
 from sena_cli.method.noise import corrupt_image, corrupt_pictures, image_seed, scheduler, sqrt_alpha_bar
 from sena_cli.progress import Progress, no_progress
 from sena_cli.vlm.pixels import pictures_sha256
@@ -41,8 +34,7 @@ from sena_cli.vlm.pixels import pictures_sha256
 def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     from sena_cli.vlm import load_preprocessor
 
-    if k < 1 or k > params.loop.iterations:
-        raise SenaError(f"--iter {k}: noise runs for iterations 1..loop.iterations ({params.loop.iterations})")
+    check_iteration(k, "noise", params.loop.iterations)
     manifest = read_manifest(k, root)
     tick = progress(f"corrupting iteration {k}", len(manifest))
     np_ = params.noise
@@ -52,16 +44,16 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
     if np_.space == "pixel_values":
         pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
                                 settings=params.model.processor)
-    out_dir = layout.iter_dir(k, root) / "noised"
-    with atomic_dir(out_dir) as tmp:
+    with publish(layout.noised_dir(k, root)) as out:
         index = []
-        (tmp / "previews").mkdir()
+        out.path(layout.noise_previews_dir(k, root)).mkdir()
         for i, rec in enumerate(manifest):
             image = open_manifest_image(root, rec, k)
             entry = {"id": rec["id"], "seed": image_seed(np_.seed, rec["id"])}
             if np_.space == "pixel_values":
                 clean = pre.pictures(image)
                 noised = corrupt_pictures(clean, np_, rec["id"], sched)
+                _refuse_non_finite(noised, rec["id"])
                 entry.update(pictures=[list(p.shape) for p in noised], sha256=pictures_sha256(noised))
                 shown = [pre.layout.to_uint8(p) for p in (clean[-1], noised[-1])]
             else:
@@ -70,15 +62,24 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
                 shown = [np.asarray(image), np.asarray(noised_image)]
             index.append(entry)
             if i < np_.previews:
-                _preview(*shown).save(tmp / "previews" / f"{i:03d}.png")
+                _preview(*shown).save(out.path(layout.noise_preview_file(k, i, root)))
             tick(1)
-        write_jsonl(tmp / NOISE_INDEX, index)
-        write_json(tmp / "info.json", {
+        out.records(layout.noise_index_file(k, root), index, NOISE_ENTRY)
+        out.json(layout.noise_info_file(k, root), {
             "space": np_.space, "timestep": np_.timestep, "images": len(index),
             "sqrt_alpha_bar": sqrt_alpha_bar(np_, sched),
-            "processor": type(pre.processor).__name__ if pre else None})
-    return {"images": len(index), "space": np_.space, "timestep": np_.timestep,
-            "output": str(out_dir), "seconds": time.perf_counter() - started}
+            "processor": type(pre.processor).__name__ if pre else None}, NOISE_INFO)
+    return summary({"images": len(index), "space": np_.space, "timestep": np_.timestep},
+                   layout.noised_dir(k, root), started)
+
+
+def _refuse_non_finite(pictures, image_id: str) -> None:
+    """Corrupted pictures must be numbers: a schedule that gives NaN or inf would train on garbage."""
+    import torch
+
+    if not all(torch.isfinite(p).all() for p in pictures):
+        raise SenaError(f"noise: the corrupted pictures of '{image_id}' are not finite numbers; check "
+                        "noise.beta_start, noise.beta_end, noise.beta_schedule and noise.num_train_timesteps")
 
 
 def _preview(clean: np.ndarray, noised: np.ndarray) -> Image.Image:

@@ -17,41 +17,31 @@ and stats.json with the per-filter counts.
 
 from __future__ import annotations
 
-import json
+import math
 import shutil
 import time
 from pathlib import Path
 
 from sena_cli import layout
-from sena_cli.artifacts import (
-    atomic_dir,
-    file_identity,
-    fingerprint,
-    read_jsonl,
-    read_manifest,
-    sampled_image_loader,
-    write_json,
-    write_jsonl,
-)
+from sena_cli.artifacts import file_identity, fingerprint, sampled_image_loader
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.frame import (
+    PAIR,
+    PAIR_STATS,
+    QA_RECORD,
+    REFERENCE,
+    check_iteration,
+    made_by,
+    publish,
+    read_manifest,
+    read_records,
+    summary,
+)
 from sena_cli.method.filters import filter_reasons, first_failed_filter
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks
 from sena_cli.tracked import tracked_params
-
-# What the stored reference log-probs were computed under (tokenization, precision); `train` checks it.
-REFERENCE_FILE = "reference.json"
-
-
-def read_qa(k: int, root: Path) -> list[dict]:
-    path = layout.iter_dir(k, root) / "qa" / "records.jsonl"
-    if not path.is_file():
-        raise SenaError(f"{path}: missing; run `sena qa --iter {k}` first")
-    try:
-        return read_jsonl(path)
-    except json.JSONDecodeError as exc:
-        raise SenaError(f"{path}: malformed JSON at line {exc.lineno}; rerun `sena qa --iter {k}`") from None
 
 
 def filter_pairs(params: Params, records: list[dict]) -> tuple[list[dict], dict[str, int]]:
@@ -70,29 +60,23 @@ def filter_pairs(params: Params, records: list[dict]) -> tuple[list[dict], dict[
     return kept, counts
 
 
-def partial_dir(k: int, root: Path) -> Path:
-    # Beside, not inside, data/iterK/pairs: DVC empties a stage's outputs before it runs.
-    return layout.iter_dir(k, root) / "pairs.partial"
-
-
 def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     from sena_cli.vlm import VLM, training_precision
     from sena_cli.vlm.preference import PreferenceCollator, tokenization_id
 
-    if k < 1 or k > params.loop.iterations:
-        raise SenaError(f"--iter {k}: pair runs for iterations 1..loop.iterations ({params.loop.iterations})")
-    records = read_qa(k, root)
+    check_iteration(k, "pair", params.loop.iterations)
     started = time.perf_counter()
+    records = read_records(layout.qa_records_file(k, root), made_by("qa", k), QA_RECORD)
+    sha256 = {r["path"]: r["sha256"] for r in read_manifest(k, root)}
+    _refuse_unsampled(records, sha256, k, root)
     pairs, drops = filter_pairs(params, records)
-    sha256 = {r.get("path"): r.get("sha256") for r in read_manifest(k, root)}
     for p in pairs:  # so `train` can check the image it reads, without the manifest
-        p["image_sha256"] = sha256.get(p["image"])
+        p["image_sha256"] = sha256[p["image"]]
     stats = {"records": len(records), "pairs": len(pairs),
              "pairs_des": sum(p["type"] == "des" for p in pairs),
              "pairs_gen": sum(p["type"] == "gen" for p in pairs),
              "dropped": drops}
-    partial = partial_dir(k, root)
-    ranks = Ranks.start(partial)  # before any work: the processes must share the project folder
+    ranks = Ranks.start(layout.pairs_work_dir(k, root))  # before any work: the processes must share the project folder
     bs = params.pair.batch_size
     batches = [pairs[s : s + bs] for s in range(0, len(pairs), bs)]
     batches_run, reference = 0, {}
@@ -115,8 +99,9 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
         tick = progress(f"reference log-probs, iteration {k}", len(pairs))
         tick(sum(len(batch) for b, batch in enumerate(batches) if b in done))
         for b in ranks.mine(range(len(batches)), done):
-            journal.add(b, vlm.preference_logps(batches[b], load, max_length=params.train.max_length,
-                                                precision=precision))
+            logps = vlm.preference_logps(batches[b], load, max_length=params.train.max_length, precision=precision)
+            _refuse_non_finite(logps, batches[b], k, root)
+            journal.add(b, logps)
             batches_run += 1
             tick(len(batches[b]))
         if ranks.is_main:  # rank 0 waits for the other ranks' batches while they are alive (no fixed timeout)
@@ -128,13 +113,29 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     ranks.finish()
     if not ranks.is_main:
         return {**stats, "rank": ranks.rank, "batches run now": batches_run}
-    with atomic_dir(layout.iter_dir(k, root) / "pairs") as tmp:
-        write_jsonl(tmp / "pairs.jsonl", pairs)
-        write_json(tmp / "stats.json", stats)
-        write_json(tmp / REFERENCE_FILE, reference)
-    shutil.rmtree(partial, ignore_errors=True)
-    return {**stats, "batches run now": batches_run, "output": str(layout.iter_dir(k, root) / "pairs"),
-            "seconds": time.perf_counter() - started}
+    with publish(layout.pairs_dir(k, root)) as out:
+        out.records(layout.pairs_file(k, root), pairs, PAIR)
+        out.json(layout.pairs_stats_file(k, root), stats, PAIR_STATS)
+        out.json(layout.reference_file(k, root), reference, REFERENCE)
+    shutil.rmtree(layout.pairs_work_dir(k, root), ignore_errors=True)
+    return summary({**stats, "batches run now": batches_run}, layout.pairs_dir(k, root), started)
+
+
+def _refuse_non_finite(logps: list[tuple], batch: list[dict], k: int, root: Path) -> None:
+    """Reference log-probs must be numbers before they are journaled: a NaN one would train on garbage."""
+    for pair, values in zip(batch, logps, strict=True):
+        if not all(math.isfinite(v) for v in values):
+            raise SenaError(f"{layout.model_dir(k - 1, root)}: θ{k - 1} gives log-probs that are not finite "
+                            f"({', '.join(f'{v:g}' for v in values)}) for the pair of '{pair['id']}'; check its "
+                            f"weights, then rerun `sena pair --iter {k}`")
+
+
+def _refuse_unsampled(records: list[dict], sha256: dict[str, str], k: int, root: Path) -> None:
+    """Every record's image must be one the iteration drew: its pair carries the manifest's sha256."""
+    for n, r in enumerate(records, 1):
+        if r["image"] not in sha256:
+            raise SenaError(f"{layout.qa_records_file(k, root)}: record {n}: image '{r['image']}' is not in "
+                            f"{layout.manifest_file(k, root)}; rerun `sena qa --iter {k}`")
 
 
 def _refuse_too_long(collator, batches: list[list[dict]], max_length: int, tick, ranks: Ranks) -> None:

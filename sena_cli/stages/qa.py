@@ -27,18 +27,9 @@ import time
 from pathlib import Path
 
 from sena_cli import layout
-from sena_cli.artifacts import (
-    Corruption,
-    atomic_dir,
-    file_identity,
-    fingerprint,
-    open_manifest_image,
-    read_manifest,
-    write_json,
-    write_jsonl,
-)
+from sena_cli.artifacts import Corruption, file_identity, fingerprint, open_manifest_image
 from sena_cli.config import Params
-from sena_cli.errors import SenaError
+from sena_cli.frame import COUNTS, QA_RECORD, check_iteration, publish, read_manifest, summary
 from sena_cli.method import prompts as P
 from sena_cli.method.questions import extract_questions, kept_questions
 from sena_cli.progress import Progress, no_progress
@@ -56,11 +47,6 @@ def describe_instruction(params: Params, image_id: str, question_index: int) -> 
 def fixed_question(params: Params, image_id: str) -> str:
     """Ablation without self-questioning: one of qa.fixed_questions, seeded by (qa.seed, id)."""
     return random.Random(f"{params.qa.seed}:fixed:{image_id}").choice(params.qa.fixed_questions)
-
-
-def partial_dir(k: int, root: Path) -> Path:
-    # Beside, not inside, data/iterK/qa: DVC empties a stage's outputs before it runs.
-    return layout.iter_dir(k, root) / "qa.partial"
 
 
 def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, corruption: Corruption
@@ -123,17 +109,15 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, corrupti
 
 
 def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
-    if k < 1 or k > params.loop.iterations:
-        raise SenaError(f"--iter {k}: qa runs for iterations 1..loop.iterations ({params.loop.iterations})")
+    check_iteration(k, "qa", params.loop.iterations)
+    started = time.perf_counter()
     manifest = read_manifest(k, root)
     corruption = Corruption(params, k, root)
-    partial = partial_dir(k, root)
-    ranks = Ranks.start(partial)  # before any work: the processes must share the project folder
-    started = time.perf_counter()
+    ranks = Ranks.start(layout.qa_work_dir(k, root))  # before any work: the processes must share the project folder
     vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
                    dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor)
     # The process count is not part of the run: chunks are the same however they are shared out.
-    run_id = fingerprint(manifest, file_identity(layout.iter_dir(k, root) / "noised", "**/*"),
+    run_id = fingerprint(manifest, file_identity(layout.noised_dir(k, root), "**/*"),
                          tracked_params("qa", k, params, root), file_identity(layout.model_dir(k - 1, root)))
     done = ranks.finished(run_id)
     journal = ranks.journal()
@@ -154,11 +138,10 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
     # Rank 0 waits for the other ranks' chunks while they are alive (no fixed timeout).
     results = ranks.collect(range(len(chunks)), done, on_found=lambda c: tick(len(chunks[c])))
     ranks.finish()
-    return _merge(params, k, root, results, len(chunks), len(mine), time.perf_counter() - started)
+    return _merge(params, k, root, results, len(chunks), len(mine), started)
 
 
-def _merge(params: Params, k: int, root: Path, done: dict, n_chunks: int, chunks_run: int, seconds: float) -> dict:
-    partial = partial_dir(k, root)
+def _merge(params: Params, k: int, root: Path, done: dict, n_chunks: int, chunks_run: int, started: float) -> dict:
     records = [r for c in range(n_chunks) for r in done[c]["records"]]
     drops = {"no_question": 0, "dropped_word": 0}
     for c in range(n_chunks):
@@ -176,9 +159,8 @@ def _merge(params: Params, k: int, root: Path, done: dict, n_chunks: int, chunks
         "records_gen": sum(r["type"] == "gen" for r in records),
         "enhanced": sum(r["enhanced"] for r in records),
     }
-    with atomic_dir(layout.iter_dir(k, root) / "qa") as tmp:
-        write_jsonl(tmp / "records.jsonl", records)
-        write_json(tmp / "stats.json", stats)
-    shutil.rmtree(partial, ignore_errors=True)
-    return {**stats, "chunks run now": chunks_run, "output": str(layout.iter_dir(k, root) / "qa"),
-            "seconds": seconds}
+    with publish(layout.qa_dir(k, root)) as out:
+        out.records(layout.qa_records_file(k, root), records, QA_RECORD)
+        out.json(layout.qa_stats_file(k, root), stats, COUNTS)
+    shutil.rmtree(layout.qa_work_dir(k, root), ignore_errors=True)
+    return summary({**stats, "chunks run now": chunks_run}, layout.qa_dir(k, root), started)

@@ -13,26 +13,22 @@ import base64
 import csv
 import html
 import io
-import json
 import random
 from pathlib import Path
 
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import NOISE_INDEX, Corruption, atomic_write_text, read_jsonl, sampled_image_loader
+from sena_cli.artifacts import Corruption, atomic_write_text, sampled_image_loader
 from sena_cli.bench import registry
 from sena_cli.config import Params, for_iteration
 from sena_cli.errors import SenaError
+from sena_cli.frame import METRICS, PAIR, PAIR_STATS, made_by, read_json, read_records
 from sena_cli.progress import Progress, no_progress
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 TRAIN_CURVES = [("DPO loss", "dpo_loss"), ("alignment loss", "alignment_loss"),
                 ("reward accuracy", "rewards/accuracies"), ("reward margin", "rewards/margins")]
-
-
-def report_file(root: Path = Path(".")) -> Path:
-    return root / "report" / "index.html"
 
 
 # ---------------------------------------------------------------- drawing
@@ -119,10 +115,9 @@ def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
     """
     from sena_cli.vlm import load_preprocessor
 
-    pairs_file = layout.iter_dir(k, root) / "pairs" / "pairs.jsonl"
-    if not pairs_file.is_file() or not (layout.iter_dir(k, root) / "noised" / NOISE_INDEX).is_file():
+    if not layout.pairs_file(k, root).is_file() or not layout.noise_index_file(k, root).is_file():
         return []
-    pairs = read_jsonl(pairs_file)
+    pairs = read_records(layout.pairs_file(k, root), made_by("pair", k), PAIR)
     picked = random.Random(f"report:{k}").sample(pairs, min(count, len(pairs)))
     if not picked:
         return []
@@ -183,11 +178,8 @@ details{margin:8px 0} summary{cursor:pointer;font-weight:bold}
 
 def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lambda n: None) -> str:
     n = params.loop.iterations
-    metrics = {}
-    for k in range(n + 1):
-        path = layout.metrics_file(k, root)
-        if path.is_file():
-            metrics[k] = json.loads(path.read_text())
+    metrics = {k: read_json(layout.metrics_file(k, root), made_by("eval", k), METRICS) for k in range(n + 1)
+               if layout.metrics_file(k, root).is_file()}
     if not metrics:
         raise SenaError(f"{layout.metrics_file(0, root)}: no metrics yet; run `sena eval --iter 0` first")
     body = [f"<h1>sena report</h1><p class='cap'>model.base: {html.escape(params.model.base)} · "
@@ -201,19 +193,19 @@ def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lamb
 
     body.append("<h2>Training curves</h2>")
     for k in range(1, n + 1):
-        live = layout.train_dir(k, root) / "live" / "plots" / "metrics"
-        if not live.is_dir():
+        if not layout.train_live_dir(k, root).is_dir():
             body.append(f"<p class='note'>iteration {k}: not trained yet</p>")
             continue
         body.append(f"<h3>iteration {k}</h3><div class='charts'>")
         for title, name in TRAIN_CURVES:
-            body.append(svg_chart(title, [(name.split("/")[-1], _read_tsv(live / f"{name}.tsv", name.split("/")[-1]))],
+            column = name.split("/")[-1]
+            body.append(svg_chart(title, [(column, _read_tsv(layout.train_curve_file(k, name, root), column))],
                                   "optimizer step", width=260, height=180))
         body.append("</div>")
 
     body.append("<h2>Preference pairs and filters</h2>")
-    stats = {k: json.loads(p.read_text()) for k in range(1, n + 1)
-             if (p := layout.iter_dir(k, root) / "pairs" / "stats.json").is_file()}
+    stats = {k: read_json(p, made_by("pair", k), PAIR_STATS) for k in range(1, n + 1)
+             if (p := layout.pairs_stats_file(k, root)).is_file()}
     if stats:
         filters = list(next(iter(stats.values()))["dropped"])
         body.append("<table><tr><th class='l'>iteration</th><th>qa records</th><th>pairs</th><th>des</th><th>gen</th>"
@@ -248,6 +240,6 @@ def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lamb
 def run_report(params: Params, root: Path = Path("."), progress: Progress = no_progress) -> dict:
     tick = progress("report: sampling pairs", params.loop.iterations)
     page = render(params, root, tick=tick)
-    atomic_write_text(report_file(root), page)
-    return {"output": str(report_file(root)), "kilobytes": round(len(page.encode()) / 1024)}
+    atomic_write_text(layout.report_file(root), page)
+    return {"output": str(layout.report_file(root)), "kilobytes": round(len(page.encode()) / 1024)}
 

@@ -33,9 +33,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_dir, read_jsonl, shown, to_rgb, write_json, write_jsonl
+from sena_cli.artifacts import shown, to_rgb, write_json
 from sena_cli.config import Params, SampleParams
 from sena_cli.errors import SenaError
+from sena_cli.frame import MANIFEST, check_iteration, given, publish, read_json, read_manifest, read_records, summary
 from sena_cli.progress import Progress, no_progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -121,12 +122,8 @@ def _image_root(pool: Path, params: Params, root: Path) -> Path:
 
 
 def _read_records(pool: Path) -> list:
-    try:
-        text = pool.read_text()
-        records = [json.loads(line) for line in text.splitlines() if line.strip()] if pool.suffix == ".jsonl" \
-            else json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SenaError(f"{pool}: not valid JSON ({exc.__class__.__name__}); fix the file") from None
+    source = given("image list", "sample.pool")
+    records = read_records(pool, source) if pool.suffix == ".jsonl" else read_json(pool, source)
     if not isinstance(records, list):
         raise SenaError(f"{pool}: expected a list of records with an 'image' field")
     return records
@@ -302,20 +299,8 @@ class Duplicates:
 
 def _earlier_draws(k: int, root: Path) -> dict[int, list[str]]:
     """Ids drawn by iterations 1..k-1 whose manifests exist."""
-    out = {}
-    for j in range(1, k):
-        path = layout.iter_dir(j, root) / "sample" / "manifest.jsonl"
-        if not path.is_file():
-            continue
-        try:
-            records = read_jsonl(path)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SenaError(f"{path}: malformed; rerun `sena sample --iter {j}` (iteration {k}'s draw skips "
-                            "what it drew)") from None
-        if not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in records):
-            raise SenaError(f"{path}: a record has no 'id'; rerun `sena sample --iter {j}`")
-        out[j] = [r["id"] for r in records]
-    return out
+    return {j: [r["id"] for r in read_manifest(j, root, f" (iteration {k}'s draw skips what it drew)")]
+            for j in range(1, k) if layout.manifest_file(j, root).is_file()}
 
 
 def _shown_path(path: Path, root: Path) -> str:
@@ -325,8 +310,7 @@ def _shown_path(path: Path, root: Path) -> str:
 
 
 def run_sample(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
-    if k < 1 or k > params.loop.iterations:
-        raise SenaError(f"--iter {k}: sample runs for iterations 1..loop.iterations ({params.loop.iterations})")
+    check_iteration(k, "sample", params.loop.iterations)
     sp = params.sample
     m = sp.images_per_iteration
     candidates = list_pool(params, root)
@@ -391,21 +375,18 @@ def run_sample(params: Params, k: int, root: Path = Path("."), progress: Progres
               "duplicates": len(duplicates), "duplicate_files": duplicates, "dedup": sp.dedup,
               "earlier_draws_honoured": {str(j): len(ids) for j, ids in earlier.items()},
               "pool_candidates": len(candidates), "per_source": per_source}
-    out_dir = layout.iter_dir(k, root) / "sample"
-    with atomic_dir(out_dir) as tmp:
+    with publish(layout.sample_dir(k, root)) as out:
         for i, rec in enumerate(mine):
             load = rec.pop("_row")
             if load is not None:  # dataset rows become files, so every stage reads a path
-                name = f"images/{i:06d}.png"
-                (tmp / "images").mkdir(exist_ok=True)
-                to_rgb(load()).save(tmp / name, format="PNG")
-                rec["path"] = (layout.iter_dir(k) / "sample" / name).as_posix()  # relative to the project
-                rec["sha256"] = hashlib.sha256((tmp / name).read_bytes()).hexdigest()
-        write_jsonl(tmp / "manifest.jsonl", mine)
-        write_json(tmp / "report.json", report)
-    return {"images": len(mine), "skipped": len(skipped), "duplicates": len(duplicates),
-            "sources": len(per_source), "output": str(layout.iter_dir(k, root) / "sample"),
-            "seconds": time.perf_counter() - started}
+                image = out.path(layout.sampled_image_file(k, i, root))
+                to_rgb(load()).save(image, format="PNG")
+                rec["path"] = layout.sampled_image_file(k, i).as_posix()  # relative to the project
+                rec["sha256"] = hashlib.sha256(image.read_bytes()).hexdigest()
+        out.records(layout.manifest_file(k, root), mine, MANIFEST)
+        out.json(layout.sample_report_file(k, root), report)
+    return summary({"images": len(mine), "skipped": len(skipped), "duplicates": len(duplicates),
+                    "sources": len(per_source)}, layout.sample_dir(k, root), started)
 
 
 # ---------------------------------------------------------------- the pool's fingerprint
@@ -443,5 +424,4 @@ def run_pool(params: Params, root: Path = Path("."), progress: Progress = no_pro
     started = time.perf_counter()
     info = pool_fingerprint(params, root)
     write_json(layout.pool_fingerprint_file(root), info)
-    return {"files": info["files"], "bytes": info["bytes"], "output": str(layout.pool_fingerprint_file(root)),
-            "seconds": time.perf_counter() - started}
+    return summary({"files": info["files"], "bytes": info["bytes"]}, layout.pool_fingerprint_file(root), started)

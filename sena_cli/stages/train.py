@@ -14,16 +14,17 @@ launch) exists before the model loads, so under ZeRO-3 from_pretrained loads it 
 (deepspeed.zero.Init) instead of every rank holding the whole fp32 model in host memory.
 
 Outputs: models/iterK (safetensors + processor), data/iterK/train/ (dvclive curves and
-summary.json). Checkpoints go to data/iterK/train.partial/ so a killed run resumes (with the
-same process count: DeepSpeed's checkpoints are partitioned by rank). A checkpoint holds the
-weights and the optimizer's states, 12-16 bytes per trained parameter (~110 GB for a
-full-parameter 7B model under ZeRO-3): `train.checkpoint_steps` trades that cost against the
-steps a kill may lose.
+summary.json). θK replaces models/iterK only when every logged loss is finite, its summary is
+computed, and every floating tensor of the written weights is finite; otherwise one line names
+train.lr and train.beta and models/iterK is left as it was. Checkpoints go to
+data/iterK/train.partial/ so a killed run resumes (with the same process count: DeepSpeed's
+checkpoints are partitioned by rank). A checkpoint holds the weights and the optimizer's
+states, 12-16 bytes per trained parameter (~110 GB for a full-parameter 7B model under
+ZeRO-3): `train.checkpoint_steps` trades that cost against the steps a kill may lose.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -33,9 +34,10 @@ from pathlib import Path
 import torch
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_dir, file_identity, fingerprint, read_jsonl, sampled_image_loader, write_json
+from sena_cli.artifacts import file_identity, fingerprint, sampled_image_loader
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.frame import PAIR, REFERENCE, TRAIN_SUMMARY, check_iteration, made_by, publish, read_json, read_records
 from sena_cli.method.loss import gradient_accumulation
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks
@@ -48,25 +50,15 @@ LOGGED = {
     "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected", "learning_rate": "lr",
 }
 _PAIR_KEYS = ("image", "prompt", "chosen", "rejected", "type")
+# Logged values that must stay finite: one that is not means training diverged.
+LOSSES = ("loss", "dpo_loss", "alignment_loss", "eval_loss", "eval_dpo_loss", "eval_alignment_loss")
 
 
 def read_pairs(k: int, root: Path) -> list[dict]:
-    path = layout.iter_dir(k, root) / "pairs" / "pairs.jsonl"
-    if not path.is_file():
-        raise SenaError(f"{path}: missing; run `sena pair --iter {k}` first")
-    try:
-        pairs = read_jsonl(path)
-    except json.JSONDecodeError as exc:
-        raise SenaError(f"{path}: malformed JSON at line {exc.lineno}; rerun `sena pair --iter {k}`") from None
+    pairs = read_records(layout.pairs_file(k, root), made_by("pair", k), PAIR)
     if not pairs:
-        raise SenaError(f"{path}: no pairs to train on; data/iter{k}/pairs/stats.json shows what the filters dropped")
-    for i, p in enumerate(pairs, 1):
-        missing = [key for key in _PAIR_KEYS if key not in p]
-        if missing:
-            raise SenaError(f"{path}: line {i} lacks {', '.join(missing)}; rerun `sena pair --iter {k}`")
-        if not all(isinstance(p.get(key), int | float) for key in ("ref_chosen_logp", "ref_rejected_logp")):
-            raise SenaError(f"{path}: line {i} has no reference log-probs (ref_chosen_logp, ref_rejected_logp); "
-                            f"rerun `sena pair --iter {k}`")
+        raise SenaError(f"{layout.pairs_file(k, root)}: no pairs to train on; {layout.pairs_stats_file(k, root)} "
+                        "shows what the filters dropped")
     return pairs
 
 
@@ -95,7 +87,7 @@ def deepspeed_config(params: Params) -> dict | None:
     reference log-probs in, instead of DeepSpeed's bf16/fp16 modes, which hold the weights
     themselves in 16 bits and would make step 0's log-ratios differ from 0. None without DeepSpeed.
     """
-    import os
+    import json
 
     from sena_cli.vlm import training_precision
 
@@ -134,8 +126,7 @@ def _progress_callback(progress: Progress, k: int):
 
 
 def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
-    if k < 1 or k > params.loop.iterations:
-        raise SenaError(f"--iter {k}: train runs for iterations 1..loop.iterations ({params.loop.iterations})")
+    check_iteration(k, "train", params.loop.iterations)
     tp = params.train
     pairs = read_pairs(k, root)
     work = layout.train_work_dir(k, root)
@@ -175,19 +166,44 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     resumed = {"resumed from step": _last_checkpoint_step(work)} if resume else {}
     trainer.train(resume_from_checkpoint=resume or None)
     final_eval = trainer.evaluate() if tp.evaluate_pairs else {}
-    _save_model(trainer, params, k, root, ranks)
+    # θK is written only once its log is sound and summarised, and its weights are finite (_save_model).
     summary = _summary(trainer.state.log_history, final_eval, pairs, tp.per_device_batch_size, accumulation,
                        ranks.world, time.perf_counter() - started)
+    _refuse_divergence(trainer.state.log_history + [final_eval], params, k, root, work, ranks)
+    _save_model(trainer, params, k, root, ranks, work)
     if ranks.is_main:  # the other ranks leave: nothing below needs them
-        with atomic_dir(layout.train_dir(k, root)) as tmp:
-            shutil.copytree(work / "live", tmp / "live")
-            write_json(tmp / "summary.json", summary)
+        with publish(layout.train_dir(k, root)) as out:
+            shutil.copytree(work / "live", out.path(layout.train_live_dir(k, root)))
+            out.json(layout.train_summary_file(k, root), summary, TRAIN_SUMMARY)
         shutil.rmtree(work, ignore_errors=True)
+    return {**_rows(summary), **sharded, **resumed, "output": str(layout.model_dir(k, root))}
+
+
+def _rows(summary: dict) -> dict:
+    """The CLI's table of a training summary; a metric that was not logged (or not finite) is left out."""
+    first, last, after = summary["first"], summary["last"], summary["after"]
     return {**{key: summary[key] for key in ("pairs", "steps", "global_batch", "seconds")},
-            **{f"{key} first→last": f"{summary['first'][key]:.4f} → {summary['last'][key]:.4f}"
-               for key in ("dpo_loss", "alignment_loss", "reward_accuracy") if key in summary["first"]},
-            **({"reward_accuracy on all pairs after": summary["after"]["reward_accuracy"]} if final_eval else {}),
-            **sharded, **resumed, "output": str(layout.model_dir(k, root))}
+            **{f"{key} first→last": f"{first[key]:.4f} → {last[key]:.4f}"
+               for key in ("dpo_loss", "alignment_loss", "reward_accuracy") if key in first and key in last},
+            **({"reward_accuracy on all pairs after": after["reward_accuracy"]} if "reward_accuracy" in after else {})}
+
+
+def _diverged(params: Params, k: int, root: Path, what: str) -> SenaError:
+    tp = params.train
+    return SenaError(f"θ{k} not written: {what}; lower train.lr ({tp.lr:g}) or train.beta ({tp.beta:g}), or check "
+                     f"θ{k - 1} ({layout.model_dir(k - 1, root)}), and rerun `sena train --iter {k}`; "
+                     f"{layout.model_dir(k, root)} is left as it was")
+
+
+def _refuse_divergence(history: list[dict], params: Params, k: int, root: Path, work: Path, ranks: Ranks) -> None:
+    """A NaN or infinite loss anywhere in the log: θK is not written (every rank sees the same log)."""
+    for entry in history:
+        bad = [key for key in LOSSES if isinstance(entry.get(key), float) and not math.isfinite(entry[key])]
+        if bad:
+            if ranks.is_main:  # its checkpoints would only diverge again
+                shutil.rmtree(work, ignore_errors=True)
+            step = entry.get("step", "the end")
+            raise _diverged(params, k, root, f"training diverged ({bad[0]} is {entry[bad[0]]} at step {step})")
 
 
 def collective_timeout_s(model: Path) -> float:
@@ -223,14 +239,11 @@ def _check_reference(params: Params, k: int, root: Path, chat) -> None:
     from sena_cli.vlm import training_precision
     from sena_cli.vlm.preference import tokenization_id
 
-    path = layout.iter_dir(k, root) / "pairs" / "reference.json"
-    try:
-        stored = json.loads(path.read_text()) if path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SenaError(f"{path}: malformed; rerun `sena pair --iter {k}`") from None
+    path = layout.reference_file(k, root)
+    stored = read_json(path, made_by("pair", k), REFERENCE)
     precision = training_precision(params.train.precision)
     now = tokenization_id(chat, params.train.max_length, precision)
-    if not isinstance(stored, dict) or stored.get("tokenization") != now:
+    if stored.get("tokenization") != now:
         raise SenaError(f"{path.parent}: the reference log-probs were computed under other tokenization or "
                         f"precision settings (train.max_length, train.precision, model.processor, the model's "
                         f"processor) than this run's ({precision}); rerun `sena pair --iter {k}`")
@@ -313,10 +326,14 @@ def _build_trainer(params, k, root, vlm, pairs, config, work, resume, progress, 
     return trainer
 
 
-def _save_model(trainer, params: Params, k: int, root: Path, ranks: Ranks) -> None:
-    """θK as a plain save_pretrained folder, written under a temporary name and renamed.
+def _save_model(trainer, params: Params, k: int, root: Path, ranks: Ranks, work: Path) -> None:
+    """θK as a plain save_pretrained folder, written under a temporary name, checked, and renamed.
 
-    Rank 0 writes alone after the collective gather; the other ranks do not wait for the write."""
+    Rank 0 writes alone after the collective gather; the other ranks do not wait for the write.
+    Every floating tensor written is checked finite before the rename (read back one at a time:
+    seconds per GB), so a NaN θK never replaces models/iterK."""
+    from sena_cli.vlm import non_finite_weight
+
     target = layout.model_dir(k, root)
     staging = target.with_name(f".{target.name}.saving")
     if ranks.is_main:
@@ -331,18 +348,25 @@ def _save_model(trainer, params: Params, k: int, root: Path, ranks: Ranks) -> No
         trainer.save_model(str(staging))  # gathers ZeRO-3 shards; writes safetensors and the processor
     if ranks.is_main:
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the args live in the train log
+        if name := non_finite_weight(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+            raise _diverged(params, k, root, f"its weight {name} is not finite after training")
+        old = target.with_name(f".{target.name}.old")
         if target.exists():
-            shutil.rmtree(target)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
         os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _summary(history: list[dict], final_eval: dict, pairs: list[dict], per_device: int, accumulation: int,
              processes: int, seconds: float) -> dict:
     steps = [h for h in history if "dpo_loss" in h and "eval_dpo_loss" not in h]
 
-    def pick(entry: dict, prefix: str = "") -> dict:
-        return {name: entry[prefix + key] for key, name in LOGGED.items()
-                if prefix + key in entry and math.isfinite(entry[prefix + key])}
+    def pick(entry: dict, prefix: str = "") -> dict:  # what was logged, and finite
+        return {name: value for key, name in LOGGED.items()
+                if isinstance(value := entry.get(prefix + key), int | float) and math.isfinite(value)}
 
     return {
         "pairs": len(pairs), "pairs_des": sum(p["type"] == "des" for p in pairs),

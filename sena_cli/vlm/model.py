@@ -20,6 +20,7 @@ from PIL import Image
 
 from sena_cli.artifacts import to_rgb
 from sena_cli.errors import SenaError
+from sena_cli.frame import POINTER, made_by, read_json
 from sena_cli.vlm.chat import ChatFormat
 from sena_cli.vlm.pixels import PixelLayout
 
@@ -83,13 +84,10 @@ def resolve_model(path: str | Path) -> Path | str:
     pointer = path / POINTER_FILE
     if not pointer.is_file():
         return path
-    try:
-        entry = json.loads(pointer.read_text())
-        target, kind = entry["base"], entry.get("kind", "folder" if looks_local(entry["base"]) else "hub")
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-        raise SenaError(f"{pointer}: malformed; rerun `sena base`") from None
-    if not isinstance(target, str) or not target:
-        raise SenaError(f"{pointer}: malformed; rerun `sena base`")
+    entry = read_json(pointer, made_by("base"), POINTER)
+    target, kind = entry["base"], entry.get("kind", "folder" if looks_local(entry["base"]) else "hub")
+    if not target:
+        raise SenaError(f"{pointer}: 'base' is empty; rerun `sena base`")
     project = path.parent.parent  # models/iter0 -> the project root
     local = Path(target).expanduser()
     local = local if local.is_absolute() else project / local
@@ -116,6 +114,20 @@ def check_model_dir(path: Path) -> None:
         raise SenaError(f"{path}: no config.json, so this is not a saved model; point to a save_pretrained folder")
     if not any(path.glob("*.safetensors")):
         raise SenaError(f"{path}: no .safetensors weights; sena loads safetensors only (no pickle)")
+
+
+def non_finite_weight(path: Path) -> str | None:
+    """The name of the first floating tensor of a saved model (its safetensors files) holding a NaN or
+    an infinity, or None. Tensors are read one at a time, so memory stays at the largest one."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(file, framework="pt") as f:
+            for name in f.keys():
+                tensor = f.get_tensor(name)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return name
+    return None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

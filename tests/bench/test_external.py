@@ -69,9 +69,10 @@ def test_coco_pope_on_a_10_question_file_with_known_counts(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?"}\n', "line 1 lacks label"),
-    ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?", "label": "maybe"}\n', "label 'maybe'"),
-    ("not json\n", "line 1 is not JSON"),
+    ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?"}\n', "line 1 has no 'label'"),
+    ('{"question_id": 1, "image": "a.jpg", "text": "Is there a cat?", "label": "maybe"}\n',
+     "line 1: 'label' must be one of \"yes\", \"no\", got \"maybe\""),
+    ("not json\n", "malformed JSON at line 1; is this a POPE question file"),
     ("", "no questions"),
 ])
 def test_malformed_pope_files_are_refused_naming_the_file(tmp_path, content, message):
@@ -238,7 +239,7 @@ def test_amber_without_language_data_falls_back_and_says_so_in_the_metrics(tmp_p
 def test_malformed_amber_files_are_refused(tmp_path):
     params = _amber_fixture(tmp_path)
     (tmp_path / "annotations.json").write_text("[")
-    with pytest.raises(SenaError, match="annotations.json: AMBER annotations is not valid JSON"):
+    with pytest.raises(SenaError, match="annotations.json: malformed JSON at line 1; is this an AMBER annotation file"):
         external._amber_data(params)
     (tmp_path / "annotations.json").write_text(json.dumps([{"id": 1, "type": "generative", "truth": []}]))
     with pytest.raises(SenaError, match="query id 2 has no annotation"):

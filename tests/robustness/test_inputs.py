@@ -2,84 +2,14 @@
 (no traceback without --debug), a non-zero exit, and no earlier artifact touched."""
 
 import errno
-import hashlib
 import json
 import shutil
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from sena_cli.artifacts import read_jsonl, write_jsonl
-from sena_cli.cli import app
-from sena_cli.config import params_from_dict
-from sena_cli.stages.noise import run_noise
-from sena_cli.stages.pair import run_pair
-from sena_cli.stages.sample import run_sample
-from tests.conftest import full_params_yaml
-
-runner = CliRunner()
-
-
-def _tree_hash(root):
-    """A fingerprint of every artifact file (data/, models/, metrics/)."""
-    h = hashlib.sha256()
-    for top in ("data", "models", "metrics"):
-        for p in sorted((root / top).rglob("*")) if (root / top).exists() else []:
-            if p.is_file() and not p.is_symlink():
-                h.update(str(p.relative_to(root)).encode() + p.read_bytes())
-    return h.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def project(micro_project, micro_dict, tmp_path_factory):
-    """A micro project with iteration 1 sampled, corrupted, asked (scripted records) and paired."""
-    root = tmp_path_factory.mktemp("robust")
-    shutil.copytree(micro_project / "data" / "world", root / "data" / "world")
-    shutil.copytree(micro_project / "models" / "iter0", root / "models" / "iter0")
-    d = {**micro_dict, "sample": {"images_per_iteration": 6}}
-    (root / "params.yaml").write_text(full_params_yaml(d))
-    params = params_from_dict(d)
-    run_sample(params, 1, root=root)
-    run_noise(params, 1, root=root)
-    write_jsonl(root / "data/iter1/qa/records.jsonl", [{
-        "id": m["id"], "image": m["path"], "type": "gen", "prompt": "What color is the circle?",
-        "enhanced_answer": "red", "corrupted_answer": "blue"}
-        for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
-    run_pair(params, 1, root=root)
-    return root
-
-
-def _fails(project, monkeypatch, args, expected, params_text=None):
-    """Run `sena ARGS` in the project; assert one error line containing `expected` and nothing changed."""
-    monkeypatch.chdir(project)
-    original = (project / "params.yaml").read_bytes()
-    if params_text is not None:
-        text = params_text if isinstance(params_text, bytes) else params_text.encode()
-        (project / "params.yaml").write_bytes(text)
-    before = _tree_hash(project)
-    try:
-        result = runner.invoke(app, args)
-    finally:
-        (project / "params.yaml").write_bytes(original)
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and expected in " ".join(lines), result.output
-    assert _tree_hash(project) == before, "a failed command changed an artifact"
-    return " ".join(lines)
-
-
-def _params_with(project, **edits) -> str:
-    data = yaml.safe_load((project / "params.yaml").read_text())
-    for dotted, value in edits.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return yaml.safe_dump(data)
+from sena_cli.artifacts import read_jsonl
+from tests.robustness.helpers import fails as _fails
+from tests.robustness.helpers import params_with as _params_with
 
 
 @pytest.mark.parametrize("edit, expected", [

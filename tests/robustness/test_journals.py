@@ -19,7 +19,7 @@ from sena_cli.stages.noise import run_noise
 from sena_cli.stages.qa import run_qa
 from sena_cli.stages.sample import run_sample
 from tests.conftest import full_params_yaml
-from tests.robustness.test_inputs import _tree_hash
+from tests.robustness.helpers import tree_hash as _tree_hash
 
 RECORDS = "data/iter1/qa/records.jsonl"
 PARTIAL = "data/iter1/qa.partial"

@@ -84,8 +84,8 @@ def test_a_malformed_earlier_manifest_is_named(tmp_path):
     _pool(tmp_path / "pool", 20)
     run_sample(_params(3), 1, root=tmp_path)
     (tmp_path / "data/iter1/sample/manifest.jsonl").write_text("{not json\n")
-    with pytest.raises(SenaError, match=re.escape("data/iter1/sample/manifest.jsonl: malformed; rerun "
-                                                  "`sena sample --iter 1`")):
+    with pytest.raises(SenaError, match=re.escape("data/iter1/sample/manifest.jsonl: malformed JSON at line 1; rerun "
+                                                  "`sena sample --iter 1` (iteration 2's draw skips what it drew)")):
         run_sample(_params(3), 2, root=tmp_path)
 
 

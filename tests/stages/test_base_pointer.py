@@ -93,3 +93,17 @@ def test_a_checkpoint_that_is_not_a_vlm_is_refused(tmp_path):
                                  num_attention_heads=2)).save_pretrained(tmp_path / "llm")
     with pytest.raises(SenaError, match="model type 'llama' is not an image-text-to-text model"):
         run_base(params_from_dict({"model": {"base": str(tmp_path / "llm")}}), root=tmp_path / "p")
+
+
+def test_a_checkpoint_whose_code_is_not_in_transformers_is_refused_by_base(micro_project, tmp_path):
+    """An `auto_map` checkpoint (its own modelling code) is refused by `sena base` itself, not later by
+    `qa`, unless model.trust_remote_code says the user trusts it."""
+    checkpoint = tmp_path / "custom"
+    shutil.copytree(micro_project / "models" / "iter0", checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.update(model_type="my_vlm", auto_map={"AutoConfig": "modeling_my_vlm.MyConfig"})
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SenaError, match=r"the checkpoint's code is not part of transformers \(auto_map\); sena runs "
+                                        r"it only with model.trust_remote_code: true"):
+        run_base(params_from_dict({"model": {"base": str(checkpoint)}}), root=tmp_path / "p")
+    assert not (tmp_path / "p" / "models").exists()

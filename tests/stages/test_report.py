@@ -8,15 +8,11 @@ import subprocess
 import pytest
 from PIL import Image
 
-from sena_cli.artifacts import read_jsonl, write_jsonl
 from sena_cli.config import params_from_dict
 from sena_cli.stages.eval import run_eval
-from sena_cli.stages.noise import run_noise
-from sena_cli.stages.pair import run_pair
 from sena_cli.stages.report import run_report
-from sena_cli.stages.sample import run_sample
 from sena_cli.stages.train import run_train
-from tests.helpers import project_from
+from tests.helpers import paired_iteration, photo, project_from
 
 
 def _chromium() -> str:
@@ -42,13 +38,8 @@ def run_project(micro_project, micro_dict, tmp_path):
     d = {**micro_dict, "loop": {"iterations": 1}, "sample": {"images_per_iteration": 6},
          "train": {"global_batch_size": 2, "per_device_batch_size": 2, "lr": 1e-3, "checkpoint_steps": 0}}
     params = params_from_dict(d)
-    run_sample(params, 1, root=root)
-    run_noise(params, 1, root=root)
-    write_jsonl(root / "data/iter1/qa/records.jsonl", [{
-        "id": m["id"], "image": m["path"], "type": "des", "prompt": "Describe the image <concisely>.",
-        "enhanced_answer": "A red circle & a blue square.", "corrupted_answer": "A green cross."}
-        for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
-    run_pair(params, 1, root=root)
+    paired_iteration(params, root, "des", "Describe the image <concisely>.", "A red circle & a blue square.",
+                     "A green cross.")
     run_train(params, 1, root=root)
     run_eval(params, 0, root=root)
     run_eval(params, 1, root=root)
@@ -87,3 +78,36 @@ def test_report_before_any_evaluation_says_what_to_run(tmp_path):
 
     with pytest.raises(SenaError, match="run `sena eval --iter 0` first"):
         run_report(params_from_dict({}), root=tmp_path)
+
+
+@pytest.mark.parametrize("space", ["pixel_values", "image"])
+def test_the_page_stays_small_for_big_photos(micro_project, micro_dict, tmp_path, space):
+    """Two 3000×2000 photos (JPEG, 1.3 MB each): the page stays far under 2 MB, each picture a bounded
+    thumbnail, clean and corrupted in one geometry (benchmarks/report_photos.py measures six 6000×4000)."""
+    import base64
+    import io
+    import json
+
+    root = project_from(micro_project, tmp_path / "project")
+    (tmp_path / "photos").mkdir()
+    for i in range(2):
+        photo(3000, 2000, seed=i).save(tmp_path / "photos" / f"{i}.jpg", quality=90)
+    params = params_from_dict({**micro_dict, "loop": {"iterations": 1}, "noise": {"space": space},
+                               "sample": {"pool": str(tmp_path / "photos"), "images_per_iteration": 2}})
+    paired_iteration(params, root, "des", "Describe the image concisely.", "A smooth colour gradient.",
+                     "A grey square.")
+    (root / "metrics").mkdir()
+    (root / "metrics/iter0.json").write_text(json.dumps({"pope": {"random": {"accuracy": 0.5, "f1": 0.5}}}))
+    run_report(params, root=root)
+    page = (root / "report/index.html").read_text()
+    assert len(page.encode()) < 2_000_000
+    uris = re.findall(r"src='data:image/(png|jpeg);base64,([^']+)'", page)
+    assert len(uris) == 2 * 2
+    sizes = []
+    for _, data in uris:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+            sizes.append(im.size)
+    assert all(max(size) <= 192 for size in sizes)
+    assert sizes[0] == sizes[1] and sizes[2] == sizes[3]  # clean and corrupted in the same geometry
+    if space == "image":
+        assert sizes[0] == (192, 128)  # the photo itself, shrunk: 3000×2000 -> 192×128

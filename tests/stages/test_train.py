@@ -184,7 +184,7 @@ def test_refusals(paired_project, micro_dict):
     rows = [json.loads(line) for line in pairs.read_text().splitlines()]
     del rows[1]["ref_rejected_logp"]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(SenaError, match="line 2 has no reference log-probs"):
+    with pytest.raises(SenaError, match="line 2 has no 'ref_rejected_logp'"):
         run_train(train_params(micro_dict), 1, root=paired_project)
     pairs.write_text("")
     with pytest.raises(SenaError, match="no pairs to train on"):
@@ -230,17 +230,29 @@ def test_the_training_config_exists_before_the_model_loads(paired_project, micro
     assert order == ["config", ("load", "float32")]
 
 
-def test_weights_load_in_the_dtype_training_holds_them_in():
-    from types import SimpleNamespace
+def test_a_deepspeed_launch_gets_the_one_numeric_regime(micro_params, monkeypatch, tmp_path):
+    """Under DeepSpeed, train.precision becomes DeepSpeed's torch_autocast (fp32 weights), never its
+    bf16/fp16 modes, whatever the config file says; without a DeepSpeed launch nothing is set."""
+    import dataclasses
+    import json as json_
 
-    def plugin(ds):
-        return SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds))
-
-    assert train_stage.weights_dtype(SimpleNamespace(deepspeed_plugin=None)) == "float32"  # DDP: fp32 master
-    assert train_stage.weights_dtype(plugin({"bf16": {"enabled": True}, "fp16": {"enabled": False}})) == "bfloat16"
-    assert train_stage.weights_dtype(plugin({"fp16": {"enabled": "true"}})) == "float16"
-    assert train_stage.weights_dtype(plugin({"bf16": {"enabled": False}, "torch_autocast": {"enabled": True}})) \
-        == "float32"  # DeepSpeed's torch_autocast keeps fp32 weights
+    assert train_stage.deepspeed_config(micro_params) is None
+    config_file = tmp_path / "zero.json"
+    config_file.write_text(json_.dumps({"bf16": {"enabled": True}, "fp16": {"enabled": "auto"},
+                                        "zero_optimization": {"stage": 3}}))
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config_file))
+    for precision, autocast, dtype in (("bf16", True, "bfloat16"), ("fp16", True, "float16"),
+                                       ("fp32", False, "bfloat16")):
+        params = dataclasses.replace(micro_params, train=dataclasses.replace(micro_params.train, precision=precision))
+        ds = train_stage.deepspeed_config(params)
+        assert ds["bf16"]["enabled"] is False and ds["fp16"]["enabled"] is False
+        assert ds["torch_autocast"] == {"enabled": autocast, "dtype": dtype}
+        assert ds["zero_optimization"] == {"stage": 3}
+        assert train_stage._hardware(params, deepspeed=True)["bf16"] is False  # the Trainer's own flags stay off
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(tmp_path / "missing.json"))
+    with pytest.raises(SenaError, match="missing.json: DeepSpeed config unreadable"):
+        train_stage.deepspeed_config(micro_params)
 
 
 def test_the_processor_alone_tells_the_tokenization_of_the_loaded_model(micro_project, tmp_path):

@@ -1,0 +1,266 @@
+"""The stage frame: what every stage does around its method step, written once.
+
+- `check_iteration`: the `--iter K` range check.
+- Reading: `read_json` and `read_records` (JSON lines) read every artifact and benchmark file
+  a stage reads, checked against the fields its readers use. Anything wrong is one line that
+  names the file, the line and the field, and what to do (the file's `Source`).
+- Publishing: `publish(folder)` yields an `Output` whose `records` and `json` check what they
+  write against the same fields, in a temporary folder that replaces `folder` only when all
+  of it was written and checked: nothing unsound is published, nothing good is replaced.
+- `summary`: what a stage returns for the CLI's table.
+
+The fields of each artifact (MANIFEST, QA_RECORD, PAIR, METRICS, …) are declared here once,
+for its writer and its readers alike. A field shape is a `Kind`, a dict of fields (a name
+ending in '?' may be absent), `[shape]` for a list of them, `Each(shape)` for an object whose
+every value has that shape, or `Tree(kind)` for nested objects whose leaves are of one kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sena_cli import layout
+from sena_cli.artifacts import atomic_dir, write_json, write_jsonl
+from sena_cli.errors import SenaError
+
+
+def check_iteration(k: int, stage: str, iterations: int, first: int = 1) -> None:
+    """`--iter K` of `stage` within first..loop.iterations (`iterations`)."""
+    if not first <= k <= iterations:
+        raise SenaError(f"--iter {k}: {stage} runs for iterations {first}..loop.iterations ({iterations})")
+
+
+def summary(rows: dict, output: str | Path, started: float) -> dict:
+    """What a stage returns for the CLI's table: its rows, where it wrote, and its time."""
+    return {**rows, "output": str(output), "seconds": time.perf_counter() - started}
+
+
+# ---------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class Kind:
+    words: str  # what the field must be, for the error line
+    test: Callable[[Any], bool]
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+ANY = Kind("present", lambda v: True)
+TEXT = Kind("text", lambda v: isinstance(v, str))
+NUMBER = Kind("a finite number", _number)
+WHOLE = Kind("a whole number", _whole)
+TEXTS = Kind("a list of text", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
+WHOLES = Kind("a list of whole numbers", lambda v: isinstance(v, list) and all(map(_whole, v)))
+NUMBER_OR_TEXT = Kind("a finite number or text", lambda v: _number(v) or isinstance(v, str))
+
+
+def one_of(*values: str) -> Kind:
+    return Kind("one of " + ", ".join(map(json.dumps, values)), lambda v: isinstance(v, str) and v in values)
+
+
+@dataclass(frozen=True)
+class Each:
+    """An object (of any keys) whose every value has `shape`."""
+
+    shape: Any
+
+
+@dataclass(frozen=True)
+class Tree:
+    """Nested objects whose leaves are `leaf` (a metrics file)."""
+
+    leaf: Kind
+
+
+def _json(value) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _at(where: str, field: str) -> str:
+    """'line 3' + 'a.b' -> "line 3: 'a.b'"; the error line's subject."""
+    return ": ".join(p for p in (where, f"'{field}'" if field else "") if p)
+
+
+def fault(value, shape, where: str = "", field: str = "") -> str | None:
+    """Why `value` does not have `shape` (naming `where` and the field), or None when it has."""
+    if isinstance(shape, Kind):
+        return None if shape.test(value) else f"{_at(where, field)} must be {shape.words}, got {_json(value)}"
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{_at(where, field) or 'the file'} must be a list, got {_json(value)}"
+        for i, item in enumerate(value):  # a file that is a list: its items counted from 1, as lines are
+            at = (f"item {i + 1}", "") if not where and not field else (where, f"{field}[{i}]")
+            if why := fault(item, shape[0], *at):
+                return why
+        return None
+    if not isinstance(value, dict):
+        return f"{_at(where, field) or 'the file'} must be a JSON object, got {_json(value)}"
+    if isinstance(shape, Each | Tree):
+        for key, item in value.items():
+            inner = shape.shape if isinstance(shape, Each) else shape if isinstance(item, dict) else shape.leaf
+            if why := fault(item, inner, where, f"{field}.{key}" if field else key):
+                return why
+        return None
+    for name, inner in shape.items():
+        key = name.rstrip("?")
+        if key not in value:
+            if name.endswith("?"):
+                continue
+            return f"{_at(where, field) or 'the file'} has no '{key}'"
+        if why := fault(value[key], inner, where, f"{field}.{key}" if field else key):
+            return why
+    return None
+
+
+# ---------------------------------------------------------------- the artifacts' fields
+
+SAMPLE_TYPES = ("des", "gen")
+MANIFEST = {"id": TEXT, "path": TEXT, "sha256": TEXT, "width?": WHOLE, "height?": WHOLE, "source?": TEXT}
+NOISE_ENTRY = {"id": TEXT, "seed": WHOLE, "sha256": TEXT, "pictures?": [WHOLES], "size?": WHOLES}
+NOISE_INFO = {"space": TEXT, "timestep": WHOLE, "images": WHOLE, "sqrt_alpha_bar": NUMBER}
+# What `pair` reads of a qa record (qa writes more: the raw and checked questions, the description, …).
+QA_RECORD = {"id": TEXT, "image": TEXT, "type": one_of(*SAMPLE_TYPES), "prompt": TEXT,
+             "enhanced_answer": TEXT, "corrupted_answer": TEXT}
+COUNTS = Each(WHOLE)
+PAIR = {"id": TEXT, "image": TEXT, "image_sha256": TEXT, "type": one_of(*SAMPLE_TYPES), "prompt": TEXT,
+        "chosen": TEXT, "rejected": TEXT, "ref_chosen_logp": NUMBER, "ref_chosen_logp_mean": NUMBER,
+        "ref_rejected_logp": NUMBER, "ref_rejected_logp_mean": NUMBER}
+PAIR_STATS = {"records": WHOLE, "pairs": WHOLE, "pairs_des": WHOLE, "pairs_gen": WHOLE, "dropped": COUNTS}
+REFERENCE = {"tokenization?": TEXT, "precision?": TEXT}
+TRAIN_SUMMARY = {"pairs": WHOLE, "steps": WHOLE, "global_batch": WHOLE, "first": Each(NUMBER),
+                 "last": Each(NUMBER), "after": Each(NUMBER), "seconds": NUMBER}
+METRICS = Tree(NUMBER_OR_TEXT)
+ANSWER = {"benchmark": TEXT}
+POINTER = {"base": TEXT, "kind?": one_of("folder", "hub")}
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who makes a file, for the lines about it: what a missing one needs, and what a bad one needs."""
+
+    missing: str
+    fix: str
+
+
+def made_by(stage: str, k: int | None = None, note: str = "") -> Source:
+    """An artifact of `sena STAGE [--iter K]`."""
+    command = f"`sena {stage}" + (f" --iter {k}`" if k is not None else "`")
+    return Source(f"missing; run {command} first", f"rerun {command}{note}")
+
+
+def given(what: str, key: str) -> Source:
+    """A file the user names in params (a benchmark's, a pool list)."""
+    article = "an" if what[0].lower() in "aeiou" else "a"
+    return Source(f"{what} not found; fix {key}", f"is this {article} {what}? check {key}")
+
+
+def _text(path: Path, source: Source) -> str:
+    if not path.is_file():
+        raise SenaError(f"{path}: {source.missing}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SenaError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at byte {exc.start}); "
+                        f"{source.fix}") from None
+
+
+def refuse(path: str | Path, why: str | None, source: Source) -> None:
+    """One line naming the file when `why` (a `fault`) says what is wrong with it."""
+    if why:
+        raise SenaError(f"{path}: {why}; {source.fix}")
+
+
+def read_json(path: str | Path, source: Source, shape=None):
+    """A JSON file checked against `shape`: every fault is one line naming the file and the field."""
+    path = Path(path)
+    text = _text(path, source)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SenaError(f"{path}: malformed JSON at line {exc.lineno}; {source.fix}") from None
+    if shape is not None:
+        refuse(path, fault(data, shape), source)
+    return data
+
+
+def read_records(path: str | Path, source: Source, shape=None) -> list:
+    """The records of a JSON-lines file, each checked against `shape` (blank lines skipped)."""
+    path = Path(path)
+    rows = []
+    for n, line in enumerate(_text(path, source).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise SenaError(f"{path}: malformed JSON at line {n}; {source.fix}") from None
+        if shape is not None:
+            refuse(path, fault(row, shape, f"line {n}"), source)
+        rows.append(row)
+    return rows
+
+
+def read_manifest(k: int, root: Path, note: str = "") -> list[dict]:
+    """The images iteration k drew (`sena sample --iter k`), each with the fields later stages read."""
+    return read_records(layout.manifest_file(k, root), made_by("sample", k, note), MANIFEST)
+
+
+# ---------------------------------------------------------------- publishing
+
+NOT_PUBLISHED = "not published (the earlier version, if any, is kept); rerun with --debug and report it"
+
+
+class Output:
+    """A stage's output folder while it is written: `path(final)` is where a file published at
+    `final` (a path from layout.py inside the folder) is written; `records` and `json` check
+    their data first."""
+
+    def __init__(self, folder: Path, tmp: Path):
+        self.folder, self.tmp = folder, tmp
+
+    def path(self, final: str | Path) -> Path:
+        path = self.tmp / Path(final).relative_to(self.folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def records(self, final: str | Path, rows: Iterable[dict], shape, fix: str = NOT_PUBLISHED) -> None:
+        rows = list(rows)
+        for n, row in enumerate(rows, 1):
+            refuse(final, fault(row, shape, f"line {n}"), Source("", fix))
+        write_jsonl(self.path(final), rows)
+
+    def json(self, final: str | Path, data, shape=None, fix: str = NOT_PUBLISHED) -> None:
+        if shape is not None:
+            refuse(final, fault(data, shape), Source("", fix))
+        write_json(self.path(final), data)
+
+
+@contextlib.contextmanager
+def publish(folder: str | Path) -> Iterator[Output]:
+    """Write a stage's output folder under a temporary name; it replaces `folder` on success only."""
+    with atomic_dir(folder) as tmp:
+        yield Output(Path(folder), tmp)
+
+
+def write_checked_json(path: str | Path, data, shape, fix: str = NOT_PUBLISHED) -> None:
+    """One JSON file (metrics/iterK.json), checked, then written atomically."""
+    refuse(path, fault(data, shape), Source("", fix))
+    write_json(path, data)
