@@ -12,12 +12,13 @@ setup: $(VENV)/.installed
 # torchvision, and the registry's torchvision builds import only beside the CUDA build of torch
 # (it runs on CPU too; see docs/models.md). The package's torch range then installs nothing more.
 # DeepSpeed builds against the installed torch (no build isolation); the ZeRO tests run it on CPU.
-$(VENV)/.installed: pyproject.toml
+# constraints.txt fixes every version to one known resolution (see its header).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-build-isolation deepspeed==0.19.8
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt --no-build-isolation deepspeed==0.19.8
 	touch $@
 
 lint: setup
