@@ -22,18 +22,15 @@ from sena_cli.world.language import ask, mentioned_objects, parse_question  # no
 from sena_cli.world.scenes import Scene  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", nargs="?", type=Path, default=Path("."))
-    parser.add_argument("--iter", type=int, default=1)
-    args = parser.parse_args()
-    params = load_params(args.run / "params.yaml")
+def judge(run: Path, k: int) -> dict:
+    """The pairs of iteration k of the run in folder `run`, judged against the world's truth."""
+    params = load_params(run / "params.yaml")
     world = params.world
     truth = {}
-    for line in (args.run / "data/world/truth/pool.jsonl").read_text().splitlines():
+    for line in (run / "data/world/truth/pool.jsonl").read_text().splitlines():
         row = json.loads(line)
         truth[row["image"]] = Scene.from_dict(row)
-    pairs = [json.loads(x) for x in (args.run / f"data/iter{args.iter}/pairs/pairs.jsonl").read_text().splitlines()]
+    pairs = [json.loads(x) for x in (run / f"data/iter{k}/pairs/pairs.jsonl").read_text().splitlines()]
     des = {"chosen fewer hallucinations": 0, "same": 0, "chosen more hallucinations": 0,
            "chosen hallucinates at all": 0, "rejected hallucinates at all": 0, "pairs": 0}
     gen = {"chosen right, rejected wrong": 0, "both right": 0, "both wrong": 0, "chosen wrong, rejected right": 0,
@@ -61,7 +58,15 @@ def main() -> None:
         key = {(True, False): "chosen right, rejected wrong", (True, True): "both right",
                (False, False): "both wrong", (False, True): "chosen wrong, rejected right"}[tuple(right)]
         gen[key] += 1
-    print(json.dumps({"iteration": args.iter, "des": des, "gen": gen}, indent=2))
+    return {"iteration": k, "des": des, "gen": gen}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", nargs="?", type=Path, default=Path("."))
+    parser.add_argument("--iter", type=int, default=1)
+    args = parser.parse_args()
+    print(json.dumps(judge(args.run, args.iter), indent=2))
 
 
 if __name__ == "__main__":

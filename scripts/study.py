@@ -42,19 +42,23 @@ LOOP_SEEDS = (0, 1)
 SEED_KEYS = (("sample", "seed"), ("qa", "seed"), ("train", "seed"), ("noise", "seed"))
 # The test set: one standard error of POPE accuracy (~0.9) and of CHAIR_i (~0.15) at most ~0.005.
 TEST_SET = {"pope_images": 900, "chair_images": 2000}
+# What a run builds and scores: θ0 and θ3 (eval@1 and eval@2 cost a test-set evaluation each and the
+# targets read only θ3 − θ0; `dvc repro` with no target in a run's folder adds them).
+ENDS = ("eval@0", "eval@3")
 DEV_ONLY = {"eval": {"benchmarks": ["world_dev"]}}
 TEST_AND_DEV = {"eval": {"benchmarks": ["world_pope", "world_chair", "world_vqa", "world_questions", "world_dev"]}}
-# Candidate settings of the embedded profile, within the method (its parameters, M, per-iteration lr).
+# Candidate settings of the embedded profile, within the method (its parameters, per-iteration lr, M).
 SEARCH = {
     "shipped": {},
     "lr1e-5": {"train": {"lr": 1.0e-5}},
-    "lr1e-4": {"train": {"lr": 1.0e-4}},
     "beta0.3": {"train": {"beta": 0.3}},
-    "align2": {"train": {"alignment_weight": 2.0}},
     "lr-decay": {"iterations": {"2": {"train": {"lr": 1.5e-5}}, "3": {"train": {"lr": 7.5e-6}}}},
+}
+# Tried only with `search --more` (each M1200 run costs about four runs of the others).
+MORE = {
+    "lr1e-4": {"train": {"lr": 1.0e-4}},
+    "align2": {"train": {"alignment_weight": 2.0}},
     "M1200": {"world": {"pool_images": 3600}, "sample": {"images_per_iteration": 1200}},
-    "M1200-lr1e-5": {"world": {"pool_images": 3600}, "sample": {"images_per_iteration": 1200},
-                     "train": {"lr": 1.0e-5}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa, as in profiles/*.yaml
     "full": {},
@@ -95,8 +99,8 @@ def _sh(args, cwd: Path, log=None, env: dict | None = None) -> str:
 
 
 def run_one(out: Path, name: str, theta0: int, loop_seed: int, overrides: dict, threads: int = 1,
-            target: str | None = None) -> dict:
-    """One clone, params set, `dvc repro [target]`; returns (and writes) run.json."""
+            targets: tuple = ENDS) -> dict:
+    """One clone, params set, `dvc repro TARGETS`; returns (and writes) run.json."""
     where = out / "runs" / name / f"theta0-{theta0}" / f"seed{loop_seed}"
     if (where / "run.json").is_file():
         return json.loads((where / "run.json").read_text())
@@ -111,11 +115,12 @@ def run_one(out: Path, name: str, theta0: int, loop_seed: int, overrides: dict, 
     (where / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     started = time.perf_counter()
     with open(where / "repro.log", "w") as log:
-        _sh([Path(sys.executable).parent / "dvc", "repro", *([target] if target else [])], where, log=log,
+        _sh([Path(sys.executable).parent / "dvc", "repro", *targets], where, log=log,
             env={"OMP_NUM_THREADS": str(threads)})
     info = {"name": name, "theta0": theta0, "seed": loop_seed, "seconds": round(time.perf_counter() - started, 1),
             "settings": settings,
-            "command": "dvc exp run " + " ".join(f"-S {k}={json.dumps(v)}" for k, v in _leaves(settings))}
+            "command": "dvc exp run " + " ".join(f"-S {k}={json.dumps(v)}" for k, v in _leaves(settings))
+                       + "".join(f" {t}" for t in targets)}
     (where / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -135,7 +140,7 @@ def _pool(out: Path, jobs: list[tuple], parallel: int) -> None:
 def theta0(out: Path) -> None:
     """World and θ0 per base.seed, trained one at a time as shipped (base.threads), with θ0's scores."""
     for seed in THETA0_SEEDS:
-        info = run_one(out, "theta0", seed, 0, TEST_AND_DEV, threads=2, target="eval@0")
+        info = run_one(out, "theta0", seed, 0, TEST_AND_DEV, threads=2, targets=("eval@0",))
         print(f"θ0 base.seed {seed}: {info['seconds']:.0f} s", flush=True)
     (out / "machine.json").write_text(json.dumps(_machine(), indent=2) + "\n")
 
@@ -149,10 +154,11 @@ def _machine() -> dict:
     return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
-def search(out: Path, parallel: int) -> None:
-    jobs = [(name, t, 0, _merge(DEV_ONLY, over)) for name, over in SEARCH.items() for t in THETA0_SEEDS]
+def search(out: Path, parallel: int, more: bool = False) -> None:
+    candidates = {**SEARCH, **(MORE if more else {})}
+    jobs = [(name, t, 0, _merge(DEV_ONLY, over)) for name, over in candidates.items() for t in THETA0_SEEDS]
     _pool(out, jobs, parallel)
-    scores = {name: _dev_score(out, name) for name in SEARCH}
+    scores = {name: _dev_score(out, name) for name in {**SEARCH, **MORE}}
     best = max((n for n in scores if scores[n] is not None), key=lambda n: scores[n]["score"])
     (out / "chosen.json").write_text(json.dumps({"chosen": best, "scores": scores}, indent=2) + "\n")
     print(f"chosen on dev: {best}")
@@ -160,7 +166,7 @@ def search(out: Path, parallel: int) -> None:
 
 def final(out: Path, parallel: int) -> None:
     chosen = json.loads((out / "chosen.json").read_text())["chosen"]
-    setting = SEARCH[chosen]
+    setting = {**SEARCH, **MORE}[chosen]
     jobs = []
     for variant, over in ABLATIONS.items():
         seeds = LOOP_SEEDS if variant in ("full", "seva") else LOOP_SEEDS[:1]
@@ -171,17 +177,18 @@ def final(out: Path, parallel: int) -> None:
 # ---------------------------------------------------------------- reading runs
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads((run_dir / f"metrics/iter{k}.json").read_text()) for k in range(4)
-            if (run_dir / f"metrics/iter{k}.json").is_file()]
+def _metrics(run_dir: Path) -> dict[int, dict]:
+    """metrics/iterK.json of a run by K (the study evaluates θ0 and θ3; see ENDS)."""
+    return {k: json.loads((run_dir / f"metrics/iter{k}.json").read_text()) for k in range(4)
+            if (run_dir / f"metrics/iter{k}.json").is_file()}
 
 
-def _runs(out: Path, name: str, iterations: int = 4) -> list[dict]:
+def _runs(out: Path, name: str, needed: tuple = (0, 3)) -> list[dict]:
     found = []
     for run_file in sorted((out / "runs" / name).glob("theta0-*/seed*/run.json")):
         info = json.loads(run_file.read_text())
         info["metrics"] = _metrics(run_file.parent)
-        if len(info["metrics"]) >= iterations:
+        if all(k in info["metrics"] for k in needed):
             found.append(info)
     return found
 
@@ -239,7 +246,7 @@ def table(out: Path) -> str:
              f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores. Differences are θ3 − θ0 of the same "
              "run; cells are mean ± sample standard deviation over all runs (θ0 × loop seeds).", ""]
     # θ0
-    t0 = _runs(out, "theta0", iterations=1)
+    t0 = _runs(out, "theta0", needed=(0,))
     lines += ["## The three θ0 (base.seed 0, 1, 2: same params, same world)", "",
               "| base.seed | POPE random acc. | POPE adv. acc. | POPE adv. F1 | CHAIR_i | caption recall "
               "| caption F1 | world VQA colour / shape | dev POPE adv. F1 | dev CHAIR_i | θ0 wall time |",
@@ -265,7 +272,7 @@ def table(out: Path) -> str:
             if s is None:
                 continue
             mark = " **(chosen)**" if name == chosen["chosen"] else ""
-            settings = ", ".join(f"{k}={v}" for k, v in _leaves(SEARCH[name])) or "the shipped params"
+            settings = ", ".join(f"{k}={v}" for k, v in _leaves({**SEARCH, **MORE}[name])) or "the shipped params"
             lines.append(f"| {name}{mark} | {settings} | {s['runs']} | {s['chair_i_ratio']:.3f} | "
                          f"{s['pope_adv_f1_gain']:+.3f} | {s['caption_f1_gain']:+.3f} | {s['score']:.3f} |")
     # final
@@ -304,6 +311,7 @@ def table(out: Path) -> str:
                     ds = statistics.mean(_get(r["metrics"][3], p) - _get(r["metrics"][0], p) for r in seva)
                     cells.append(f"{df - ds:+.3f}")
                 lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        lines += _pair_quality_table(out, variants)
         some = next(iter(variants.values()))
         any_run = some[0]
         n_pope = _test_questions(out, any_run)
@@ -318,12 +326,39 @@ def table(out: Path) -> str:
                       "| metric | θ0 | θ1 | θ2 | θ3 |", "|---|---|---|---|---|"]
             for label, p in heads:
                 lines.append(f"| {label} | " + " | ".join(
-                    _cell([_get(r["metrics"][k], p) for r in runs]).replace("+", "") for k in range(4)) + " |")
+                    _cell([_get(r["metrics"][k], p) for r in runs]).replace("+", "") if all(
+                        k in r["metrics"] for r in runs) else "not evaluated" for k in range(4)) + " |")
     total = sum(json.loads(f.read_text())["seconds"] for f in (out / "runs").glob("*/theta0-*/seed*/run.json"))
     lines += ["", f"Wall time of the study: {total / 3600:.1f} hours of runs (`-j` runs at a time; see each run.json).",
               "", "Commands: `python scripts/study.py theta0`, then `search`, `final` and `table` (each resumes: a "
               "finished run is kept)."]
     return "\n".join(lines) + "\n"
+
+
+def _pair_quality_table(out: Path, variants: dict) -> list[str]:
+    """scripts/pair_quality.py over every final run: how often a pair's chosen answer is really better."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from pair_quality import judge
+
+    lines = ["", "## The preference pairs, judged against the world's truth (scripts/pair_quality.py), "
+             "summed over the runs", "",
+             "gen: pairs whose question the world can parse; des: description pairs, by absent objects named.", "",
+             "| variant | iteration | gen right-over-wrong | gen wrong-over-right | gen both right / both wrong "
+             "| des chosen fewer hallucinations | des chosen more |", "|---|---|---|---|---|---|---|"]
+    for v, runs in variants.items():
+        for k in (1, 2, 3):
+            judged = [judge(_run_dir(out, r), k) for r in runs if (_run_dir(out, r) / f"data/iter{k}/pairs").is_dir()]
+            if not judged:
+                continue
+            g = {key: sum(j["gen"][key] for j in judged) for key in judged[0]["gen"]}
+            d = {key: sum(j["des"][key] for j in judged) for key in judged[0]["des"]}
+            parsed, pairs = max(g["parsed"], 1), max(d["pairs"], 1)
+            right, wrong = g["chosen right, rejected wrong"], g["chosen wrong, rejected right"]
+            lines.append(f"| {v} | {k} | {right} ({right / parsed:.0%}) | {wrong} ({wrong / parsed:.0%})"
+                         f" | {g['both right']} / {g['both wrong']} | {d['chosen fewer hallucinations']} "
+                         f"({d['chosen fewer hallucinations'] / pairs:.0%}) | {d['chosen more hallucinations']} "
+                         f"({d['chosen more hallucinations'] / pairs:.0%}) |")
+    return lines
 
 
 def _run_dir(out: Path, run: dict) -> Path:
@@ -357,6 +392,7 @@ def main() -> None:
     parser.add_argument("action", choices=["theta0", "search", "final", "table"])
     parser.add_argument("--out", type=Path, default=REPO / "study")
     parser.add_argument("-j", type=int, default=2, help="runs at a time (each on one CPU thread)")
+    parser.add_argument("--more", action="store_true", help="search: also the candidates of MORE")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -364,7 +400,7 @@ def main() -> None:
     if args.action == "theta0":
         theta0(out)
     elif args.action == "search":
-        search(out, args.j)
+        search(out, args.j, args.more)
     elif args.action == "final":
         final(out, args.j)
     else:
