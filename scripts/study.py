@@ -42,9 +42,10 @@ LOOP_SEEDS = (0, 1)
 SEED_KEYS = (("sample", "seed"), ("qa", "seed"), ("train", "seed"), ("noise", "seed"))
 # The test set: one standard error of POPE accuracy (~0.9) and of CHAIR_i (~0.15) at most ~0.005.
 TEST_SET = {"pope_images": 900, "chair_images": 2000}
-# What a run builds and scores: θ0 and θ3 (eval@1 and eval@2 cost a test-set evaluation each and the
-# targets read only θ3 − θ0; `dvc repro` with no target in a run's folder adds them).
+# What a run builds and scores: the search reads only θ3 − θ0 on dev (ENDS); the final runs score
+# every iteration on test and dev (EVERY), so the tables show the path θ0 → θ3.
 ENDS = ("eval@0", "eval@3")
+EVERY = ("eval@0", "eval@1", "eval@2", "eval@3")
 DEV_ONLY = {"eval": {"benchmarks": ["world_dev"]}}
 TEST_AND_DEV = {"eval": {"benchmarks": ["world_pope", "world_chair", "world_vqa", "world_questions", "world_dev"]}}
 # Candidate settings of the embedded profile, within the method (its parameters, per-iteration lr, M).
@@ -170,7 +171,8 @@ def final(out: Path, parallel: int) -> None:
     jobs = []
     for variant, over in ABLATIONS.items():
         seeds = LOOP_SEEDS if variant in ("full", "seva") else LOOP_SEEDS[:1]
-        jobs += [(variant, t, s, _merge(_merge(TEST_AND_DEV, setting), over)) for t in THETA0_SEEDS for s in seeds]
+        jobs += [(variant, t, s, _merge(_merge(TEST_AND_DEV, setting), over), 1, EVERY)
+                 for t in THETA0_SEEDS for s in seeds]
     _pool(out, jobs, parallel)
 
 
@@ -178,7 +180,7 @@ def final(out: Path, parallel: int) -> None:
 
 
 def _metrics(run_dir: Path) -> dict[int, dict]:
-    """metrics/iterK.json of a run by K (the study evaluates θ0 and θ3; see ENDS)."""
+    """metrics/iterK.json of a run by K (search runs score θ0 and θ3, final runs every θK)."""
     return {k: json.loads((run_dir / f"metrics/iter{k}.json").read_text()) for k in range(4)
             if (run_dir / f"metrics/iter{k}.json").is_file()}
 
