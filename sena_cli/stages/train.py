@@ -270,15 +270,15 @@ def _last_checkpoint_step(work: Path) -> int:
 
 
 def _training_config(params: Params, work: Path, accumulation: int, timeout_s: float):
-    from trl import DPOConfig
+    from sena_cli.vlm.dpo import SenaDPOConfig  # trl's DPOConfig, the warm-up as a share of the steps
 
     tp = params.train
     deepspeed = deepspeed_config(params)
-    return DPOConfig(
+    return SenaDPOConfig(
         output_dir=str(work / "checkpoints"), deepspeed=deepspeed,
         beta=tp.beta, loss_type=["sigmoid"], max_length=tp.max_length,
         num_train_epochs=tp.epochs, learning_rate=tp.lr, lr_scheduler_type=tp.lr_scheduler,
-        warmup_steps=tp.warmup_ratio, weight_decay=tp.weight_decay, max_grad_norm=tp.max_grad_norm,
+        warmup_ratio=tp.warmup_ratio, weight_decay=tp.weight_decay, max_grad_norm=tp.max_grad_norm,
         per_device_train_batch_size=tp.per_device_batch_size, per_device_eval_batch_size=tp.per_device_batch_size,
         gradient_accumulation_steps=accumulation, seed=tp.seed, data_seed=tp.seed,
         **_hardware(params, deepspeed=deepspeed is not None),

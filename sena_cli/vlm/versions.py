@@ -1,8 +1,9 @@
 """The library versions whose internals sena uses, checked when the model boundary is imported.
 
-sena subclasses trl's DPOTrainer (its reference-model construction, the precomputed-reference
-flag, the fused LM head's `log_probs`) and overrides transformers' Trainer checkpoint loading:
-those are internals, so sena supports exactly the minor versions it is tested with.
+sena subclasses trl's DPOTrainer and uses two of its internals (it keeps trl from building a
+reference copy of the model, and sets the flag under which trl's loss reads the stored reference
+log-probs: vlm/dpo.py says why and which tests catch a change), and overrides transformers'
+Trainer checkpoint loading: so sena supports exactly the minor versions it is tested with.
 """
 
 from __future__ import annotations

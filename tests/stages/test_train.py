@@ -87,11 +87,10 @@ def test_loss_is_dpo_on_stored_reference_plus_alignment(paired_project, micro_di
              "chosen": "A red circle." if t == "des" else "red", "rejected": "A blue cross." if t == "des" else "blue",
              "ref_chosen_logp": -3.0 - i, "ref_rejected_logp": -6.0 + 2 * i} for i, t in enumerate(types)]
     trainer, collator = _trainer(paired_project, params, rows, tmp_path)
-    assert trainer.ref_model is None  # no second model in memory
     trainer.model.eval()
     dpo, align = _hand_losses(trainer.model, collator(rows), rows, beta=0.5)
     loss = trainer.compute_loss(trainer.model, collator(rows))
-    logged = trainer._metrics["eval"]
+    logged = trainer.loss_terms["eval"]
     assert logged["dpo_loss"][-1] == pytest.approx(dpo, rel=1e-4)
     assert logged["alignment_loss"][-1] == pytest.approx(align, rel=1e-4, abs=1e-7)
     assert loss.item() == pytest.approx(dpo + 0.7 * align, rel=1e-4)
@@ -111,7 +110,55 @@ def test_stored_reference_equals_the_policy_before_training(paired_project, micr
     stored = torch.tensor([r["ref_chosen_logp"] for r in rows] + [r["ref_rejected_logp"] for r in rows])
     assert torch.allclose(sums, stored, atol=1e-4)
     trainer.compute_loss(trainer.model, collator(rows))
-    assert trainer._metrics["eval"]["dpo_loss"][-1] == pytest.approx(math.log(2), abs=1e-5)
+    assert trainer.loss_terms["eval"]["dpo_loss"][-1] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_the_trainer_holds_no_second_model(paired_project, micro_dict, tmp_path, monkeypatch):
+    """trl builds a reference copy of a full-parameter VLM; sena's reference is the stored log-probs:
+    building the trainer loads no weights and leaves the policy the only model of its class in memory."""
+    import gc
+
+    from transformers import PreTrainedModel
+
+    def models() -> int:
+        gc.collect()
+        return sum(type(o).__name__ == model_class for o in gc.get_objects())
+
+    model_class = type(VLM.load(paired_project / "models" / "iter0").model).__name__
+    before = models()
+    loads = []
+    original = PreTrainedModel.from_pretrained.__func__
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained",
+                        classmethod(lambda cls, *a, **kw: loads.append(a) or original(cls, *a, **kw)))
+    params = train_params(micro_dict)
+    rows = [json.loads(line) for line in (paired_project / "data/iter1/pairs/pairs.jsonl").read_text().splitlines()]
+    trainer, _ = _trainer(paired_project, params, rows, tmp_path)
+    assert len(loads) == 1  # the policy, loaded by the test's own VLM.load
+    assert models() == before + 1  # the policy; no reference copy
+    assert trainer.ref_model is None
+
+
+def test_the_reference_log_probs_come_from_the_pairs_file(paired_project, micro_dict):
+    """At θ0 the stored values are the policy's own (first DPO loss log 2, margin 0). Lower every stored
+    chosen log-prob by 1: the first step sees a chosen log-ratio of +1, so its DPO loss is −log σ(β) and
+    its reward margin β, which only the pairs file can tell the trainer."""
+    pairs = paired_project / "data/iter1/pairs/pairs.jsonl"
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    pairs.write_text("".join(json.dumps({**r, "ref_chosen_logp": r["ref_chosen_logp"] - 1.0}) + "\n" for r in rows))
+    run_train(train_params(micro_dict, beta=0.5), 1, root=paired_project)
+    first = json.loads((paired_project / "data/iter1/train/summary.json").read_text())["first"]
+    assert first["dpo_loss"] == pytest.approx(-F.logsigmoid(torch.tensor(0.5)).item(), abs=1e-5)
+    assert first["reward_margin"] == pytest.approx(0.5, abs=1e-5)
+    assert first["reward_chosen"] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_a_warm_up_over_the_whole_run_warms_up_over_every_step(paired_project, micro_dict):
+    """train.warmup_ratio 1.0: the learning rate rises linearly from 0 over all 3 optimizer steps
+    (transformers alone reads 1.0 as one step of warm-up: the second step would use the full rate)."""
+    run_train(train_params(micro_dict, warmup_ratio=1.0, lr=1e-3), 1, root=paired_project)
+    tsv = paired_project / "data/iter1/train/live/plots/metrics/learning_rate.tsv"
+    rates = [float(line.split("\t")[-1]) for line in tsv.read_text().splitlines()[1:]]
+    assert rates == pytest.approx([0.0, 1e-3 / 3, 2e-3 / 3])  # the rate each of steps 1, 2, 3 used
 
 
 def test_train_writes_a_plain_model_and_a_dvclive_log(paired_project, micro_dict):
