@@ -261,7 +261,8 @@ def evaluate(k: int = ITER_OPTION) -> None:
         with _lock("eval", k), _progress() as phase:
             before = flatten(read_metrics(0) or {}) if k else {}  # θ0's, for the change: checked before any work
             result = run_eval(params, k, progress=phase)
-        now = flatten(result["metrics"])
+        # the counts under each benchmark's "n" (what its proportions are over) are no scores to compare
+        now = {key: v for key, v in flatten(result["metrics"]).items() if "n" not in key.split(".")}
         table = Table(title=f"θ{k} metrics ({layout.metrics_file(k)})", title_justify="left")
         table.add_column("metric", style="bold")
         table.add_column(f"θ{k}", justify="right")

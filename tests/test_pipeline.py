@@ -89,7 +89,7 @@ def test_repro_runs_three_iterations_and_writes_well_formed_artifacts(project):
             values = metrics["pope"][split]
             assert set(values) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
             assert all(0.0 <= v <= 1.0 for v in values.values())
-        assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall", "caption_f1"}
+        assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall", "caption_f1", "n"}  # n: the counts
         assert (root / f"data/iter{k}/eval/answers.jsonl").stat().st_size > 0
     for k in ITERS:
         pairs = (root / f"data/iter{k}/pairs/pairs.jsonl").read_text().splitlines()

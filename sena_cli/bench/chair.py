@@ -68,6 +68,13 @@ def chair_metrics(mentioned: Sequence[Sequence[str]], truth: Sequence[Sequence[s
     }
 
 
+def chair_counts(mentioned: Sequence[Sequence[str]], truth: Sequence[Iterable[str]]) -> dict[str, int]:
+    """How many items each CHAIR proportion is over (its n, for a standard error), for the world's
+    CHAIR and COCO's alike: captions (chair_s), mentions (chair_i), objects present (recall)."""
+    return {"chair_s": len(truth), "chair_i": sum(len(said) for said in mentioned),
+            "recall": sum(len(set(real)) for real in truth)}
+
+
 # ---------------------------------------------------------------- the original CHAIR on COCO
 
 class CocoChair:

@@ -19,7 +19,7 @@ from sena_cli.bench import chair as chair_lib
 from sena_cli.bench import coco_pope as pope_lib
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import mmbench as mmb
-from sena_cli.bench.pope import parse_yes_no, pope_metrics
+from sena_cli.bench.pope import parse_yes_no, pope_counts, pope_metrics
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.frame import ANY, TEXT, TEXTS, WHOLE, Each, given, read_json, read_records
@@ -67,15 +67,16 @@ def coco_pope(ctx, vlm: VLM, tick: Tick):
     params = ctx.params
     root = _need(params.eval.coco_pope.image_root, "eval.coco_pope.image_root")
     suffix = params.qa.prompts.short_answer_suffix
-    metrics, records = {}, []
+    metrics, counts, records = {}, {}, []
     for split, rows in _pope_files(params):
         images = [open_benchmark_image(root, r["image"], "eval.coco_pope.image_root") for r in rows]
         answers = _generate(vlm, images, [with_suffix(r["text"], suffix) for r in rows], params, tick)
         parsed = [parse_yes_no(a, params.eval.yes_no_parsing) for a in answers]
         metrics[split] = pope_metrics(parsed, [r["label"] for r in rows])
+        counts[split] = pope_counts(parsed, [r["label"] for r in rows])
         records += [{"benchmark": f"coco_pope_{split}", **r, "answer": a, "parsed": p}
                     for r, a, p in zip(rows, answers, parsed)]
-    return metrics, records
+    return {**metrics, "n": counts}, records
 
 
 def count_coco_pope(ctx) -> int:
@@ -133,7 +134,7 @@ def coco_chair(ctx, vlm: VLM, tick: Tick, tools=None):
     captions = _generate(vlm, images, [prompt] * len(chosen), params, tick)
     said = [chair.mentions(cap) for cap in captions]
     truth = [chair.truth(classes.get(im["id"], []), references.get(im["id"], [])) for im in chosen]
-    metrics: dict = chair_lib.coco_chair_metrics(said, truth)
+    metrics: dict = {**chair_lib.coco_chair_metrics(said, truth), "n": chair_lib.chair_counts(said, truth)}
     if notes:
         metrics["fallback"] = notes
     records = [{"benchmark": "coco_chair", "image_id": im["id"], "caption": cap, "mentioned": s, "truth": sorted(t)}

@@ -28,17 +28,30 @@ def parse_yes_no(answer: str, parsing: str = "pope") -> str:
     return "no" if {"No", "no", "not"} & words else "yes"
 
 
-def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """accuracy, precision, recall, f1 (positive = 'yes') and yes_ratio, with POPE's arithmetic.
-
-    Where POPE's script divides by zero (no 'yes' predicted, or no 'yes' label) the value is 0.
-    """
+def _confusion(predictions: Sequence[str], labels: Sequence[str]) -> tuple[int, int, int, int]:
+    """tp, fp, tn, fn with 'yes' as the positive answer."""
     if len(predictions) != len(labels) or not labels:
         raise ValueError("POPE needs one prediction per label and at least one label")
     tp = sum(p == "yes" and y == "yes" for p, y in zip(predictions, labels))
     fp = sum(p == "yes" and y != "yes" for p, y in zip(predictions, labels))
     tn = sum(p != "yes" and y != "yes" for p, y in zip(predictions, labels))
     fn = sum(p != "yes" and y == "yes" for p, y in zip(predictions, labels))
+    return tp, fp, tn, fn
+
+
+def pope_counts(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, int]:
+    """How many answers each proportion of pope_metrics is over (its n, for a standard error):
+    the metrics file keeps them under the benchmark's "n" key (F1 is no proportion)."""
+    tp, fp, tn, fn = _confusion(predictions, labels)
+    return {"accuracy": len(labels), "precision": tp + fp, "recall": tp + fn, "yes_ratio": len(labels)}
+
+
+def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """accuracy, precision, recall, f1 (positive = 'yes') and yes_ratio, with POPE's arithmetic.
+
+    Where POPE's script divides by zero (no 'yes' predicted, or no 'yes' label) the value is 0.
+    """
+    tp, fp, tn, fn = _confusion(predictions, labels)
     precision = float(tp) / float(tp + fp) if tp + fp else 0.0
     recall = float(tp) / float(tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

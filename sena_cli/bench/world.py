@@ -18,8 +18,8 @@ from pathlib import Path
 from PIL import Image
 
 from sena_cli.artifacts import read_jsonl
-from sena_cli.bench.chair import chair_metrics
-from sena_cli.bench.pope import parse_yes_no, pope_metrics
+from sena_cli.bench.chair import chair_counts, chair_metrics
+from sena_cli.bench.pope import parse_yes_no, pope_counts, pope_metrics
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.prompts import with_suffix
@@ -64,15 +64,16 @@ def _answer(vlm: VLM, data: WorldEvalSet, rows: list[dict], prompts: list[str], 
 
 def world_pope(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     suffix = params.qa.prompts.short_answer_suffix
-    metrics, records = {}, []
+    metrics, counts, records = {}, {}, []
     for split in POPE_SPLITS:
         rows = data.rows(f"pope_{split}.jsonl")
         answers = _answer(vlm, data, rows, [with_suffix(r["text"], suffix) for r in rows], params, tick)
         parsed = [parse_yes_no(a, params.eval.yes_no_parsing) for a in answers]
         metrics[split] = pope_metrics(parsed, [r["label"] for r in rows])
+        counts[split] = pope_counts(parsed, [r["label"] for r in rows])
         records += [{"benchmark": f"pope_{split}", **r, "answer": a, "parsed": p}
                     for r, a, p in zip(rows, answers, parsed)]
-    return metrics, records
+    return {**metrics, "n": counts}, records
 
 
 def _sizes(data: WorldEvalSet, params: Params):
@@ -99,7 +100,7 @@ def world_chair(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     truth = [data.truth[n].names for n in names]
     records = [{"benchmark": "chair", "image": n, "caption": c, "mentioned": s, "truth": t}
                for n, c, s, t in zip(names, captions, said, truth)]
-    return chair_metrics(said, truth), records
+    return {**chair_metrics(said, truth), "n": chair_counts(said, truth)}, records
 
 
 def world_vqa(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):

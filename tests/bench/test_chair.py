@@ -1,6 +1,6 @@
 import pytest
 
-from sena_cli.bench.chair import chair_metrics
+from sena_cli.bench.chair import chair_counts, chair_metrics
 
 
 def test_hand_made_captions():
@@ -11,6 +11,7 @@ def test_hand_made_captions():
     assert m["chair_i"] == pytest.approx(2 / 4)  # every mention counts, as in CHAIR: 2 of 4 are absent
     assert m["recall"] == pytest.approx(2 / 4)  # red circle and green cross of four present
     assert m["caption_f1"] == pytest.approx(2 * (1 / 2) * (1 / 2) / (1 / 2 + 1 / 2))
+    assert chair_counts(mentioned, truth) == {"chair_s": 3, "chair_i": 4, "recall": 4}  # the denominators above
 
 
 def test_silent_captions_score_zero_chair_and_zero_recall():

@@ -1,6 +1,6 @@
 import pytest
 
-from sena_cli.bench.pope import parse_yes_no, pope_metrics
+from sena_cli.bench.pope import parse_yes_no, pope_counts, pope_metrics
 
 
 @pytest.mark.parametrize("answer, parsed", [
@@ -22,6 +22,8 @@ def test_ten_questions_with_known_confusion():
     assert m["recall"] == pytest.approx(3 / 5)
     assert m["f1"] == pytest.approx(2 * 0.75 * 0.6 / 1.35)
     assert m["yes_ratio"] == pytest.approx(4 / 10)
+    # what each proportion is over: 10 answers, 4 said yes, 5 labelled yes
+    assert pope_counts(preds, labels) == {"accuracy": 10, "precision": 4, "recall": 5, "yes_ratio": 10}
 
 
 def test_all_no_has_zero_precision_not_a_crash():

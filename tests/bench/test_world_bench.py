@@ -12,7 +12,13 @@ def test_eval_writes_stable_keys_and_answers(micro_project, micro_params):
     for split in ("random", "popular", "adversarial"):
         assert set(metrics["pope"][split]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
         assert all(0.0 <= v <= 1.0 for v in metrics["pope"][split].values())
-    assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall", "caption_f1"}
+        # what each proportion is over, for the report's standard errors
+        n = metrics["pope"]["n"][split]
+        assert n["accuracy"] == n["yes_ratio"] == len((micro_project / f"data/world/eval/pope_{split}.jsonl")
+                                                      .read_text().splitlines())
+        assert n["precision"] == round(n["yes_ratio"] * metrics["pope"][split]["yes_ratio"])
+    assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall", "caption_f1", "n"}
+    assert set(metrics["chair"]["n"]) == {"chair_s", "chair_i", "recall"}
     assert 0.0 <= metrics["world_vqa"]["accuracy"] <= 1.0
     assert 0.0 <= metrics["world_questions"]["well_formed"] <= 1.0
     answers = (micro_project / "data" / "iter0" / "eval" / "answers.jsonl").read_text().splitlines()
@@ -49,5 +55,5 @@ def test_the_dev_set_is_other_images_of_the_same_world_and_world_dev_scores_it(m
     run_eval(params, 0, root=micro_project)
     metrics = json.loads((micro_project / "metrics" / "iter0.json").read_text())
     assert set(metrics) == {"world_dev"} and set(metrics["world_dev"]) == {"pope", "chair"}
-    assert set(metrics["world_dev"]["pope"]) == {"random", "popular", "adversarial"}
+    assert set(metrics["world_dev"]["pope"]) == {"random", "popular", "adversarial", "n"}
     assert 0.0 <= metrics["world_dev"]["chair"]["chair_i"] <= 1.0
