@@ -1,6 +1,6 @@
 """Stage `report`: one self-contained HTML page (report/index.html) about a whole run.
 
-Inline SVG charts and base64 images, no script and no network: the headline metrics against
+Inline SVG charts (drawn by matplotlib) and base64 images, no script and no network: the headline metrics against
 iteration, each iteration's training curves (its dvclive log), the per-filter pair counts,
 and a sample of pairs with the clean image, the corrupted image the rejected answer came
 from, the prompt, and the chosen and rejected answers. Whatever a run has not produced yet
@@ -13,7 +13,9 @@ import base64
 import csv
 import html
 import io
+import math
 import random
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -33,49 +35,61 @@ TRAIN_CURVES = [("DPO loss", "dpo_loss"), ("alignment loss", "alignment_loss"),
 
 # ---------------------------------------------------------------- drawing
 
-def svg_chart(title: str, series: list[tuple[str, list[tuple[float, float]]]], x_label: str,
-              width: int = 420, height: int = 240) -> str:
-    """A line chart as inline SVG; series = [(name, [(x, y), ...])]."""
-    points = [p for _, pts in series for p in pts]
-    if not points:
+# (label, [(x, y, standard error or None), ...])
+Series = tuple[str, list[tuple[float, float, float | None]]]
+
+
+def chart_svg(title: str, series: list[Series], x_label: str, chart_id: str, *, iterations: bool = False,
+              size: tuple[float, float] = (3.5, 2.7)) -> str:
+    """A line chart drawn by matplotlib, as inline SVG; error bars where a point has a standard error.
+
+    The legend sits under the axes, never over the lines; x ticks are whole numbers (θk on an
+    iteration axis). Text stays text (svg.fonttype none), and every id is prefixed with
+    `chart_id` so that many charts live in one page.
+    """
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    series = [(label, points) for label, points in series if points]
+    if not series:
         return ""
-    left, right, top, bottom = 48, 12, 28, 36
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys)
-    pad = (y1 - y0) * 0.08 or abs(y1) * 0.1 or 0.1
-    y0, y1 = y0 - pad, y1 + pad
-
-    def px(x):
-        return left + (x - x0) / (x1 - x0) * (width - left - right)
-
-    def py(y):
-        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
-
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="{html.escape(title)}">',
-             f'<rect width="{width}" height="{height}" fill="#fff"/>',
-             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">'
-             f'{html.escape(title)}</text>',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#444"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#444"/>',
-             f'<text x="{width / 2}" y="{height - 6}" text-anchor="middle" font-size="11">'
-             f'{html.escape(x_label)}</text>']
-    for frac in (0.0, 0.5, 1.0):
-        y = y0 + frac * (y1 - y0)
-        parts.append(f'<text x="{left - 4}" y="{py(y) + 4:.1f}" text-anchor="end" font-size="10">{y:.3g}</text>')
-    for x in sorted(set(xs))[:: max(1, len(set(xs)) // 8)]:
-        parts.append(f'<text x="{px(x):.1f}" y="{height - bottom + 13}" text-anchor="middle" font-size="10">'
-                     f'{x:g}</text>')
-    for i, (name, pts) in enumerate(series):
-        colour = COLOURS[i % len(COLOURS)]
-        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
-        parts += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{colour}"/>' for x, y in pts]
-        parts.append(f'<text x="{left + 8 + 92 * i}" y="{top + 10}" font-size="10" fill="{colour}">'
-                     f'{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    xs = sorted({x for _, points in series for x, _, _ in points})
+    handles = []  # in the series' order (matplotlib would list plain lines before error-bar lines)
+    for i, (label, points) in enumerate(series):
+        x, y, err = zip(*points)
+        style = {"label": label, "color": COLOURS[i % len(COLOURS)], "linewidth": 1.6,
+                 "marker": "o" if len(points) <= 40 else None, "markersize": 4}
+        if any(e is not None for e in err):
+            handles.append(ax.errorbar(x, y, yerr=[e or 0.0 for e in err], capsize=3, elinewidth=1, **style))
+        else:
+            handles += ax.plot(x, y, **style)
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(x_label, fontsize=9)
+    ax.tick_params(labelsize=8)
+    if iterations and len(xs) <= 12:
+        ax.set_xticks(xs, [f"θ{x:g}" for x in xs])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if iterations:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"θ{v:g}"))
+    if len(xs) == 1:  # one point: some room either side instead of matplotlib's ±0.05 ticks
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    ax.grid(True, color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    if len(series) > 1:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(series), 3), frameon=False,
+                   fontsize=8)
+    buf = io.StringIO()
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "sena-report"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]  # no XML prolog inside HTML
+    svg = re.sub(r'(\bid="|url\(#|href="#)', lambda m: m.group(1) + f"{chart_id}-", svg)
+    return svg.replace("<svg ", f'<svg class="chart" role="img" aria-label="{html.escape(title)}" ', 1)
 
 
 THUMBNAIL = 192  # longest side of a picture in the page: it stays small for any photo
@@ -140,24 +154,48 @@ def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
 
 # ---------------------------------------------------------------- headline metrics
 
+def standard_error(metrics: dict, key: str) -> float | None:
+    """√(p(1−p)/n) for a proportion p whose n its benchmark keeps under an "n" key (`sena eval`
+    records them: 'pope.adversarial.accuracy' is over 'pope.n.adversarial.accuracy' answers), else
+    None: F1, scores and percentages have none. It is the spread a rerun on another draw of as many
+    items would show; CHAIR_i's mentions cluster within captions, so its bar is a lower bound."""
+    value = registry.metric(metrics, key)
+    if value is None or not 0.0 <= value <= 1.0:
+        return None
+    parts = key.split(".")
+    for i in range(1, len(parts)):  # the "n" may sit at any level of the benchmark's metrics
+        n = registry.metric(metrics, ".".join([*parts[:i], "n", *parts[i:]]))
+        if n:
+            return math.sqrt(value * (1.0 - value) / n)
+    return None
+
+
 def _headlines(metrics: dict[int, dict]) -> list[str]:
     """A chart per headline chart of every benchmark that ran (bench/registry.py), and a table."""
     ran = registry.ran(list(metrics.values()))
-    out = ["<h2>Headline metrics against iteration</h2><div class='charts'>"]
+    iterations = sorted(metrics)
+    out = ["<h2>Headline metrics against iteration</h2>",
+           "<p class='cap'>Bars: ± one standard error, √(p(1−p)/n), of a proportion over the n questions, "
+           "captions, mentions or objects it counts; F1 and scores have none. CHAIR_i's mentions cluster "
+           "within captions, so its bar is a lower bound.</p><div class='charts'>"]
     for b in ran:
-        for chart in b.charts:
-            series = [(label, [(k, v) for k in sorted(metrics)
+        for j, chart in enumerate(b.charts):
+            series = [(label, [(k, v, standard_error(metrics[k], f"{b.key}.{key}")) for k in iterations
                                if (v := registry.metric(metrics[k], f"{b.key}.{key}")) is not None])
                       for label, key in chart.series]
-            out.append(svg_chart(chart.title, [s for s in series if s[1]], "iteration (θk)"))
+            out.append(chart_svg(chart.title, series, "iteration", f"{b.key}-{j}", iterations=True))
     out.append("</div>")
-    keys = registry.headline_keys(list(metrics.values()))
-    out.append("<table><tr><th class='l'>θ</th>" + "".join(f"<th>{html.escape(key)}</th>" for key in keys) + "</tr>")
-    for k in sorted(metrics):
-        cells = "".join(f"<td>{v:.4g}</td>" if (v := registry.metric(metrics[k], key)) is not None else "<td></td>"
-                        for key in keys)
-        out.append(f"<tr><td class='l'>θ{k}</td>{cells}</tr>")
-    out.append("</table>")
+    # A metric per row and θk per column: as wide as the iterations, so it fits; a long run scrolls in its box.
+    out.append("<div class='scroll'><table><tr><th class='l'>metric</th>"
+               + "".join(f"<th>θ{k}</th>" for k in iterations) + "</tr>")
+    for key in registry.headline_keys(list(metrics.values())):
+        cells = []
+        for k in iterations:
+            value, se = registry.metric(metrics[k], key), standard_error(metrics[k], key)
+            shown = "" if value is None else f"{value:.4g}" + (f" <span class='se'>± {se:.2g}</span>" if se else "")
+            cells.append(f"<td>{shown}</td>")
+        out.append(f"<tr><td class='l'>{html.escape(key)}</td>{''.join(cells)}</tr>")
+    out.append("</table></div>")
     return out
 
 
@@ -166,9 +204,11 @@ def _headlines(metrics: dict[int, dict]) -> list[str]:
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;background:#fafafa}
 h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
-.charts{display:flex;flex-wrap:wrap;gap:12px} .chart{border:1px solid #ddd;background:#fff}
+.charts{display:flex;flex-wrap:wrap;gap:12px} .chart{border:1px solid #ddd;background:#fff;max-width:100%;
+height:auto} .scroll{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;margin:8px 0;background:#fff} td,th{border:1px solid #ccc;padding:4px 8px;
-font-size:13px;text-align:right} th{background:#eee} td.l,th.l{text-align:left}
+font-size:13px;text-align:right} th{background:#eee} td.l,th.l{text-align:left} td.l{overflow-wrap:anywhere}
+.se{color:#777;font-size:11px;white-space:nowrap}
 .pair{display:grid;grid-template-columns:160px 160px 1fr;gap:10px;align-items:start;background:#fff;
 border:1px solid #ddd;padding:8px;margin:8px 0} .pair img{width:150px;border:1px solid #999}
 .cap{font-size:11px;color:#555} .chosen{color:#176b1b} .rejected{color:#a11d1d} .note{color:#777;font-style:italic}
@@ -199,8 +239,9 @@ def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lamb
         body.append(f"<h3>iteration {k}</h3><div class='charts'>")
         for title, name in TRAIN_CURVES:
             column = name.split("/")[-1]
-            body.append(svg_chart(title, [(column, _read_tsv(layout.train_curve_file(k, name, root), column))],
-                                  "optimizer step", width=260, height=180))
+            curve = [(x, y, None) for x, y in _read_tsv(layout.train_curve_file(k, name, root), column)]
+            body.append(chart_svg(title, [(column, curve)], "optimizer step", f"train{k}-{column}",
+                                  size=(2.6, 2.0)))
         body.append("</div>")
 
     body.append("<h2>Preference pairs and filters</h2>")
@@ -208,13 +249,14 @@ def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lamb
              if (p := layout.pairs_stats_file(k, root)).is_file()}
     if stats:
         filters = list(next(iter(stats.values()))["dropped"])
-        body.append("<table><tr><th class='l'>iteration</th><th>qa records</th><th>pairs</th><th>des</th><th>gen</th>"
+        body.append("<div class='scroll'><table><tr><th class='l'>iteration</th><th>qa records</th><th>pairs</th>"
+                    "<th>des</th><th>gen</th>"
                     + "".join(f"<th>dropped: {html.escape(f)}</th>" for f in filters) + "</tr>")
         for k, s in stats.items():
             body.append(f"<tr><td class='l'>{k}</td><td>{s['records']}</td><td>{s['pairs']}</td>"
                         f"<td>{s['pairs_des']}</td><td>{s['pairs_gen']}</td>"
                         + "".join(f"<td>{s['dropped'].get(f, 0)}</td>" for f in filters) + "</tr>")
-        body.append("</table>")
+        body.append("</table></div>")
     for k in range(1, n + 1):
         samples = _pair_samples(params, k, root, samples_per_iteration)
         tick(1)

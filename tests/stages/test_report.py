@@ -57,6 +57,15 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(run_project, 
     assert page.count("data:image/png;base64,") == 2 * 6  # clean and corrupted image of 6 pairs
     assert "Describe the image &lt;concisely&gt;." in page and "&amp; a blue square" in page  # escaped text
     assert "dropped: identical" in page
+    # The charts are matplotlib's, each legend outside the axes (a chart of several lines has one), with
+    # error bars where the metric is a proportion over a recorded n, and whole-number iteration ticks.
+    charts = re.findall(r"<svg .*?</svg>", page, re.S)
+    assert charts and all("Matplotlib v" in chart for chart in charts)
+    assert len(re.findall(r'<g id="[\w.-]+-legend_1"', page)) >= 4
+    assert "LineCollection" in page and "± " in page  # error bars, and the table's standard errors
+    ticks = re.findall(r">θ([^<]*)</text>", page)
+    assert set(ticks) == {"0", "1"}
+    assert len(re.findall(r'\bid="([^"]+)"', page)) == len(set(re.findall(r'\bid="([^"]+)"', page)))  # ids unique
 
     shot = tmp_path / "report.png"
     proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -71,6 +80,18 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(run_project, 
     assert colours is not None and len(colours) > 50  # charts, text and pictures: far from blank
     background = max(colours)[0] / sum(c for c, _ in colours)
     assert background < 0.97
+
+    # Nothing is wider than the page (a wide table scrolls inside its own box): measured on a copy
+    # with a script, in a window narrower than the page's 1100 px column.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", "<script>document.body.dataset.fit = document.documentElement"
+                                             ".scrollWidth + ' ' + document.documentElement.clientWidth</script>"
+                                             "</body>"))
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=900,1600",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scroll, client = map(int, re.search(r'data-fit="(\d+) (\d+)"', proc.stdout).groups())
+    assert client > 800 and scroll <= client, (scroll, client)
 
 
 def test_report_before_any_evaluation_says_what_to_run(tmp_path):
@@ -111,3 +132,15 @@ def test_the_page_stays_small_for_big_photos(micro_project, micro_dict, tmp_path
     assert sizes[0] == sizes[1] and sizes[2] == sizes[3]  # clean and corrupted in the same geometry
     if space == "image":
         assert sizes[0] == (192, 128)  # the photo itself, shrunk: 3000×2000 -> 192×128
+
+
+def test_standard_errors_are_those_of_proportions_over_their_recorded_n():
+    from sena_cli.stages.report import standard_error
+
+    metrics = {"pope": {"random": {"accuracy": 0.8, "f1": 0.7}, "n": {"random": {"accuracy": 100}}},
+               "world_dev": {"chair": {"chair_i": 0.1, "n": {"chair_i": 400}}},
+               "amber": {"generative": {"chair": 12.5}}}
+    assert standard_error(metrics, "pope.random.accuracy") == pytest.approx((0.8 * 0.2 / 100) ** 0.5)
+    assert standard_error(metrics, "world_dev.chair.chair_i") == pytest.approx((0.1 * 0.9 / 400) ** 0.5)
+    assert standard_error(metrics, "pope.random.f1") is None  # no n: F1 is no proportion
+    assert standard_error(metrics, "amber.generative.chair") is None  # a percentage, no n
