@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from sena_cli.config import Params, params_from_dict
 from sena_cli.errors import SenaError
 from tests.conftest import full_params_yaml
 from tests.families import FAMILIES, TEST_PROCESSOR_SETTINGS
+from tests.helpers import torchrun
 
 VARIED = {"portrait": (240, 640), "panorama": (1200, 150), "tiny": (8, 8), "huge": (3000, 2000),
           "square": (400, 400), "photo": (640, 480)}
@@ -281,10 +279,7 @@ def test_over_long_sequences_are_refused_before_any_forward_pass(family, tmp_pat
 def test_qa_under_two_processes_writes_what_one_writes(family, tmp_path):
     root = shutil.copytree(family.root, tmp_path / "p", symlinks=True)
     shutil.rmtree(root / "data" / "iter1" / "qa")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", str(29500 + os.getpid() % 500), "-m", "sena_cli", "qa", "--iter", "1"],
-                            cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    result = torchrun("-m", "sena_cli", "qa", "--iter", "1", cwd=root, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (root / "data/iter1/qa/records.jsonl").read_bytes() == \
         (family.root / "data/iter1/qa/records.jsonl").read_bytes()

@@ -2,8 +2,6 @@
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +12,7 @@ from sena_cli import ranks as ranks_module
 from sena_cli.artifacts import Journal
 from sena_cli.errors import SenaError
 from sena_cli.ranks import Ranks
+from tests.helpers import torchrun
 
 START = """
 import os, sys
@@ -36,13 +35,7 @@ os.write(1, f"rank {ranks.rank} of {ranks.world} started, launch {ranks.launch}\
 def _launch(tmp_path, how):
     script = tmp_path / "start.py"
     script.write_text(START)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
-                           str(tmp_path / "project"), how], env=env, capture_output=True, text=True, timeout=120)
+    return torchrun(script, tmp_path / "project", how, cwd=tmp_path, timeout=120)
 
 
 @pytest.mark.slow  # torchrun, 2 processes
