@@ -85,11 +85,11 @@ def family(request, tmp_path_factory, micro_project, micro_dict) -> FamilyRun:
     return FamilyRun(name, root, overrides, params, infos)
 
 
-def _vlm(run: FamilyRun, k: int = 0, **kwargs):
+def _vlm(run: FamilyRun, k: int = 0):
     from sena_cli.vlm import VLM
 
-    return VLM.load(layout.model_dir(k, run.root), processor_settings=run.params.model.processor,
-                    dtype="float32", device=torch.device("cpu"), **kwargs)
+    return VLM.from_params(run.params.model, layout.model_dir(k, run.root), dtype="float32",
+                           device=torch.device("cpu"))
 
 
 def _collator(run: FamilyRun, vlm):
@@ -215,11 +215,11 @@ def test_train_refuses_pairs_made_under_other_tokenization_settings(family, tmp_
 
 
 def test_corrupted_inputs_are_recomputed_bit_identical_at_a_hundredth_of_the_storage(family):
-    from sena_cli.vlm import load_preprocessor
+    from sena_cli.vlm import Preprocessor
 
     noised_dir = family.root / "data/iter1/noised"
     index = read_jsonl(noised_dir / "index.jsonl")
-    pre = load_preprocessor(layout.model_dir(0, family.root), settings=family.params.model.processor)
+    pre = Preprocessor.from_params(family.params.model, layout.model_dir(0, family.root))
     manifest = {r["id"]: r for r in read_jsonl(family.root / "data/iter1/sample/manifest.jsonl")}
     pixel_bytes = sum(4 * sum(math.prod(s) for s in r["pictures"]) for r in index)
     stored = sum(p.stat().st_size for p in noised_dir.iterdir() if p.is_file())  # previews are for people
