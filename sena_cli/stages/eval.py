@@ -49,10 +49,10 @@ def run_eval(
     # Read and check every benchmark file before loading the model and generating.
     counts = {b.name: b.counter()(ctx) for b in benchmarks}
     torch.manual_seed(params.loop.seed)
-    vlm = VLM.from_params(params.model, layout.model_dir(k, root), device=ranks.device)
+    vlm = VLM.from_params(params.model, layout.model_dir(k, root), dtype=params.model.dtype, device=ranks.device)
     started = time.perf_counter()
-    shards = Shards(ranks, fingerprint(tracked_params("eval", k, params, root), names,
-                                       file_identity(layout.model_dir(k, root))))
+    run_id = fingerprint(tracked_params("eval", k, params, root), names, file_identity(layout.model_dir(k, root)))
+    shards = Shards(ranks, run_id)
     results: dict[int, list] = {}
     # Judged benchmarks last: while rank 0 waits for the judge, the others have no batch left to wait for.
     for i in sorted(range(len(benchmarks)), key=lambda i: benchmarks[i].judged):

@@ -89,8 +89,9 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
         _refuse_too_long(PreferenceCollator(vlm.processor, vlm.chat, load), share, params.train.max_length,
                          progress(f"token lengths, iteration {k}", sum(map(len, share))), ranks)
         # A journal of other pairs, another model or tokenization is stale: the fingerprint tells.
-        shards = Shards(ranks, fingerprint(pairs, tracked_params("pair", k, params, root), reference,
-                                           file_identity(layout.model_dir(k - 1, root))))
+        run_id = fingerprint(pairs, tracked_params("pair", k, params, root), reference,
+                             file_identity(layout.model_dir(k - 1, root)))
+        shards = Shards(ranks, run_id)
 
         def batch_logps(batch: list[dict]) -> list[tuple]:
             logps = vlm.preference_logps(batch, load, max_length=params.train.max_length, precision=precision)

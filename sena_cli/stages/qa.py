@@ -113,11 +113,11 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
     manifest = read_manifest(k, root)
     corruption = Corruption(params, k, root)
     ranks = Ranks.start(layout.qa_work_dir(k, root))  # before any work: the processes must share the project folder
-    vlm = VLM.from_params(params.model, layout.model_dir(k - 1, root), device=ranks.device)
+    vlm = VLM.from_params(params.model, layout.model_dir(k - 1, root), dtype=params.model.dtype, device=ranks.device)
     # The process count is not part of the run: chunks are the same however they are shared out.
-    shards = Shards(ranks, fingerprint(manifest, file_identity(layout.noised_dir(k, root), "**/*"),
-                                       tracked_params("qa", k, params, root),
-                                       file_identity(layout.model_dir(k - 1, root))))
+    run_id = fingerprint(manifest, file_identity(layout.noised_dir(k, root), "**/*"),
+                         tracked_params("qa", k, params, root), file_identity(layout.model_dir(k - 1, root)))
+    shards = Shards(ranks, run_id)
 
     def chunk(items: list[dict]) -> dict:
         images = [open_manifest_image(root, it, k) for it in items]

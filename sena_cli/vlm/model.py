@@ -285,13 +285,14 @@ class VLM:
         return self.pre.chat
 
     @classmethod
-    def from_params(cls, model: ModelParams, path: str | Path, *, dtype: str | None = None,
+    def from_params(cls, model: ModelParams, path: str | Path, *, dtype: str,
                     device: torch.device | None = None) -> VLM:
-        """The model at `path` as the `model.*` params load it (remote code, dtype, processor settings):
-        how every stage loads one. `dtype` overrides model.dtype where a stage needs its own numeric
-        regime (pair and train hold fp32 weights, vlm/model.py's autocast)."""
-        return cls.load(path, trust_remote_code=model.trust_remote_code, dtype=dtype or model.dtype,
-                        device=device, processor_settings=model.processor)
+        """The model at `path` as the `model.*` params load it (remote code, processor settings): how
+        every stage loads one. `dtype` is the stage's: model.dtype for qa and eval, "float32" for pair
+        and train (fp32 weights under autocast); a stage that does not pass model.dtype does not read
+        it, so a change of it reruns neither (dvc.yaml tracks it for qa and eval only)."""
+        return cls.load(path, trust_remote_code=model.trust_remote_code, dtype=dtype, device=device,
+                        processor_settings=model.processor)
 
     @classmethod
     def load(

@@ -108,9 +108,6 @@ def test_from_params_loads_as_the_model_section_says(micro_project):
     from sena_cli.config import ModelParams
 
     path, cpu = micro_project / "models" / "iter0", torch.device("cpu")
-    assert VLM.from_params(ModelParams(dtype="bfloat16"), path, device=cpu).model.dtype == torch.bfloat16
-    # a stage's own numeric regime (pair, train: fp32 weights) wins over model.dtype
-    assert VLM.from_params(ModelParams(dtype="bfloat16"), path, dtype="float32", device=cpu).model.dtype == \
-        torch.float32
+    assert VLM.from_params(ModelParams(), path, dtype="bfloat16", device=cpu).model.dtype == torch.bfloat16
     with pytest.raises(SenaError, match=r"^model\.processor\.no_such_setting: "):  # model.processor is laid over
-        VLM.from_params(ModelParams(processor={"no_such_setting": 1}), path, device=cpu)
+        VLM.from_params(ModelParams(processor={"no_such_setting": 1}), path, dtype="float32", device=cpu)
