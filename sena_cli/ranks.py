@@ -19,6 +19,10 @@ as one:
   At the end every rank says it is done with the folder (`finish`); rank 0 waits for that,
   the same way, before it removes the folder.
 
+`Shards` is the loop the three stages share: skip what the journals hold, run this rank's share
+of the rest, journal each result, gather all of them in chunk order; `Ranks.publish` then lets
+rank 0 write the outputs and remove the folder once every rank is done with it.
+
 `train` has no chunks: its waits are the trainer's collectives, whose timeout it sizes with
 `Ranks.start(timeout_s=...)`.
 """
@@ -28,10 +32,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -197,6 +202,17 @@ class Ranks:
             self._stop.set()
             self._stop = None
 
+    def publish(self, write: Callable[[], T]) -> T | None:
+        """After the work: every rank says it is done (`finish`); rank 0 then runs `write` (the stage's
+        atomic publishing) and removes the folder, which is kept when `write` fails, for the rerun.
+        Returns what `write` returned on rank 0, None on the others."""
+        self.finish()
+        if not self.is_main:
+            return None
+        out = write()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return out
+
     def _wait(self, chunks: list, owner: dict, on_found: Callable[[Hashable], None]) -> dict:
         reader = self._reader()
         pending = {c for c in chunks if owner.get(c, self.rank) != self.rank}
@@ -244,6 +260,52 @@ class Ranks:
                     os.utime(path)
 
         threading.Thread(target=beat, daemon=True, name=f"sena-heartbeat-rank{self.rank}").start()
+
+
+def chunked(items: Sequence[T], size: int) -> list[list[T]]:
+    """`items` cut into consecutive chunks of `size` (the last may be shorter)."""
+    return [list(items[s : s + size]) for s in range(0, len(items), size)]
+
+
+class Shards:
+    """One run of a stage's resumable work, shared between the ranks: the chunks the journals hold
+    are skipped, the rest dealt out (`Ranks.mine`), each result journaled as soon as it is computed
+    (a kill loses one chunk at most), and every result gathered back in chunk order.
+
+    `run_id` is the identity of the work (inputs, tracked params, model): journal lines of another
+    run are ignored. The process count is not part of it, so a resume may use any number."""
+
+    def __init__(self, ranks: Ranks, run_id: str):
+        self.ranks = ranks
+        self.done = ranks.finished(run_id)  # a collective: every rank creates its Shards at the same point
+        self.journal = ranks.journal()
+        self.run_now = 0  # chunks this rank computed in this launch, over every `run`
+
+    def run(self, items: Sequence, size: int, work: Callable[[list], object], *,
+            tick: Callable[[int], None] = lambda n: None,
+            name: Callable[[int, list], Hashable] = lambda i, chunk: i, everyone: bool = False) -> list | None:
+        """`work(chunk)` of every chunk of `size` items, in chunk order: on rank 0, or on every rank
+        with `everyone` (each waits for the others' chunks while they live); None on the others.
+
+        `name(i, chunk)` is chunk i's journal key (its index unless given); `tick(n)` advances the
+        progress by a chunk's item count, for chunks found done, computed here or by another rank."""
+        chunks = chunked(items, size)
+        keys = [name(i, chunk) for i, chunk in enumerate(chunks)]
+        chunk_of = dict(zip(keys, chunks, strict=True))
+        count = {key: len(chunk) for key, chunk in chunk_of.items()}
+        tick(sum(count[key] for key in keys if key in self.done))
+        for key in self.ranks.mine(keys, self.done):
+            self.journal.add(key, work(chunk_of[key]))
+            self.run_now += 1
+            tick(count[key])
+        if not (everyone or self.ranks.is_main):
+            return None
+        found = self.collect(keys, on_found=lambda key: tick(count[key]))
+        return [found[key] for key in keys]
+
+    def collect(self, keys: Iterable[Hashable], on_found: Callable[[Hashable], None] = lambda key: None) -> dict:
+        """The journaled results of `keys`, waiting for those another rank is computing now."""
+        return self.ranks.collect(keys, self.done, on_found)
 
 
 def _mtime(path: Path) -> int | None:

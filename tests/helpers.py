@@ -58,3 +58,29 @@ def paired_iteration(params, root: Path, type_: str, prompt: str, chosen: str, r
         "id": m["id"], "image": m["path"], "type": type_, "prompt": prompt, "enhanced_answer": chosen,
         "corrupted_answer": rejected} for m in read_jsonl(root / "data/iter1/sample/manifest.jsonl")])
     run_pair(params, 1, root=root)
+
+
+def torchrun(*args: str, cwd: Path, env: dict | None = None, processes: int = 2, timeout: float = 300,
+             wait: bool = True, **popen):
+    """`python -m torch.distributed.run --nproc_per_node <processes> <args>` on a free local port, one
+    thread a process, with this checkout first on the path (so the ranks run the code under test).
+
+    `args` is what follows the launcher: a script and its arguments, or `-m sena_cli <stage> ...`; `env`
+    is laid over this process's environment. Waits for it (`timeout` seconds) and returns the finished
+    process with its output as text; with `wait=False` returns the running Popen, given `popen`'s args."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env or {})}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+               "--master_addr", "127.0.0.1", "--master_port", str(port), *map(str, args)]
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=env, **popen)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -17,11 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +25,7 @@ import pytest
 from sena_cli.artifacts import write_jsonl
 from sena_cli.config import params_from_dict
 from tests.conftest import full_params_yaml
-from tests.helpers import project_from, write_manifest
+from tests.helpers import project_from, torchrun, write_manifest
 
 pytest.importorskip("deepspeed")
 pytestmark = pytest.mark.slow
@@ -59,17 +55,11 @@ def _paired(micro_project, micro_dict, root: Path) -> Path:
 
 
 def _train(project: Path, zero: int | None) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+    env = {"DS_ACCELERATOR": "cpu"}
     if zero:
         env.update(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO3_INIT="true",
                    ACCELERATE_DEEPSPEED_CONFIG_FILE=str(REPO / f"configs/deepspeed/zero{zero}.json"))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port),
-                           "-m", "sena_cli", "train", "--iter", "1"],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    proc = torchrun("-m", "sena_cli", "train", "--iter", "1", cwd=project, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = {"sharded_at_load": "weights sharded at load" in proc.stdout}
     summary |= json.loads((project / "data/iter1/train/summary.json").read_text())

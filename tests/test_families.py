@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from sena_cli.config import Params, params_from_dict
 from sena_cli.errors import SenaError
 from tests.conftest import full_params_yaml
 from tests.families import FAMILIES, TEST_PROCESSOR_SETTINGS
+from tests.helpers import torchrun
 
 VARIED = {"portrait": (240, 640), "panorama": (1200, 150), "tiny": (8, 8), "huge": (3000, 2000),
           "square": (400, 400), "photo": (640, 480)}
@@ -87,11 +85,11 @@ def family(request, tmp_path_factory, micro_project, micro_dict) -> FamilyRun:
     return FamilyRun(name, root, overrides, params, infos)
 
 
-def _vlm(run: FamilyRun, k: int = 0, **kwargs):
+def _vlm(run: FamilyRun, k: int = 0):
     from sena_cli.vlm import VLM
 
-    return VLM.load(layout.model_dir(k, run.root), processor_settings=run.params.model.processor,
-                    dtype="float32", device=torch.device("cpu"), **kwargs)
+    return VLM.from_params(run.params.model, layout.model_dir(k, run.root), dtype="float32",
+                           device=torch.device("cpu"))
 
 
 def _collator(run: FamilyRun, vlm):
@@ -217,11 +215,11 @@ def test_train_refuses_pairs_made_under_other_tokenization_settings(family, tmp_
 
 
 def test_corrupted_inputs_are_recomputed_bit_identical_at_a_hundredth_of_the_storage(family):
-    from sena_cli.vlm import load_preprocessor
+    from sena_cli.vlm import Preprocessor
 
     noised_dir = family.root / "data/iter1/noised"
     index = read_jsonl(noised_dir / "index.jsonl")
-    pre = load_preprocessor(layout.model_dir(0, family.root), settings=family.params.model.processor)
+    pre = Preprocessor.from_params(family.params.model, layout.model_dir(0, family.root))
     manifest = {r["id"]: r for r in read_jsonl(family.root / "data/iter1/sample/manifest.jsonl")}
     pixel_bytes = sum(4 * sum(math.prod(s) for s in r["pictures"]) for r in index)
     stored = sum(p.stat().st_size for p in noised_dir.iterdir() if p.is_file())  # previews are for people
@@ -281,10 +279,7 @@ def test_over_long_sequences_are_refused_before_any_forward_pass(family, tmp_pat
 def test_qa_under_two_processes_writes_what_one_writes(family, tmp_path):
     root = shutil.copytree(family.root, tmp_path / "p", symlinks=True)
     shutil.rmtree(root / "data" / "iter1" / "qa")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", str(29500 + os.getpid() % 500), "-m", "sena_cli", "qa", "--iter", "1"],
-                            cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    result = torchrun("-m", "sena_cli", "qa", "--iter", "1", cwd=root, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (root / "data/iter1/qa/records.jsonl").read_bytes() == \
         (family.root / "data/iter1/qa/records.jsonl").read_bytes()

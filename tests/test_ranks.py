@@ -2,8 +2,6 @@
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from sena_cli import ranks as ranks_module
-from sena_cli.artifacts import Journal
+from sena_cli.artifacts import Journal, read_journals
 from sena_cli.errors import SenaError
-from sena_cli.ranks import Ranks
+from sena_cli.ranks import Ranks, Shards
+from tests.helpers import torchrun
 
 START = """
 import os, sys
@@ -36,13 +35,7 @@ os.write(1, f"rank {ranks.rank} of {ranks.world} started, launch {ranks.launch}\
 def _launch(tmp_path, how):
     script = tmp_path / "start.py"
     script.write_text(START)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
-                           str(tmp_path / "project"), how], env=env, capture_output=True, text=True, timeout=120)
+    return torchrun(script, tmp_path / "project", how, cwd=tmp_path, timeout=120)
 
 
 @pytest.mark.slow  # torchrun, 2 processes
@@ -121,3 +114,34 @@ def test_a_journal_line_cut_short_by_a_kill_does_not_swallow_the_next(tmp_path):
     Journal(path, "run").add(2, "c")
     found = _rank0(tmp_path, world=1).collect([0, 2], done=set())
     assert found == {0: "a", 2: "c"}
+
+
+def test_shards_run_only_the_chunks_the_journals_lack_and_return_all_in_chunk_order(tmp_path):
+    items = list("abcdefg")
+    Journal(tmp_path / "rank1.jsonl", "run").add(1, "DEF")  # a chunk a killed launch's rank 1 finished
+    Journal(tmp_path / "rank0.jsonl", "other run").add(0, "stale")  # another run's line: ignored
+    ran, ticks = [], []
+    shards = Shards(Ranks(tmp_path), "run")
+    out = shards.run(items, 3, lambda chunk: ran.append(chunk) or "".join(chunk).upper(), tick=ticks.append)
+    assert out == ["ABC", "DEF", "G"] and ran == [["a", "b", "c"], ["g"]] and shards.run_now == 2
+    assert sum(ticks) == len(items)  # done chunks, computed ones: every item once
+    again = Shards(Ranks(tmp_path), "run")  # a relaunch redoes nothing and returns the same
+    assert again.run(items, 3, lambda chunk: pytest.fail("redone")) == out and again.run_now == 0
+    named = Shards(Ranks(tmp_path), "named")
+    named.run(items, 4, len, name=lambda i, chunk: f"{i}:{chunk[0]}")
+    assert set(read_journals([tmp_path / "rank0.jsonl"], "named")) == {"0:a", "1:e"}
+
+
+def test_publish_removes_the_folder_only_after_the_outputs_are_written(tmp_path):
+    folder = tmp_path / "qa.partial"
+    Journal(folder / "rank0.jsonl", "run").add(0, "kept")
+
+    def fails():
+        raise SenaError("not written")
+
+    with pytest.raises(SenaError):
+        Ranks(folder).publish(fails)
+    assert (folder / "rank0.jsonl").is_file()  # the finished chunks stay for the rerun
+    assert Ranks(folder).publish(lambda: {"written": True}) == {"written": True}
+    assert not folder.exists()
+    assert Ranks(folder, rank=1, world=1).publish(lambda: pytest.fail("rank 1 wrote")) is None

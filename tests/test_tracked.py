@@ -245,8 +245,11 @@ def _place(node, roots):
     return None
 
 
-def function_reads(fn: ast.FunctionDef) -> set[str]:
-    """Params paths a function (nested functions included) reads; '' = all of them."""
+def function_reads(fn: ast.FunctionDef, typed: dict[str, set[str]] | None = None) -> set[str]:
+    """Params paths a function (nested functions included) reads; '' = all of them.
+
+    A section handed straight to a function of `typed` (name -> the sections its parameters are
+    annotated with, as `model: ModelParams`) is not read whole here: that function's reads count."""
     roots = {}
     for sub in ast.walk(fn):
         if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -273,6 +276,12 @@ def function_reads(fn: ast.FunctionDef) -> set[str]:
                         aliases.add(id(v))
     nodes = [n for n in ast.walk(fn) if isinstance(n, ast.Attribute | ast.Subscript)]
     inner = {id(n.value) for n in nodes if _place(n, roots) and _place(n.value, roots)}
+    for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
+        sections = (typed or {}).get(ast.unparse(call.func).rpartition(".")[2], set())
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            place = _place(arg, roots)
+            if place and place[1] is not None and place[1].__name__ in sections:
+                aliases.add(id(arg))
     reads = {_place(n, roots)[0] for n in nodes if id(n) not in inner | aliases and _place(n, roots)}
     for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call) and n.args):
         if ast.unparse(call.func).rpartition(".")[2] in ("to_dict", "asdict", "getattr", "vars") \
@@ -283,15 +292,29 @@ def function_reads(fn: ast.FunctionDef) -> set[str]:
     return reads
 
 
+def _typed_functions(codes) -> dict[str, set[str]]:
+    """Function name -> the params sections its parameters are annotated with, over `codes`."""
+    typed: dict[str, set[str]] = {}
+    for code in codes:
+        for node in code:
+            for fn in (n for n in ast.walk(node) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+                args = fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs
+                names = {_annotation(a.annotation) for a in args if a.annotation is not None}
+                typed.setdefault(fn.name, set()).update(names & set(SECTIONS))
+    return typed
+
+
 def command_reads(command: str) -> dict[str, set[str]]:
     """Params path -> the functions that read it, over the code the command can run."""
     out: dict[str, set[str]] = {}
-    for path, code in sorted(command_code(command).items()):
+    codes = command_code(command)
+    typed = _typed_functions(code for path, code in codes.items() if path not in NOT_STAGE_READS)
+    for path, code in sorted(codes.items()):
         if path in NOT_STAGE_READS:
             continue
         for node in code:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                for read in function_reads(node):
+                for read in function_reads(node, typed):
                     out.setdefault(read, set()).add(f"{path}:{node.name}")
     return out
 
@@ -334,6 +357,9 @@ def test_the_read_finder_sees_through_aliases_and_sections():
     assert "model.dtype" in reads and "pair.batch_size" not in reads
     assert "eval.judge.base_url" in command_reads("eval")  # judge.py: `params: JudgeParams`
     assert "train.lr" in command_reads("train")  # `tp = params.train`, then `tp.lr`
+    # `Preprocessor.from_params(params.model, ...)` reads what from_params reads, not the whole section
+    noise = command_reads("noise")
+    assert "model.processor" in noise and "model" not in noise and "model.dtype" not in noise
 
 
 @pytest.mark.parametrize("stage", list(STAGES))

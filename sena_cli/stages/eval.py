@@ -17,20 +17,19 @@ benchmarks run after the others, so the other ranks are not kept waiting while i
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from sena_cli import layout
-from sena_cli.artifacts import Journal, file_identity, fingerprint
+from sena_cli.artifacts import file_identity, fingerprint
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import registry
 from sena_cli.config import Params
 from sena_cli.frame import ANSWER, METRICS, check_iteration, made_by, publish, read_json, write_checked_json
 from sena_cli.progress import Progress, no_progress
-from sena_cli.ranks import Ranks
+from sena_cli.ranks import Ranks, Shards
 from sena_cli.tracked import tracked_params
 from sena_cli.vlm import VLM
 
@@ -50,51 +49,45 @@ def run_eval(
     # Read and check every benchmark file before loading the model and generating.
     counts = {b.name: b.counter()(ctx) for b in benchmarks}
     torch.manual_seed(params.loop.seed)
-    vlm = VLM.load(layout.model_dir(k, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor)
+    vlm = VLM.from_params(params.model, layout.model_dir(k, root), dtype=params.model.dtype, device=ranks.device)
     started = time.perf_counter()
     run_id = fingerprint(tracked_params("eval", k, params, root), names, file_identity(layout.model_dir(k, root)))
-    done = ranks.finished(run_id)
-    journal = ranks.journal()
+    shards = Shards(ranks, run_id)
     results: dict[int, list] = {}
-    batches_run = 0
     # Judged benchmarks last: while rank 0 waits for the judge, the others have no batch left to wait for.
     for i in sorted(range(len(benchmarks)), key=lambda i: benchmarks[i].judged):
         b = benchmarks[i]
         tick = progress(b.name, counts[b.name])
-        if f"benchmark:{i}" in done:
+        if f"benchmark:{i}" in shards.done:
             tick(counts[b.name])
             continue
-        shared = _SharedGeneration(vlm, ranks, journal, done, i)
         try:
-            result, recs = b.runner()(ctx, shared, tick)
+            result, recs = b.runner()(ctx, _SharedGeneration(vlm, shards, i), tick)
         except _OnMain:  # the judge calls of this benchmark are rank 0's
             continue
-        finally:
-            batches_run += shared.batches_run
         if ranks.is_main:
             results[i] = [b.key, result, recs]
-            journal.add(f"benchmark:{i}", results[i])
-    ranks.finish()
-    if not ranks.is_main:
-        return {"metrics": {}, "skipped": {}, "rank": ranks.rank, "batches run now": batches_run,
-                "seconds": time.perf_counter() - started}
-    previous = ranks.collect([f"benchmark:{i}" for i in range(len(benchmarks)) if i not in results], done)
-    metrics: dict = {}
-    records: list[dict] = []
-    for i in range(len(benchmarks)):  # in the order of eval.benchmarks
-        key, result, recs = results.get(i) or previous[f"benchmark:{i}"]
-        metrics[key] = result
-        records += recs
-    # Checked before either is written: a benchmark that gave NaN publishes nothing.
-    fix = "not written; rerun with --debug and report which benchmark gave it"
-    with publish(layout.eval_dir(k, root)) as out:
-        out.records(layout.answers_file(k, root), records, ANSWER, fix)
-        write_checked_json(layout.metrics_file(k, root), metrics, METRICS, fix)
-    shutil.rmtree(layout.eval_work_dir(k, root), ignore_errors=True)
-    layout.judge_journal_file(k, root).unlink(missing_ok=True)
-    return {"metrics": metrics, "skipped": skipped, "benchmarks run now": len(results),
-            "batches run now": batches_run, "seconds": time.perf_counter() - started}
+            shards.journal.add(f"benchmark:{i}", results[i])
+
+    def write() -> dict:
+        previous = shards.collect([f"benchmark:{i}" for i in range(len(benchmarks)) if i not in results])
+        metrics: dict = {}
+        records: list[dict] = []
+        for i in range(len(benchmarks)):  # in the order of eval.benchmarks
+            key, result, recs = results.get(i) or previous[f"benchmark:{i}"]
+            metrics[key] = result
+            records += recs
+        # Checked before either is written: a benchmark that gave NaN publishes nothing.
+        fix = "not written; rerun with --debug and report which benchmark gave it"
+        with publish(layout.eval_dir(k, root)) as out:
+            out.records(layout.answers_file(k, root), records, ANSWER, fix)
+            write_checked_json(layout.metrics_file(k, root), metrics, METRICS, fix)
+        layout.judge_journal_file(k, root).unlink(missing_ok=True)
+        return {"metrics": metrics, "skipped": skipped, "benchmarks run now": len(results),
+                "batches run now": shards.run_now, "seconds": time.perf_counter() - started}
+
+    return ranks.publish(write) or {"metrics": {}, "skipped": {}, "rank": ranks.rank,
+                                    "batches run now": shards.run_now, "seconds": time.perf_counter() - started}
 
 
 def _runnable(params: Params, k: int, root: Path, judge: dict) -> tuple[list[str], dict[str, str]]:
@@ -119,35 +112,30 @@ class _JudgeOnMain:
 
 class _SharedGeneration:
     """What a benchmark runner sees as the model: each generate() call's batches are dealt out
-    between the ranks and journaled; every rank gets back all answers, in question order.
+    between the ranks and journaled (ranks.Shards); every rank gets back all answers, in question order.
 
     A batch is named by (benchmark, call, batch, hash of its prompts), so a resumed run reuses
     exactly the answers to the same questions, whichever process count wrote them."""
 
-    def __init__(self, vlm: VLM, ranks: Ranks, journal: Journal, done: set, benchmark: int):
-        self.vlm, self.ranks, self.journal, self.done = vlm, ranks, journal, done
-        self.benchmark, self.calls, self.batches_run = benchmark, 0, 0
+    def __init__(self, vlm: VLM, shards: Shards, benchmark: int):
+        self.vlm, self.shards, self.benchmark, self.calls = vlm, shards, benchmark, 0
 
     def generate(self, images, texts, *, max_new_tokens: int, batch_size: int = 8, on_batch=lambda n: None
                  ) -> list[str]:
         call, self.calls = self.calls, self.calls + 1
-        starts = list(range(0, len(texts), batch_size))
-        keys = [f"{self.benchmark}:{call}:{b}:" + hashlib.sha256("\n\0".join(texts[s : s + batch_size]).encode())
-                .hexdigest()[:16] for b, s in enumerate(starts)]
-        size = {key: len(texts[s : s + batch_size]) for key, s in zip(keys, starts)}
-        for key in keys:
-            if key in self.done:
-                on_batch(size[key])
-        for key in self.ranks.mine(keys, self.done):
-            s = starts[keys.index(key)]
-            answers = self.vlm.generate(images[s : s + batch_size] if images is not None else None,
-                                        texts[s : s + batch_size], max_new_tokens=max_new_tokens,
-                                        batch_size=batch_size)
-            self.journal.add(key, answers)
-            self.batches_run += 1
-            on_batch(size[key])
-        found = self.ranks.collect(keys, self.done, on_found=lambda key: on_batch(size[key]))
-        return [answer for key in keys for answer in found[key]]
+
+        def name(b: int, batch: list[tuple]) -> str:
+            digest = hashlib.sha256("\n\0".join(text for _, text in batch).encode()).hexdigest()[:16]
+            return f"{self.benchmark}:{call}:{b}:{digest}"
+
+        def answer(batch: list[tuple]) -> list[str]:
+            return self.vlm.generate([image for image, _ in batch] if images is not None else None,
+                                     [text for _, text in batch], max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size)
+
+        found = self.shards.run(list(zip(images if images is not None else [None] * len(texts), texts, strict=True)),
+                                batch_size, answer, tick=on_batch, name=name, everyone=True)
+        return [a for answers in found for a in answers]
 
 
 def read_metrics(k: int, root: Path = Path(".")) -> dict | None:

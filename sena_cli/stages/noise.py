@@ -32,7 +32,7 @@ from sena_cli.vlm.pixels import pictures_sha256
 
 
 def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
-    from sena_cli.vlm import load_preprocessor
+    from sena_cli.vlm import Preprocessor
 
     check_iteration(k, "noise", params.loop.iterations)
     manifest = read_manifest(k, root)
@@ -42,8 +42,7 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
     started = time.perf_counter()
     pre = None  # `noise.space: image` corrupts before any processor
     if np_.space == "pixel_values":
-        pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                                settings=params.model.processor)
+        pre = Preprocessor.from_params(params.model, layout.model_dir(k - 1, root))
     with publish(layout.noised_dir(k, root)) as out:
         index = []
         out.path(layout.noise_previews_dir(k, root)).mkdir()

@@ -18,7 +18,6 @@ and stats.json with the per-filter counts.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from sena_cli.frame import (
 )
 from sena_cli.method.filters import filter_reasons, first_failed_filter
 from sena_cli.progress import Progress, no_progress
-from sena_cli.ranks import Ranks
+from sena_cli.ranks import Ranks, Shards, chunked
 from sena_cli.tracked import tracked_params
 
 
@@ -78,47 +77,43 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
              "dropped": drops}
     ranks = Ranks.start(layout.pairs_work_dir(k, root))  # before any work: the processes must share the project folder
     bs = params.pair.batch_size
-    batches = [pairs[s : s + bs] for s in range(0, len(pairs), bs)]
-    batches_run, reference = 0, {}
+    shards, reference = None, {}
     if pairs:
         # θ(K-1) as `train` holds it at step 0: fp32 weights, autocast to train.precision (vlm/model.py).
-        vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                       dtype="float32", device=ranks.device, processor_settings=params.model.processor)
+        vlm = VLM.from_params(params.model, layout.model_dir(k - 1, root), dtype="float32", device=ranks.device)
         precision = training_precision(params.train.precision, vlm.device)
         reference = {"tokenization": tokenization_id(vlm.chat, params.train.max_length, precision),
                      "precision": precision}
         load = sampled_image_loader(pairs, root, k)
-        share = [b for i, b in enumerate(batches) if i % ranks.world == ranks.rank]
+        share = chunked(pairs, bs)[ranks.rank :: ranks.world]
         _refuse_too_long(PreferenceCollator(vlm.processor, vlm.chat, load), share, params.train.max_length,
                          progress(f"token lengths, iteration {k}", sum(map(len, share))), ranks)
         # A journal of other pairs, another model or tokenization is stale: the fingerprint tells.
         run_id = fingerprint(pairs, tracked_params("pair", k, params, root), reference,
                              file_identity(layout.model_dir(k - 1, root)))
-        done = ranks.finished(run_id)
-        journal = ranks.journal()
-        tick = progress(f"reference log-probs, iteration {k}", len(pairs))
-        tick(sum(len(batch) for b, batch in enumerate(batches) if b in done))
-        for b in ranks.mine(range(len(batches)), done):
-            logps = vlm.preference_logps(batches[b], load, max_length=params.train.max_length, precision=precision)
-            _refuse_non_finite(logps, batches[b], k, root)
-            journal.add(b, logps)
-            batches_run += 1
-            tick(len(batches[b]))
-        if ranks.is_main:  # rank 0 waits for the other ranks' batches while they are alive (no fixed timeout)
-            logps = ranks.collect(range(len(batches)), done, on_found=lambda b: tick(len(batches[b])))
-            for b, chunk in enumerate(batches):
-                for p, (c, c_mean, r, r_mean) in zip(chunk, logps[b], strict=True):
+        shards = Shards(ranks, run_id)
+
+        def batch_logps(batch: list[dict]) -> list[tuple]:
+            logps = vlm.preference_logps(batch, load, max_length=params.train.max_length, precision=precision)
+            _refuse_non_finite(logps, batch, k, root)  # before it is journaled
+            return logps
+
+        logps = shards.run(pairs, bs, batch_logps, tick=progress(f"reference log-probs, iteration {k}", len(pairs)))
+        if ranks.is_main:  # rank 0 alone gathers the batches and publishes
+            for batch, values in zip(chunked(pairs, bs), logps, strict=True):
+                for p, (c, c_mean, r, r_mean) in zip(batch, values, strict=True):
                     p.update(ref_chosen_logp=c, ref_chosen_logp_mean=c_mean, ref_rejected_logp=r,
                              ref_rejected_logp_mean=r_mean)
-    ranks.finish()
-    if not ranks.is_main:
-        return {**stats, "rank": ranks.rank, "batches run now": batches_run}
-    with publish(layout.pairs_dir(k, root)) as out:
-        out.records(layout.pairs_file(k, root), pairs, PAIR)
-        out.json(layout.pairs_stats_file(k, root), stats, PAIR_STATS)
-        out.json(layout.reference_file(k, root), reference, REFERENCE)
-    shutil.rmtree(layout.pairs_work_dir(k, root), ignore_errors=True)
-    return summary({**stats, "batches run now": batches_run}, layout.pairs_dir(k, root), started)
+    batches_run = shards.run_now if shards else 0
+
+    def write() -> dict:
+        with publish(layout.pairs_dir(k, root)) as out:
+            out.records(layout.pairs_file(k, root), pairs, PAIR)
+            out.json(layout.pairs_stats_file(k, root), stats, PAIR_STATS)
+            out.json(layout.reference_file(k, root), reference, REFERENCE)
+        return summary({**stats, "batches run now": batches_run}, layout.pairs_dir(k, root), started)
+
+    return ranks.publish(write) or {**stats, "rank": ranks.rank, "batches run now": batches_run}
 
 
 def _refuse_non_finite(logps: list[tuple], batch: list[dict], k: int, root: Path) -> None:

@@ -22,7 +22,6 @@ The final records appear atomically in data/iterK/qa/.
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from sena_cli.frame import COUNTS, QA_RECORD, check_iteration, publish, read_man
 from sena_cli.method import prompts as P
 from sena_cli.method.questions import extract_questions, kept_questions
 from sena_cli.progress import Progress, no_progress
-from sena_cli.ranks import Ranks
+from sena_cli.ranks import Ranks, Shards
 from sena_cli.tracked import tracked_params
 from sena_cli.vlm import VLM
 
@@ -114,40 +113,30 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
     manifest = read_manifest(k, root)
     corruption = Corruption(params, k, root)
     ranks = Ranks.start(layout.qa_work_dir(k, root))  # before any work: the processes must share the project folder
-    vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor)
+    vlm = VLM.from_params(params.model, layout.model_dir(k - 1, root), dtype=params.model.dtype, device=ranks.device)
     # The process count is not part of the run: chunks are the same however they are shared out.
     run_id = fingerprint(manifest, file_identity(layout.noised_dir(k, root), "**/*"),
                          tracked_params("qa", k, params, root), file_identity(layout.model_dir(k - 1, root)))
-    done = ranks.finished(run_id)
-    journal = ranks.journal()
-    tick = progress(f"qa iteration {k} (images)", len(manifest))
-    bs = params.qa.batch_size
-    chunks = [manifest[s : s + bs] for s in range(0, len(manifest), bs)]
-    tick(sum(len(chunk) for c, chunk in enumerate(chunks) if c in done))
-    mine = ranks.mine(range(len(chunks)), done)
-    for c in mine:
-        items = chunks[c]
+    shards = Shards(ranks, run_id)
+
+    def chunk(items: list[dict]) -> dict:
         images = [open_manifest_image(root, it, k) for it in items]
         records, drops = qa_chunk(vlm, params, items, images, corruption)
-        journal.add(c, {"records": records, "drops": drops, "images": len(items)})  # a kill loses this chunk at most
-        tick(len(items))
-    if not ranks.is_main:
-        ranks.finish()
-        return {"rank": ranks.rank, "chunks run now": len(mine)}
-    # Rank 0 waits for the other ranks' chunks while they are alive (no fixed timeout).
-    results = ranks.collect(range(len(chunks)), done, on_found=lambda c: tick(len(chunks[c])))
-    ranks.finish()
-    return _merge(params, k, root, results, len(chunks), len(mine), started)
+        return {"records": records, "drops": drops, "images": len(items)}
+
+    tick = progress(f"qa iteration {k} (images)", len(manifest))
+    results = shards.run(manifest, params.qa.batch_size, chunk, tick=tick)  # a kill loses one chunk at most
+    published = ranks.publish(lambda: _merge(params, k, root, results, shards.run_now, started))
+    return published or {"rank": ranks.rank, "chunks run now": shards.run_now}
 
 
-def _merge(params: Params, k: int, root: Path, done: dict, n_chunks: int, chunks_run: int, started: float) -> dict:
-    records = [r for c in range(n_chunks) for r in done[c]["records"]]
+def _merge(params: Params, k: int, root: Path, results: list[dict], chunks_run: int, started: float) -> dict:
+    records = [r for chunk in results for r in chunk["records"]]
     drops = {"no_question": 0, "dropped_word": 0}
-    for c in range(n_chunks):
-        for key, v in done[c]["drops"].items():
+    for chunk in results:
+        for key, v in chunk["drops"].items():
             drops[key] += v
-    images = sum(done[c]["images"] for c in range(n_chunks))
+    images = sum(chunk["images"] for chunk in results)
     stats = {
         "images": images,
         "images_with_questions": images - sum(drops.values()),
@@ -162,5 +151,4 @@ def _merge(params: Params, k: int, root: Path, done: dict, n_chunks: int, chunks
     with publish(layout.qa_dir(k, root)) as out:
         out.records(layout.qa_records_file(k, root), records, QA_RECORD)
         out.json(layout.qa_stats_file(k, root), stats, COUNTS)
-    shutil.rmtree(layout.qa_work_dir(k, root), ignore_errors=True)
     return summary({**stats, "chunks run now": chunks_run}, layout.qa_dir(k, root), started)

@@ -127,7 +127,7 @@ def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
     image in the model's geometry: LLaVA's crop, Qwen2-VL's resized image, SmolVLM's global
     tile), the corrupted one recomputed from what `sena noise` recorded and checked against it.
     """
-    from sena_cli.vlm import load_preprocessor
+    from sena_cli.vlm import Preprocessor
 
     if not layout.pairs_file(k, root).is_file() or not layout.noise_index_file(k, root).is_file():
         return []
@@ -137,8 +137,7 @@ def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
         return []
     params = for_iteration(params, k)
     corruption = Corruption(params, k, root)
-    pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                            settings=params.model.processor)
+    pre = Preprocessor.from_params(params.model, layout.model_dir(k - 1, root))
     out = []
     for p in picked:
         clean_image = sampled_image_loader([p], root, k)(p["image"])

@@ -138,11 +138,10 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
             f"train.global_batch_size {tp.global_batch_size} cannot be reached with train.per_device_batch_size "
             f"{tp.per_device_batch_size} on {ranks.world} process(es); make it a multiple of "
             f"{tp.per_device_batch_size * ranks.world}")
-    from sena_cli.vlm import VLM, load_preprocessor
+    from sena_cli.vlm import VLM, Preprocessor
 
     # The processor alone tells whether the stored reference log-probs fit this run.
-    pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                            settings=params.model.processor)
+    pre = Preprocessor.from_params(params.model, layout.model_dir(k - 1, root))
     _check_reference(params, k, root, pre.chat)
     # Before the model: under a DeepSpeed launch this makes transformers' DeepSpeed config, so
     # that ZeRO-3 loads the weights sharded (from_pretrained honours is_deepspeed_zero3_enabled()).
@@ -158,8 +157,7 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     resume = ranks.from_main(lambda: _prepare_work_dir(work, run_id))
     # fp32 master weights, autocast to train.precision inside the Trainer or DeepSpeed: the regime
     # in which `pair` computed the reference log-probs (vlm/model.py, deepspeed_config above).
-    vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype="float32", device=torch.device("cpu"), processor_settings=params.model.processor)
+    vlm = VLM.from_params(params.model, layout.model_dir(k - 1, root), dtype="float32", device=torch.device("cpu"))
     # ZeRO-3 (deepspeed.zero.Init under from_pretrained) leaves each rank its shard only.
     sharded = {"weights sharded at load": True} if any(hasattr(p, "ds_id") for p in vlm.model.parameters()) else {}
     trainer = _build_trainer(params, k, root, vlm, pairs, config, work, resume, progress, ranks.is_main)

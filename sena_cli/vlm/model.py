@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -23,6 +24,9 @@ from sena_cli.errors import SenaError
 from sena_cli.frame import POINTER, made_by, read_json
 from sena_cli.vlm.chat import ChatFormat
 from sena_cli.vlm.pixels import PixelLayout
+
+if TYPE_CHECKING:
+    from sena_cli.config import ModelParams
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 POINTER_FILE = "pointer.json"
@@ -211,6 +215,11 @@ class Preprocessor:
         """The normalised pictures the model sees for one image (as inside a batch)."""
         return self.layout.pictures(self.inputs([image], [self.chat.prompt(prompt)]))[0]
 
+    @classmethod
+    def from_params(cls, model: ModelParams, path: str | Path) -> Preprocessor:
+        """The preprocessor of the model at `path` as the `model.*` params load it, without the weights."""
+        return load_preprocessor(path, trust_remote_code=model.trust_remote_code, settings=model.processor)
+
 
 def load_processor(path: str | Path, *, trust_remote_code: bool = False, settings: dict | None = None):
     from transformers import AutoProcessor
@@ -274,6 +283,16 @@ class VLM:
     @property
     def chat(self) -> ChatFormat:
         return self.pre.chat
+
+    @classmethod
+    def from_params(cls, model: ModelParams, path: str | Path, *, dtype: str,
+                    device: torch.device | None = None) -> VLM:
+        """The model at `path` as the `model.*` params load it (remote code, processor settings): how
+        every stage loads one. `dtype` is the stage's: model.dtype for qa and eval, "float32" for pair
+        and train (fp32 weights under autocast); a stage that does not pass model.dtype does not read
+        it, so a change of it reruns neither (dvc.yaml tracks it for qa and eval only)."""
+        return cls.load(path, trust_remote_code=model.trust_remote_code, dtype=dtype, device=device,
+                        processor_settings=model.processor)
 
     @classmethod
     def load(

@@ -1,10 +1,6 @@
 """`sena eval` under several processes: the questions are shared, the scores and answers are a one-process run's."""
 
-import os
 import re
-import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -12,7 +8,7 @@ from sena_cli.config import params_from_dict
 from sena_cli.stages.eval import run_eval
 from tests.bench.test_judge import KEY, FakeJudge, _write_benchmarks, endpoint  # noqa: F401 - the fixture
 from tests.conftest import full_params_yaml
-from tests.helpers import project_from
+from tests.helpers import project_from, torchrun
 
 OUTPUTS = ("metrics/iter0.json", "data/iter0/eval/answers.jsonl")
 
@@ -32,14 +28,7 @@ def test_two_processes_share_the_questions_and_write_what_one_writes(micro_proje
 
     project = project_from(micro_project, tmp_path / "p")
     (project / "params.yaml").write_text(full_params_yaml(d))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port),
-                           "-m", "sena_cli", "eval", "--iter", "0"],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun("-m", "sena_cli", "eval", "--iter", "0", cwd=project)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for out in OUTPUTS:
         assert (project / out).read_bytes() == (single / out).read_bytes(), out

@@ -8,7 +8,7 @@ from PIL import Image
 from sena_cli.config import params_from_dict
 from sena_cli.stages.pair import filter_pairs, run_pair
 from sena_cli.vlm import VLM
-from tests.helpers import write_manifest
+from tests.helpers import torchrun, write_manifest
 
 
 def _record(i, chosen, rejected, type_="gen", prompt="What color is the circle? Answer with a single word or phrase."):
@@ -79,35 +79,19 @@ def _records_project(micro_project, micro_dict, root, n, batch_size):
     return root, params_from_dict(d)
 
 
-def _torchrun(project, *args, **popen):
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "sena_cli", *args],
-                            cwd=project, env=env, **popen)
-
-
 OUTPUTS = ("data/iter1/pairs/pairs.jsonl", "data/iter1/pairs/stats.json", "data/iter1/pairs/reference.json")
 
 
 @pytest.mark.slow  # torchrun, 2 processes
 def test_two_processes_share_the_batches_and_write_what_one_writes(micro_project, micro_dict, tmp_path):
     import re
-    import subprocess
 
     single, params = _records_project(micro_project, micro_dict, tmp_path / "single", 10, batch_size=2)
     run_pair(params, 1, root=single)
     project, _ = _records_project(micro_project, micro_dict, tmp_path / "p", 10, batch_size=2)
-    proc = _torchrun(project, "pair", "--iter", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    proc = torchrun("-m", "sena_cli", "pair", "--iter", "1", cwd=project)
+    stdout = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-3000:]
     for out in OUTPUTS:
         assert (project / out).read_bytes() == (single / out).read_bytes(), out
     assert not (project / "data/iter1/pairs.partial").exists()
@@ -136,7 +120,8 @@ def test_a_killed_two_process_run_resumes_with_one_process(micro_project, micro_
             if path.exists() else []
         return [c for c in chunks if isinstance(c, int)]  # batches, not the ranks' finish markers
 
-    proc = _torchrun(project, "pair", "--iter", "1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = torchrun("-m", "sena_cli", "pair", "--iter", "1", cwd=project, wait=False,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and min(len(finished(0)), len(finished(1))) < 2:
         time.sleep(0.005)

@@ -82,26 +82,16 @@ def test_killed_qa_resumes_without_redoing_finished_chunks(micro_project, micro_
 
 
 def test_two_processes_split_the_images_and_merge_the_same_records(micro_project, micro_dict, tmp_path):
-    import os
     import shutil
-    import socket
-    import subprocess
-    import sys
 
+    from tests.helpers import torchrun
 
     project, params = _noised_project(micro_project, micro_dict, tmp_path / "p", images=8, batch_size=2)
     single = tmp_path / "single"
     shutil.copytree(project, single)
     run_qa(params, 1, root=single)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port),
-                           "-m", "sena_cli", "qa", "--iter", "1"],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun("-m", "sena_cli", "qa", "--iter", "1", cwd=project)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = "data/iter1/qa/records.jsonl"
     assert (project / out).read_bytes() == (single / out).read_bytes()

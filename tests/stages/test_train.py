@@ -15,7 +15,7 @@ from sena_cli.stages.pair import run_pair
 from sena_cli.stages.train import run_train
 from sena_cli.vlm import VLM
 from sena_cli.vlm.preference import PreferenceCollator, completion_logps
-from tests.helpers import project_from, write_manifest
+from tests.helpers import project_from, torchrun, write_manifest
 
 DES = "Describe the image concisely."
 GEN = "What color is the circle? Answer with a single word or phrase."
@@ -335,11 +335,7 @@ def test_collective_timeout_grows_with_the_model(tmp_path):
 def test_two_processes_train_what_one_trains(paired_project, micro_dict, tmp_path):
     """DDP over 2 processes (gloo on CPU) under torchrun: the same global batches (10 pairs, 2 a step,
     no padding of a last uneven batch), so the same θ1 as one process accumulating two micro-batches."""
-    import os
     import shutil
-    import socket
-    import subprocess
-    import sys
 
     from tests.conftest import full_params_yaml
 
@@ -348,14 +344,7 @@ def test_two_processes_train_what_one_trains(paired_project, micro_dict, tmp_pat
     single = shutil.copytree(paired_project, tmp_path / "single", symlinks=True)
     run_train(params_from_dict(d), 1, root=single)
     (paired_project / "params.yaml").write_text(full_params_yaml(d))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(port),
-                           "-m", "sena_cli", "train", "--iter", "1"],
-                          cwd=paired_project, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun("-m", "sena_cli", "train", "--iter", "1", cwd=paired_project)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((paired_project / "data/iter1/train/summary.json").read_text())
     assert summary["processes"] == 2 and summary["gradient_accumulation"] == 1 and summary["steps"] == 5

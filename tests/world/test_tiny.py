@@ -1,10 +1,12 @@
 import json
 
+import pytest
 import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sena_cli.artifacts import read_jsonl
+from sena_cli.errors import SenaError
 from sena_cli.stages.base import vocabulary_texts
 from sena_cli.vlm import VLM
 from sena_cli.world import tiny
@@ -100,3 +102,12 @@ def test_packed_examples_get_exactly_the_logits_they_get_alone(micro_project):
                 n = len(seq) - prefix
                 torch.testing.assert_close(packed[r, offset : offset + n], alone[prefix:], atol=1e-5, rtol=1e-4)
                 offset += n
+
+
+def test_from_params_loads_as_the_model_section_says(micro_project):
+    from sena_cli.config import ModelParams
+
+    path, cpu = micro_project / "models" / "iter0", torch.device("cpu")
+    assert VLM.from_params(ModelParams(), path, dtype="bfloat16", device=cpu).model.dtype == torch.bfloat16
+    with pytest.raises(SenaError, match=r"^model\.processor\.no_such_setting: "):  # model.processor is laid over
+        VLM.from_params(ModelParams(processor={"no_such_setting": 1}), path, dtype="float32", device=cpu)
