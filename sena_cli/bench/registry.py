@@ -5,8 +5,9 @@
 metrics files, so any mix of benchmarks gets a full history table and charts.
 
 Adding a benchmark is one record here (plus its scoring code, and a params section in
-config.py when it reads files of its own). A record names its runner and counter as
-"module:function" so that this module stays light (config.py imports it to check names):
+config.py when it reads files of its own). `check_params` checks eval.benchmarks against the
+records (`sena eval`, `sena params`, `sena profile`); config.py does not import benchmarks.
+A record names its runner and counter as "module:function" so that this module stays light:
     run(ctx, vlm, tick) -> (metrics dict, per-question records)
     count(ctx) -> questions it will ask; reads and checks its files before the model loads.
 """
@@ -17,6 +18,9 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sena_cli.config import check_value
+from sena_cli.errors import SenaError
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,14 @@ NAMES = [b.name for b in BENCHMARKS]
 
 
 def get(name: str) -> Benchmark:
+    if name not in BY_NAME:
+        raise SenaError(f"'eval.benchmarks' has {name!r}; allowed: {', '.join(NAMES)}")
     return BY_NAME[name]
+
+
+def check_params(params, source: str = "params") -> None:
+    """eval.benchmarks names registered benchmarks: config's own field check, the registry's names as choices."""
+    check_value(list[str], params.eval.benchmarks, "eval.benchmarks", {"choices": NAMES}, source)
 
 
 def ran(metrics_files: list[dict]) -> list[Benchmark]:

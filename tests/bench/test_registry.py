@@ -1,9 +1,12 @@
-"""The benchmark registry is the one list of benchmarks: config, eval, history and report read it."""
+"""The benchmark registry is the one list of benchmarks: eval, history, report and the eval.benchmarks check read it."""
 
 import inspect
 
+import pytest
+
 from sena_cli.bench import registry
-from sena_cli.config import BENCHMARK_NAMES, EvalParams
+from sena_cli.config import EvalParams, params_from_dict
+from sena_cli.errors import SenaError
 
 
 def test_every_record_resolves_its_runner_and_counter_with_the_shared_signatures():
@@ -14,10 +17,13 @@ def test_every_record_resolves_its_runner_and_counter_with_the_shared_signatures
         assert all(h.startswith(b.key + ".") for h in b.headlines)
 
 
-def test_names_and_keys_are_unique_and_config_takes_its_choices_from_the_registry():
+def test_names_and_keys_are_unique_and_eval_benchmarks_is_checked_against_the_registry():
     assert len(set(registry.NAMES)) == len(registry.BENCHMARKS)
     assert len({b.key for b in registry.BENCHMARKS}) == len(registry.BENCHMARKS)
-    assert BENCHMARK_NAMES == registry.NAMES
+    params = params_from_dict({"eval": {"benchmarks": ["world_pope", "pope2"]}}, "params.yaml")  # config knows no names
+    with pytest.raises(SenaError) as err:
+        registry.check_params(params, "params.yaml")
+    assert str(err.value).startswith("params.yaml: 'eval.benchmarks' has 'pope2'; allowed: world_pope, ")
     assert set(EvalParams().benchmarks) <= set(registry.NAMES)
     judged = {b.name for b in registry.BENCHMARKS if b.judged}
     assert judged == {"llava_bench", "mm_vet", "mmhal"}
