@@ -340,19 +340,20 @@ def show_params(
         from rich.markup import escape
 
         from sena_cli import paramdocs
-        from sena_cli.bench.registry import NAMES, check_params
+        from sena_cli.bench.registry import NAMES, SECTIONS, check_params
         from sena_cli.config import for_iteration
 
         choices = {"eval.benchmarks": NAMES}
         if markdown or write_docs:
+            defaults = {name: cls() for name, cls in SECTIONS.items()}
             if write_docs:
-                changed = paramdocs.write_docs(write_docs, choices)
+                changed = paramdocs.write_docs(write_docs, choices, defaults)
                 out.print(f"{write_docs}: {'updated' if changed else 'already current'}")
             else:
-                out.print(paramdocs.markdown(choices), markup=False, highlight=False, soft_wrap=True)
+                out.print(paramdocs.markdown(choices, defaults), markup=False, highlight=False, soft_wrap=True)
             return
         params = _params()
-        check_params(params, str(STATE.params_file))
+        sections = check_params(params, str(STATE.params_file))
         if k is not None:
             if not 1 <= k <= params.loop.iterations:
                 raise SenaError(f"--iter {k}: iterations with overrides are 1..loop.iterations "
@@ -364,7 +365,7 @@ def show_params(
         for column in ("value", "default", "allowed"):
             table.add_column(column, max_width=28, overflow="fold")
         table.add_column("help", ratio=1)
-        for r in paramdocs.rows(params, choices):
+        for r in paramdocs.rows(params, choices, sections):
             value = paramdocs.show(r.value)
             changed = r.value != r.default
             table.add_row(r.key, f"[yellow]{escape(value)}[/]" if changed else escape(value),

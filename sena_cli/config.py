@@ -8,10 +8,10 @@ section's `check` method. Defaults are the paper's (AAAI 2025, "Beyond Human Dat
 docs/method.md) wherever the paper or its reference code fixes a value; the shipped params.yaml
 is the *embedded-default profile* (a tiny model on a synthetic world that runs on a laptop CPU).
 
-The benchmark sections of `eval` (eval.coco_pope, eval.amber, …) are declared here as plain
-settings; which benchmark names exist is the benchmark registry's business (sena_cli/bench/),
-which checks eval.benchmarks when `sena eval`, `sena params` or `sena profile` runs, so that
-this module, and every stage but eval, imports no benchmark code.
+`eval` holds the generic keys; each benchmark's own section (eval.coco_pope, eval.amber, …)
+is declared in the benchmark's module (sena_cli/bench/) and checked there, with this module's
+field validator, when `sena eval`, `sena params` or `sena profile` runs: this module, and
+every stage but eval, imports no benchmark code.
 """
 
 from __future__ import annotations
@@ -312,43 +312,6 @@ class TrainParams:
 
 
 @dataclass
-class CocoPopeFiles:
-    files: list[str] = param([], "POPE's question files, one per split (coco_pope_random.json, …), JSON lines")
-    image_root: str = param("", "COCO val2014 images")
-
-
-@dataclass
-class AmberFiles:
-    queries: str = param("", "query_all.json (or query_generative.json, query_discriminative.json)")
-    annotations: str = param("", "annotations.json")
-    relation: str = param("", "relation.json")
-    safe_words: str = param("", "safe_words.txt")
-    image_root: str = param("", "AMBER's images")
-    similarity: float = param(0.8, "spaCy similarity above which two words are near-synonyms (AMBER: 0.8); "
-                              "0 = exact matching only", 0.0, 1.0)
-    yes_no_parsing: str = param("exact", "discriminative answers: 'exact' = AMBER's rule (only Yes and No "
-                                "count); 'pope' = POPE's parsing first (not AMBER's numbers)",
-                                choices=["exact", "pope"])
-
-
-@dataclass
-class MMBenchFiles:
-    tsv: str = param("", "MMBench's dev TSV or VLMEvalKit's MMBench_DEV_EN.tsv (images inside, base64)")
-    circular: bool = param(True, "VLMEvalKit's circular evaluation (all passes right); false = the main "
-                           "rows, each asked once")
-
-
-@dataclass
-class CocoChairFiles:
-    instances: list[str] = param([], "COCO instance files of the images captioned (CHAIR: train2014 and "
-                                 "val2014)")
-    captions: list[str] = param([], "COCO caption files (captions_val2014.json, …)")
-    synonyms: str = param("", "data/synonyms.txt of CHAIR's repository (LisaAnne/Hallucination)")
-    image_root: str = param("", "COCO images, named by the instance files' file_name")
-    images: int = param(500, "the first N images by id in the instance files", 1, BIG)
-
-
-@dataclass
 class JudgeParams:
     base_url: str = param("", "an OpenAI-compatible chat endpoint, e.g. https://api.openai.com/v1; "
                           "empty = judged benchmarks skipped")
@@ -366,27 +329,6 @@ class JudgeParams:
 
 
 @dataclass
-class LlavaBenchFiles:
-    questions: str = param("", "questions.jsonl {question_id, image, text, category}")
-    answers: str = param("", "answers_gpt4.jsonl {question_id, text}: the reference answers")
-    context: str = param("", "context.jsonl {id, image, caption}")
-    image_root: str = param("", "LLaVA-Bench's images")
-
-
-@dataclass
-class MMVetFiles:
-    file: str = param("", "mm-vet.json {id: {imagename, question, answer, capability}}")
-    image_root: str = param("", "MM-Vet's images")
-
-
-@dataclass
-class MMHalFiles:
-    file: str = param("", "response_template.json [{question_type, image_src, image_content, question, "
-                      "gt_answer}]")
-    image_root: str = param("", "images named as the basename of image_src")
-
-
-@dataclass
 class EvalParams:
     benchmarks: list[str] = param(["world_pope", "world_chair", "world_vqa", "world_questions"],
                                   "benchmarks θK is scored on (names: `sena params` lists them; checked "
@@ -397,14 +339,11 @@ class EvalParams:
     yes_no_parsing: str = param("pope", "yes/no rule of world_pope and coco_pope: 'pope' = POPE's evaluate.py; "
                                 "'lenient' = any case and punctuation (not POPE's numbers)",
                                 choices=["pope", "lenient"])
-    coco_pope: CocoPopeFiles = section(CocoPopeFiles, "benchmark coco_pope's files")
-    coco_chair: CocoChairFiles = section(CocoChairFiles, "benchmark coco_chair's files")
-    amber: AmberFiles = section(AmberFiles, "benchmark amber's files and options")
-    mmbench: MMBenchFiles = section(MMBenchFiles, "benchmark mmbench's file and options")
-    judge: JudgeParams = section(JudgeParams, "the LLM judge of llava_bench, mm_vet and mmhal")
-    llava_bench: LlavaBenchFiles = section(LlavaBenchFiles, "benchmark llava_bench's files")
-    mm_vet: MMVetFiles = section(MMVetFiles, "benchmark mm_vet's files")
-    mmhal: MMHalFiles = section(MMHalFiles, "benchmark mmhal's files")
+    judge: JudgeParams = section(JudgeParams, "the LLM judge of the judged benchmarks")
+    # eval.<benchmark>: each benchmark's own keys, declared in its module (sena_cli/bench/) and
+    # validated there when eval, params or profile runs; kept here as read.
+    sections: dict = field(default_factory=dict, metadata={"help": "benchmark sections"})
+    OPEN: typing.ClassVar[str] = "sections"  # where _validated puts keys it does not know
 
 
 @dataclass
@@ -508,18 +447,30 @@ def _overlay(obj, values: dict):
     return dataclasses.replace(obj, **changes)
 
 
+def build(cls, data: Any, prefix: str, source: str):
+    """A cls (a section dataclass) from data, every key validated; the benchmark layer's sections too."""
+    return _overlay(cls(), _validated(cls, data, prefix, source))
+
+
 def _validated(cls, data: Any, prefix: str, source: str) -> dict:
     """data's keys for dataclass cls, each checked (type, range, choices) and coerced; sections nested."""
     where = prefix.rstrip(".") or "top level"
     if not isinstance(data, dict):
         raise SenaError(f"{source}: {where} must be a mapping of keys, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    open_key = getattr(cls, "OPEN", None)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name != open_key}
+    values: dict = {}
     for key in data:
-        if key not in known:
+        if key in known:
+            continue
+        if open_key and isinstance(data[key], dict | None):
+            values.setdefault(open_key, {})[key] = copy.deepcopy(data[key] or {})
+        else:
             raise SenaError(f"{source}: unknown key '{prefix}{key}'; remove it or use one of: {', '.join(known)}")
     hints = typing.get_type_hints(cls)
-    return {name: check_value(hints[name], data[name], f"{prefix}{name}", known[name].metadata, source)
-            for name in known if name in data}
+    values.update({name: check_value(hints[name], data[name], f"{prefix}{name}", known[name].metadata, source)
+                   for name in known if name in data})
+    return values
 
 
 def check_value(tp, value, key: str, meta, source: str):
@@ -608,7 +559,11 @@ def _show(value) -> str:
 
 
 def to_dict(params: Params) -> dict:
-    return dataclasses.asdict(params)
+    """The settings as params.yaml spells them (benchmark sections back under eval)."""
+    out = dataclasses.asdict(params)
+    if isinstance(out.get("eval"), dict):
+        out["eval"].update(out["eval"].pop(EvalParams.OPEN, {}))
+    return out
 
 
 def apply_profile(params_file: str | Path, profile_file: str | Path, check=None) -> dict:

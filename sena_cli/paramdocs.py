@@ -31,16 +31,20 @@ class Row:
     help: str
 
 
-def rows(params: Any = None, choices: dict[str, list[str]] | None = None) -> Iterator[Row]:
-    """Every key of params (the defaults when None), in declaration order; `choices` adds allowed
-    values declared elsewhere (eval.benchmarks: the benchmark registry's names)."""
+def rows(params: Any = None, choices: dict[str, list[str]] | None = None,
+         sections: dict[str, Any] | None = None) -> Iterator[Row]:
+    """Every key of params (the defaults when None), in declaration order; what the benchmark layer
+    declares comes in as `choices` (eval.benchmarks: the registry's names) and `sections`
+    ({benchmark: its eval.<benchmark> settings})."""
     yield from _walk(Params() if params is None else params, "", choices or {})
+    for name, settings in (sections or {}).items():
+        yield from _walk(settings, f"eval.{name}.", {})
 
 
 def _walk(obj, prefix: str, choices: dict) -> Iterator[Row]:
     for f in dataclasses.fields(obj):
         key, value = f"{prefix}{f.name}", getattr(obj, f.name)
-        if key == "iterations":
+        if key in ("iterations", "eval.sections"):  # overrides and benchmark sections: shown on their own
             continue
         if dataclasses.is_dataclass(value):
             yield from _walk(value, key + ".", choices)
@@ -62,10 +66,10 @@ def show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def markdown(choices: dict[str, list[str]] | None = None) -> str:
+def markdown(choices: dict[str, list[str]] | None = None, sections: dict[str, Any] | None = None) -> str:
     """The reference table of docs/params.md: every key's default, allowed values and help."""
     lines = [DOCS_BEGIN, "", "| key | default | allowed | help |", "|---|---|---|---|"]
-    for r in rows(choices=choices):
+    for r in rows(choices=choices, sections=sections):
         cells = [f"`{r.key}`", _cell(show(r.default)), _cell(r.allowed), _cell(r.help)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Per iteration (`iterations.K.<section>`): {', '.join(PER_ITERATION_SECTIONS)}.", "", DOCS_END]
@@ -76,14 +80,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def write_docs(path: str | Path, choices: dict[str, list[str]] | None = None) -> bool:
+def write_docs(path: str | Path, choices: dict[str, list[str]] | None = None,
+               sections: dict[str, Any] | None = None) -> bool:
     """Replace the generated section of the docs file at path; True when it changed."""
     path = Path(path)
     text = path.read_text()
     pattern = re.compile(re.escape(DOCS_BEGIN) + ".*?" + re.escape(DOCS_END), re.S)
     if not pattern.search(text):
         raise SenaError(f"{path}: has no generated section; add the lines {DOCS_BEGIN} and {DOCS_END}")
-    new = pattern.sub(lambda _: markdown(choices), text, count=1)
+    new = pattern.sub(lambda _: markdown(choices, sections), text, count=1)
     if new != text:
         path.write_text(new)
     return new != text

@@ -83,6 +83,8 @@ def test_ints_are_accepted_where_floats_are_expected():
 
 
 def test_shipped_params_list_every_key_so_dvc_can_track_it():
+    import dataclasses
+
     import yaml
 
     from sena_cli.config import to_dict
@@ -90,8 +92,11 @@ def test_shipped_params_list_every_key_so_dvc_can_track_it():
     def keys(d, prefix=""):
         return {k2 for k, v in d.items() for k2 in (keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])}
 
+    from sena_cli.bench.registry import SECTIONS
+
     shipped = keys(yaml.safe_load(open("params.yaml")))
-    defaults = keys(to_dict(Params()))
+    benchmark_sections = {"eval": {name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}}
+    defaults = keys(to_dict(Params())) | keys(benchmark_sections)
     assert defaults <= shipped, defaults - shipped
     # beyond the defaults, only per-iteration overrides (the embedded profile's lr per iteration)
     assert {k for k in shipped - defaults if not k.startswith("iterations.")} == set()
@@ -132,7 +137,12 @@ def _numeric_fields(cls, prefix=""):
 
 
 def test_every_number_has_a_range_at_both_ends():
+    from sena_cli.bench.registry import SECTIONS
+
     fields = dict(_numeric_fields(Params))
+    for name, cls in SECTIONS.items():  # the benchmarks' sections, declared in their modules
+        fields.update(_numeric_fields(cls, f"eval.{name}."))
+    assert "eval.coco_chair.images" in fields and "eval.amber.similarity" in fields
     assert len(fields) > 60  # the walk reaches every section
     unbounded = [key for key, meta in fields.items() if meta.get("lo") is None or meta.get("hi") is None]
     assert unbounded == []
@@ -251,12 +261,14 @@ def test_docs_params_md_is_generated_from_the_declarations():
     from pathlib import Path
 
     from sena_cli import paramdocs
-    from sena_cli.bench.registry import NAMES
+    from sena_cli.bench.registry import NAMES, SECTIONS
 
     text = Path("docs/params.md").read_text()
-    assert paramdocs.markdown({"eval.benchmarks": NAMES}) in text, \
+    choices, sections = {"eval.benchmarks": NAMES}, {name: cls() for name, cls in SECTIONS.items()}
+    assert paramdocs.markdown(choices, sections) in text, \
         "docs/params.md is not current: run `sena params --write-docs docs/params.md`"
-    for row in paramdocs.rows():
+    assert "| `eval.amber.similarity` | 0.8 | [0.0, 1.0] |" in text  # a benchmark's own key, from its module
+    for row in paramdocs.rows(choices=choices, sections=sections):
         assert row.help, f"{row.key} has no help"
 
 

@@ -1,14 +1,15 @@
 """dvc.yaml's code deps are the code each stage runs: computed here, not kept by care.
 
-A stage's `cmd` is `sena <command>`; the code it runs starts at cli.py's command function
-and follows, inside sena_cli, what can run from there: the module-level code of every module
-imported, and the functions, classes and methods that live code names (imports inside
-functions count when their function can run: stages import lazily; a class's methods when
-live code calls them by name; `importlib.import_module` brings in every module its file names
-in a string). Following names rather than whole modules keeps a light import (eval.py's use
-of the registry) from making eval depend on code it never runs. Each file of that closure
-must be covered by a `deps` entry (a folder covers the files under it); each sena_cli entry
-must be something the command runs; each relative dep must exist or be another stage's output.
+A stage's `cmd` is `sena <command>`; the code it runs starts at cli.py's command function and
+follows, inside sena_cli, what can run from there: the module-level code of every module
+imported, and the functions, classes and methods that live code names (imports inside functions
+count when their function can run: stages import lazily; a class's methods when live code calls
+them by name; `importlib.import_module` brings in every module its file names in a string,
+`pkgutil.iter_modules` every module of its package). Following names rather than whole modules
+keeps a light import (eval.py's use of the registry) from making eval depend on code it never
+runs. Each file of that closure must be covered by a `deps` entry (a folder covers the files
+under it); each sena_cli entry must be something the command runs; each relative dep must exist
+or be another stage's output.
 """
 
 from __future__ import annotations
@@ -171,6 +172,11 @@ def _imports_in(code: list[ast.AST], mod: _Module, src: Path) -> list[tuple[str,
             match = isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.match(node.value)
             if match:
                 found.append((match.group(1), {match.group(2) or ALL}, True))
+    # pkgutil.iter_modules in code that runs (the benchmark registry's discovery): every module of its package
+    if any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith("iter_modules") for n in nodes):
+        folder = src.joinpath(*package.split("."))
+        found += [(f"{package}.{path.stem}", {ALL}, True) for path in sorted(folder.glob("*.py"))
+                  if path.stem != "__init__"]
     return [(m, names, named) for m, names, named in found if m == PACKAGE or m.startswith(PACKAGE + ".")]
 
 

@@ -35,3 +35,32 @@ def test_headline_keys_follow_the_metrics_that_exist():
     assert registry.headline_keys(metrics) == ["coco_pope.random.accuracy", "mmbench.overall"]
     assert registry.metric(metrics[0], "coco_pope.random.accuracy") == 0.9
     assert registry.metric(metrics[0], "coco_pope.random") is None  # not a number
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"amber": {"similarity": 2.0}}, "params.yaml: 'eval.amber.similarity' is 2.0; it must be <= 1.0"),
+    ({"coco_chair": {"images": "all"}}, "params.yaml: 'eval.coco_chair.images' must be a whole number, got 'all'"),
+    ({"mmbench": {"tsvv": "x.tsv"}}, "params.yaml: unknown key 'eval.mmbench.tsvv'; remove it or use one of: tsv, "),
+    ({"cocopope": {"files": []}}, "params.yaml: unknown key 'eval.cocopope'; remove it or use one of the generic "),
+])
+def test_a_benchmarks_section_is_checked_by_the_bench_layer_with_configs_validator(section, message):
+    params = params_from_dict({"eval": section}, "params.yaml")  # the configuration keeps it as read
+    with pytest.raises(SenaError) as err:
+        registry.check_params(params, "params.yaml")
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_every_benchmark_module_declares_its_record_and_the_registry_finds_it():
+    import pkgutil
+    from pathlib import Path
+
+    import sena_cli.bench as package
+
+    declaring = {info.name for info in pkgutil.iter_modules(package.__path__)
+                 if hasattr(__import__(f"sena_cli.bench.{info.name}", fromlist=["_"]), "BENCHMARK")}
+    assert declaring == {"coco_pope", "coco_chair", "amber", "mmbench", "llava_bench", "mm_vet", "mmhal"}
+    assert {b.name for b in registry.BENCHMARKS} == declaring | {n for n in registry.NAMES if n.startswith("world_")}
+    for b in registry.BENCHMARKS:
+        assert Path(b.run.__code__.co_filename).stem == Path(b.count.__code__.co_filename).stem, b.name
+        assert (b.section is not None) == (b.name in registry.SECTIONS)
+        assert b.judged == bool(b.judge_prompt) == bool(b.prompt_version), b.name
