@@ -58,7 +58,7 @@ def test_every_benchmark_module_declares_its_record_and_the_registry_finds_it():
 
     declaring = {info.name for info in pkgutil.iter_modules(package.__path__)
                  if hasattr(__import__(f"sena_cli.bench.{info.name}", fromlist=["_"]), "BENCHMARK")}
-    assert declaring == {"coco_pope", "coco_chair", "amber", "mmbench", "llava_bench", "mm_vet", "mmhal"}
+    assert {"coco_pope", "coco_chair", "amber", "mmbench", "llava_bench", "mm_vet", "mmhal"} <= declaring
     assert {b.name for b in registry.BENCHMARKS} == declaring | {n for n in registry.NAMES if n.startswith("world_")}
     for b in registry.BENCHMARKS:
         assert Path(b.run.__code__.co_filename).stem == Path(b.count.__code__.co_filename).stem, b.name
