@@ -166,16 +166,20 @@ def _imports_in(code: list[ast.AST], mod: _Module, src: Path) -> list[tuple[str,
                 else:
                     names.add(ALL if a.name == "*" else a.name)
             found.append((base, names, bool(names)))
-    # importlib.import_module("sena_cli.x") in code that runs: every module the file names in a string
+    # importlib.import_module("sena_cli.x") in code that runs: every module the file names in a string (for
+    # bench/record.py, which resolves the benchmark records' "module:function" names: its package's files)
     if any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith("import_module") for n in nodes):
-        for node in ast.walk(_tree(mod.path)):
+        files = [mod.path] + (sorted(mod.path.parent.glob("*.py")) if mod.name.endswith(".record") else [])
+        for node in (n for path in files for n in ast.walk(_tree(path))):
             match = isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.match(node.value)
             if match:
                 found.append((match.group(1), {match.group(2) or ALL}, True))
-    # pkgutil.iter_modules in code that runs (the benchmark registry's discovery): every module of its package
+    # pkgutil.iter_modules in code that runs (the benchmark registry's discovery): every module of its
+    # package, for its records (their module-level code); a record's runner, named in a string, runs only
+    # where its resolution runs (bench/record.py's import_module above).
     if any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith("iter_modules") for n in nodes):
         folder = src.joinpath(*package.split("."))
-        found += [(f"{package}.{path.stem}", {ALL}, True) for path in sorted(folder.glob("*.py"))
+        found += [(f"{package}.{path.stem}", {"BENCHMARK", "BENCHMARKS"}, True) for path in sorted(folder.glob("*.py"))
                   if path.stem != "__init__"]
     return [(m, names, named) for m, names, named in found if m == PACKAGE or m.startswith(PACKAGE + ".")]
 

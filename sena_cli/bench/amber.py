@@ -348,7 +348,8 @@ def count(ctx) -> int:
 BLOCKS = ("discriminative", "existence", "attribute", "state", "number", "action", "relation")
 BENCHMARK = Benchmark(
     "amber", "amber", ("eval.amber.queries", "eval.amber.annotations", "eval.amber.relation", "eval.amber.safe_words",
-                       "eval.amber.image_root"), run, count,
+                       "eval.amber.image_root"),
+    "sena_cli.bench.amber:run", "sena_cli.bench.amber:count",
     ("generative.<chair|cover|hal|cog>", *(f"{b}.<accuracy|precision|recall|f1>" for b in BLOCKS), "fallback.<part>"),
     (Chart("AMBER generative (%)", (("CHAIR", "generative.chair"), ("Cover", "generative.cover"),
                                     ("Hal", "generative.hal"), ("Cog", "generative.cog"))),

@@ -90,6 +90,7 @@ def count(ctx) -> int:
 BENCHMARK = Benchmark(
     "coco_chair", "coco_chair", ("eval.coco_chair.captions", "eval.coco_chair.instances", "eval.coco_chair.synonyms",
                                  "eval.coco_chair.image_root", "eval.chair_prompt"),
-    run, count, ("chair_s", "chair_i", "recall", "fallback.<part>"),
+    "sena_cli.bench.coco_chair:run", "sena_cli.bench.coco_chair:count",
+    ("chair_s", "chair_i", "recall", "fallback.<part>"),
     (Chart("COCO CHAIR (lower is better)", (("CHAIR_s", "chair_s"), ("CHAIR_i", "chair_i"))),
      Chart("COCO CHAIR recall (sena's)", (("recall", "recall"),))), order=11, section=CocoChairFiles)

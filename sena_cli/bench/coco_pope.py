@@ -70,5 +70,6 @@ def count(ctx) -> int:
     return sum(len(rows) for _, rows in _files(ctx))
 
 
-BENCHMARK = Benchmark("coco_pope", "coco_pope", ("eval.coco_pope.files", "eval.coco_pope.image_root"), run, count,
+BENCHMARK = Benchmark("coco_pope", "coco_pope", ("eval.coco_pope.files", "eval.coco_pope.image_root"),
+                      "sena_cli.bench.coco_pope:run", "sena_cli.bench.coco_pope:count",
                       pope.METRICS, pope.charts("COCO POPE"), order=10, section=CocoPopeFiles)

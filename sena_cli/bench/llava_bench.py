@@ -101,7 +101,8 @@ def count(ctx) -> int:
     return len(_rows(ctx)[0])
 
 
-BENCHMARK = Benchmark("llava_bench", "llava_bench", ("eval.llava_bench.*", "eval.judge"), run, count,
+BENCHMARK = Benchmark("llava_bench", "llava_bench", ("eval.llava_bench.*", "eval.judge"),
+                      "sena_cli.bench.llava_bench:run", "sena_cli.bench.llava_bench:count",
                       ("relative_score", "relative_score_<category>", "unparsed"),
                       (Chart("LLaVA-Bench relative score", (("relative", "relative_score"),)),), order=20,
                       section=LlavaBenchFiles, judged=True, judge_prompt=RULE, prompt_version=PROMPT_VERSION)

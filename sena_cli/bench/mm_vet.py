@@ -79,6 +79,7 @@ def count(ctx) -> int:
     return len(_items(ctx))
 
 
-BENCHMARK = Benchmark("mm_vet", "mm_vet", ("eval.mm_vet.*", "eval.judge"), run, count,
+BENCHMARK = Benchmark("mm_vet", "mm_vet", ("eval.mm_vet.*", "eval.judge"),
+                      "sena_cli.bench.mm_vet:run", "sena_cli.bench.mm_vet:count",
                       ("total", "<capability>", "unparsed"), (Chart("MM-Vet", (("total", "total"),)),), order=21,
                       section=MMVetFiles, judged=True, judge_prompt=RULE, prompt_version=PROMPT_VERSION)

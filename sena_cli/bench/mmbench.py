@@ -282,6 +282,7 @@ def count(ctx) -> int:
     return len(_rows(ctx)[1])
 
 
-BENCHMARK = Benchmark("mmbench", "mmbench", ("eval.mmbench.tsv",), run, count,
+BENCHMARK = Benchmark("mmbench", "mmbench", ("eval.mmbench.tsv",),
+                      "sena_cli.bench.mmbench:run", "sena_cli.bench.mmbench:count",
                       ("overall", "<l2-category>", "<category>", "<split>.<…> (several splits)"),
                       (Chart("MMBench (circular)", (("overall", "overall"),)),), order=13, section=MMBenchFiles)

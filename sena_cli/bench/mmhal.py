@@ -78,7 +78,8 @@ def count(ctx) -> int:
     return len(_items(ctx))
 
 
-BENCHMARK = Benchmark("mmhal", "mmhal", ("eval.mmhal.*", "eval.judge"), run, count,
+BENCHMARK = Benchmark("mmhal", "mmhal", ("eval.mmhal.*", "eval.judge"),
+                      "sena_cli.bench.mmhal:run", "sena_cli.bench.mmhal:count",
                       ("average_score", "hallucination_rate", "unparsed"),
                       (Chart("MMHal-Bench", (("average (0-6)", "average_score"),)),
                        Chart("MMHal-Bench hallucination rate", (("rate", "hallucination_rate"),))), order=22,

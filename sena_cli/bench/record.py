@@ -4,13 +4,16 @@ A module of sena_cli/bench/ that defines `BENCHMARK` (or `BENCHMARKS`, a tuple o
 is found by the registry (bench/registry.py) and nothing else has to name it. The record
 holds everything about the benchmark: its name and metrics key, its params section (the
 keys of eval.<name>, declared with config's `param`), its runner and counter, its metric
-keys and headline charts, and for a judged one the judge's rubric and its version:
+keys and headline charts, and for a judged one the judge's rubric and its version. The runner
+and counter are named as "module:function" (resolved when eval calls them), so that history
+and report, which read the records' charts, do not depend on the benchmarks' running code:
     run(ctx, vlm, tick) -> (metrics dict, per-question records)
     count(ctx) -> questions it will ask; reads and checks its files before the model loads.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +35,8 @@ class Benchmark:
     name: str  # its name in eval.benchmarks, and the key of its section eval.<name>
     key: str  # its top-level key in metrics/iterK.json
     inputs: tuple[str, ...]  # the params keys (or folder) it reads
-    run: Callable  # run(ctx, vlm, tick), see the module docstring
-    count: Callable  # count(ctx)
+    run: str  # "module:function" of run(ctx, vlm, tick), see the module docstring ...
+    count: str  # ... and of count(ctx): named, not referenced, so that only eval runs them
     metrics: tuple[str, ...]  # its metric keys; <split>, <category>, … stand for families
     charts: tuple[Chart, ...]  # its headline metrics, grouped as the report draws them
     order: int = 100  # where it stands in tables and charts (the world's first)
@@ -47,11 +50,16 @@ class Benchmark:
         """Full dotted keys of the headline metrics, e.g. 'coco_pope.adversarial.f1'."""
         return [f"{self.key}.{k}" for chart in self.charts for _, k in chart.series]
 
-    def runner(self):
-        return self.run
+    def runner(self) -> Callable:
+        return _resolve(self.run)
 
-    def counter(self):
-        return self.count
+    def counter(self) -> Callable:
+        return _resolve(self.count)
+
+
+def _resolve(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass

@@ -14,7 +14,6 @@ benchmark's section eval.<name> with config's own field validator, when `sena ev
 
 from __future__ import annotations
 
-import importlib
 import pkgutil
 from pathlib import Path
 
@@ -28,7 +27,7 @@ def _discover() -> tuple[Benchmark, ...]:
     for info in pkgutil.iter_modules([str(Path(__file__).parent)]):  # the modules of sena_cli/bench/
         if info.name in ("registry", "record"):
             continue
-        module = importlib.import_module(f"{__package__}.{info.name}")
+        module = pkgutil.resolve_name(f"{__package__}.{info.name}")
         found += ([module.BENCHMARK] if hasattr(module, "BENCHMARK") else []) + list(getattr(module, "BENCHMARKS", ()))
     return tuple(sorted(found, key=lambda b: (b.order, b.name)))
 
