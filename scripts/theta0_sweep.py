@@ -103,14 +103,13 @@ def variant_params(name: str, scale: float):
 
 
 def score(vlm, world_dir: Path, params, names=None) -> dict:
+    from sena_cli.bench.record import Context
     from sena_cli.bench.world import BENCHMARKS, WorldEvalSet
 
-    data = WorldEvalSet(world_dir)
-    out = {}
-    for name, (key, fn) in BENCHMARKS.items():
-        if names is None or name in names:
-            out[key] = fn(vlm, data, params, lambda n: None)[0]
-    return out
+    ctx = Context(params)
+    ctx.once("world", lambda: WorldEvalSet(world_dir, "eval", params.world.eval))  # the test set of world_dir
+    return {b.key: b.runner()(ctx, vlm, lambda n: None)[0] for b in BENCHMARKS
+            if b.name != "world_dev" and (names is None or b.name in names)}
 
 
 def headline(m: dict) -> dict:

@@ -255,9 +255,11 @@ def evaluate(k: int = ITER_OPTION) -> None:
     """Step 6: score θK (models/iterK) and write metrics/iterK.json."""
     with _errors():
         from sena_cli import layout
+        from sena_cli.bench.registry import check_params
         from sena_cli.stages.eval import flatten, read_metrics, run_eval
 
         params = _params()
+        check_params(params, str(STATE.params_file))
         with _lock("eval", k), _progress() as phase:
             before = flatten(read_metrics(0) or {}) if k else {}  # θ0's, for the change: checked before any work
             result = run_eval(params, k, progress=phase)
@@ -318,13 +320,58 @@ def report() -> None:
 def profile(name: str = typer.Argument(..., help="A file profiles/NAME.yaml of overrides, e.g. `ci`.")) -> None:
     """Lay profiles/NAME.yaml over params.yaml in place (validated; comments and other keys kept)."""
     with _errors():
+        from sena_cli.bench.registry import check_params
         from sena_cli.config import apply_profile
 
-        changed = apply_profile(STATE.params_file, Path("profiles") / f"{name}.yaml")
+        changed = apply_profile(STATE.params_file, Path("profiles") / f"{name}.yaml", check=check_params)
         if not changed:
             out.print(f"profile {name}: {STATE.params_file} already has its values; nothing changed")
             return
         _summary(f"profile {name} applied to {STATE.params_file}", {key: str(v) for key, v in changed.items()})
+
+
+@app.command("params")
+def show_params(
+    k: int = typer.Option(None, "--iter", "-k", help="Show iteration K's settings (its overrides applied)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print docs/params.md's reference table instead."),
+    write_docs: Path = typer.Option(None, "--write-docs", help="Rewrite that file's generated table."),
+) -> None:
+    """Every parameter: its effective value (of iteration K), default, allowed values and help."""
+    with _errors():
+        from rich.markup import escape
+
+        from sena_cli import paramdocs
+        from sena_cli.bench.registry import NAMES, SECTIONS, check_params
+        from sena_cli.config import for_iteration
+
+        choices = {"eval.benchmarks": NAMES}
+        if markdown or write_docs:
+            defaults = {name: cls() for name, cls in SECTIONS.items()}
+            if write_docs:
+                changed = paramdocs.write_docs(write_docs, choices, defaults)
+                out.print(f"{write_docs}: {'updated' if changed else 'already current'}")
+            else:
+                out.print(paramdocs.markdown(choices, defaults), markup=False, highlight=False, soft_wrap=True)
+            return
+        params = _params()
+        sections = check_params(params, str(STATE.params_file))
+        if k is not None:
+            if not 1 <= k <= params.loop.iterations:
+                raise SenaError(f"--iter {k}: iterations with overrides are 1..loop.iterations "
+                                f"({params.loop.iterations})")
+            params = for_iteration(params, k)
+        title = f"{STATE.params_file}" + (f", iteration {k}" if k is not None else "")
+        table = Table(title=title, title_justify="left")
+        table.add_column("key", style="bold", no_wrap=True)
+        for column in ("value", "default", "allowed"):
+            table.add_column(column, max_width=28, overflow="fold")
+        table.add_column("help", ratio=1)
+        for r in paramdocs.rows(params, choices, sections):
+            value = paramdocs.show(r.value)
+            changed = r.value != r.default
+            table.add_row(r.key, f"[yellow]{escape(value)}[/]" if changed else escape(value),
+                          escape(paramdocs.show(r.default)), escape(r.allowed), escape(r.help))
+        out.print(table)
 
 
 def main() -> None:

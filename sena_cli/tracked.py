@@ -4,8 +4,9 @@ DVC reruns `qa@2` when a params key that dvc.yaml lists for it changes; a killed
 --iter 2` resumes from its journal only when the journal's run id matches. Both must see the
 same keys, so the run ids of the resumable stages are built from `tracked_params`, which reads
 the stage's `params` list from the project's dvc.yaml (filling in `foreach`'s `${key}`,
-`${item}` and `${item.<field>}` for iteration k, and params.yaml's values as DVC does) and takes
+`${item}` and `${item.<field>}` for iteration k, and params' values as DVC does) and takes
 those keys' values from the loaded params. Keys are read attribute by attribute, so only tracked values are touched.
+A stage's run id is built from the params already read and validated: params.yaml is not read again.
 """
 
 from __future__ import annotations
@@ -39,15 +40,16 @@ def read_pipeline(root: Path = Path(".")) -> dict | None:
     return stages
 
 
-def stage_definition(stage: str, k: int | None, root: Path = Path(".")) -> dict | None:
-    """Stage `stage` (`stage@k` of a foreach stage) of root/dvc.yaml, templates filled in.
+def stage_definition(stage: str, k: int | None, root: Path = Path("."), variables: dict | None = None) -> dict | None:
+    """Stage `stage` (`stage@k` of a foreach stage) of root/dvc.yaml, templates filled in from
+    `variables` (the params as a plain dict; root/params.yaml when not given).
 
     None when root has no dvc.yaml, the stage is not in it, or k is not one of its foreach keys.
     """
     stages = read_pipeline(root)
     if stages is None or not isinstance(stages.get(stage), dict):
         return None
-    return _instances(stage, stages[stage], Path(root)).get(stage if k is None else f"{stage}@{k}")
+    return _instances(stage, stages[stage], Path(root), variables).get(stage if k is None else f"{stage}@{k}")
 
 
 def stage_instances(root: Path = Path(".")) -> dict[str, dict]:
@@ -68,9 +70,9 @@ def _params_vars(root: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _instances(stage: str, block: dict, root: Path) -> dict[str, dict]:
+def _instances(stage: str, block: dict, root: Path, variables: dict | None = None) -> dict[str, dict]:
     where = f"{root / PIPELINE_FILE}: stage '{stage}'"
-    variables = _params_vars(root)
+    variables = _params_vars(root) if variables is None else variables
     if "foreach" not in block:
         return {stage: _fill(block, variables, where)}
     foreach = block["foreach"]
@@ -102,9 +104,9 @@ def _lookup(expr: str, scope: dict, where: str) -> Any:
     return value
 
 
-def tracked_keys(stage: str, k: int | None, root: Path = Path(".")) -> list[str] | None:
+def tracked_keys(stage: str, k: int | None, root: Path = Path("."), variables: dict | None = None) -> list[str] | None:
     """The params.yaml keys `stage@k` lists in dvc.yaml, in order; None without a definition."""
-    definition = stage_definition(stage, k, root)
+    definition = stage_definition(stage, k, root, variables)
     if definition is None:
         return None
     keys = []
@@ -126,9 +128,10 @@ def tracked_params(stage: str, k: int | None, params: Params, root: Path = Path(
     section counts: a run id then changes with any parameter, which can cost a resume but
     never mixes runs.
     """
-    keys = tracked_keys(stage, k, root)
+    everything = to_dict(params)
+    keys = tracked_keys(stage, k, root, everything)
     if keys is None:
-        return to_dict(params)
+        return everything
     return {key: _value(params, key, stage, root) for key in keys}
 
 

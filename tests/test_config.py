@@ -83,6 +83,8 @@ def test_ints_are_accepted_where_floats_are_expected():
 
 
 def test_shipped_params_list_every_key_so_dvc_can_track_it():
+    import dataclasses
+
     import yaml
 
     from sena_cli.config import to_dict
@@ -90,8 +92,11 @@ def test_shipped_params_list_every_key_so_dvc_can_track_it():
     def keys(d, prefix=""):
         return {k2 for k, v in d.items() for k2 in (keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])}
 
+    from sena_cli.bench.registry import SECTIONS
+
     shipped = keys(yaml.safe_load(open("params.yaml")))
-    defaults = keys(to_dict(Params()))
+    benchmark_sections = {"eval": {name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}}
+    defaults = keys(to_dict(Params())) | keys(benchmark_sections)
     assert defaults <= shipped, defaults - shipped
     # beyond the defaults, only per-iteration overrides (the embedded profile's lr per iteration)
     assert {k for k in shipped - defaults if not k.startswith("iterations.")} == set()
@@ -132,7 +137,12 @@ def _numeric_fields(cls, prefix=""):
 
 
 def test_every_number_has_a_range_at_both_ends():
+    from sena_cli.bench.registry import SECTIONS
+
     fields = dict(_numeric_fields(Params))
+    for name, cls in SECTIONS.items():  # the benchmarks' sections, declared in their modules
+        fields.update(_numeric_fields(cls, f"eval.{name}."))
+    assert "eval.coco_chair.images" in fields and "eval.amber.similarity" in fields
     assert len(fields) > 60  # the walk reaches every section
     unbounded = [key for key, meta in fields.items() if meta.get("lo") is None or meta.get("hi") is None]
     assert unbounded == []
@@ -203,3 +213,73 @@ def test_profiles_load_over_the_shipped_params(tmp_path):
     (tmp_path / "dup.yaml").write_text("train:\n  beta: 0.2\ntrain:\n  lr: 0.1\n")
     with pytest.raises(SenaError, match="dup.yaml: key 'train' is given twice"):
         apply_profile(tmp_path / "params.yaml", tmp_path / "dup.yaml")
+
+
+def test_a_per_iteration_override_is_checked_across_keys_naming_its_iteration():
+    with pytest.raises(SenaError, match=re.escape("'iterations.2.noise.timestep' is 1000; it must be <= 999")):
+        params_from_dict({"iterations": {"2": {"noise": {"timestep": 1000}}}}, source="params.yaml")
+
+
+def test_each_key_is_validated_once_and_params_yaml_read_once_per_command(monkeypatch):
+    """A loop command loads the params, takes its iteration's and builds its run id from the tracked keys:
+    qa.batch_size was range-checked five times and params.yaml read twice; now once each."""
+    import builtins
+    import collections
+    from pathlib import Path
+
+    from sena_cli import config
+    from sena_cli.config import for_iteration
+    from sena_cli.tracked import tracked_params
+
+    checks, reads = collections.Counter(), collections.Counter()
+    check_range, real_open, read_text = config._check_range, builtins.open, Path.read_text
+
+    def counting_check(value, key, meta, source):
+        checks[key] += 1
+        return check_range(value, key, meta, source)
+
+    def counting_open(file, *args, **kwargs):
+        reads[Path(str(file)).name] += 1
+        return real_open(file, *args, **kwargs)
+
+    def counting_read_text(self, *args, **kwargs):
+        reads[self.name] += 1
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(config, "_check_range", counting_check)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(Path, "read_text", counting_read_text)
+    params = for_iteration(load_params("params.yaml"), 3)  # what cli's _run_stage does
+    tracked_params("qa", 3, params)  # what run_qa does for its run id
+    tracked_params("train", 3, params)
+    assert params.train.lr == 7.5e-06  # iteration 3's override of the shipped file
+    assert checks["qa.batch_size"] == 1 and checks["train.lr"] == 1 and checks["iterations.3.train.lr"] == 1
+    assert reads["params.yaml"] == 1
+
+
+def test_docs_params_md_is_generated_from_the_declarations():
+    from pathlib import Path
+
+    from sena_cli import paramdocs
+    from sena_cli.bench.registry import NAMES, SECTIONS
+
+    text = Path("docs/params.md").read_text()
+    choices, sections = {"eval.benchmarks": NAMES}, {name: cls() for name, cls in SECTIONS.items()}
+    assert paramdocs.markdown(choices, sections) in text, \
+        "docs/params.md is not current: run `sena params --write-docs docs/params.md`"
+    assert "| `eval.amber.similarity` | 0.8 | [0.0, 1.0] |" in text  # a benchmark's own key, from its module
+    for row in paramdocs.rows(choices=choices, sections=sections):
+        assert row.help, f"{row.key} has no help"
+
+
+def test_sena_params_shows_an_iterations_effective_settings():
+    from typer.testing import CliRunner
+
+    from sena_cli.cli import app
+
+    result = CliRunner().invoke(app, ["params", "--iter", "3"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if " train.lr " in line)
+    assert "7.5e-06" in row and "2e-06" in row and "learning rate" in row  # value, paper default, help
+    result = CliRunner().invoke(app, ["params", "--iter", "4"])
+    assert result.exit_code == 1 and "1..loop.iterations (3)" in result.output

@@ -1,15 +1,15 @@
 """dvc.yaml's code deps are the code each stage runs: computed here, not kept by care.
 
-A stage's `cmd` is `sena <command>`; the code it runs starts at cli.py's command function
-and follows, inside sena_cli, what can run from there: the module-level code of every module
-imported, and the functions, classes and methods that live code names (imports inside
-functions count when their function can run: stages import lazily; a class's methods when
-live code calls them by name; `importlib.import_module` brings in every module its file names
-in a string). Following names rather than whole modules keeps a light import (config.py
-takes the benchmark names from bench/registry.py) from making every stage depend on every
-benchmark. Each file of that closure must be covered by a `deps` entry (a folder covers the
-files under it); each sena_cli entry must be something the command runs; each relative dep
-must exist or be another stage's output.
+A stage's `cmd` is `sena <command>`; the code it runs starts at cli.py's command function and
+follows, inside sena_cli, what can run from there: the module-level code of every module
+imported, and the functions, classes and methods that live code names (imports inside functions
+count when their function can run: stages import lazily; a class's methods when live code calls
+them by name; `importlib.import_module` brings in every module its file names in a string,
+`pkgutil.iter_modules` every module of its package). Following names rather than whole modules
+keeps a light import (eval.py's use of the registry) from making eval depend on code it never
+runs. Each file of that closure must be covered by a `deps` entry (a folder covers the files
+under it); each sena_cli entry must be something the command runs; each relative dep must exist
+or be another stage's output.
 """
 
 from __future__ import annotations
@@ -166,12 +166,21 @@ def _imports_in(code: list[ast.AST], mod: _Module, src: Path) -> list[tuple[str,
                 else:
                     names.add(ALL if a.name == "*" else a.name)
             found.append((base, names, bool(names)))
-    # importlib.import_module("sena_cli.x") in code that runs: every module the file names in a string
+    # importlib.import_module("sena_cli.x") in code that runs: every module the file names in a string (for
+    # bench/record.py, which resolves the benchmark records' "module:function" names: its package's files)
     if any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith("import_module") for n in nodes):
-        for node in ast.walk(_tree(mod.path)):
+        files = [mod.path] + (sorted(mod.path.parent.glob("*.py")) if mod.name.endswith(".record") else [])
+        for node in (n for path in files for n in ast.walk(_tree(path))):
             match = isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.match(node.value)
             if match:
                 found.append((match.group(1), {match.group(2) or ALL}, True))
+    # pkgutil.iter_modules in code that runs (the benchmark registry's discovery): every module of its
+    # package, for its records (their module-level code); a record's runner, named in a string, runs only
+    # where its resolution runs (bench/record.py's import_module above).
+    if any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith("iter_modules") for n in nodes):
+        folder = src.joinpath(*package.split("."))
+        found += [(f"{package}.{path.stem}", {"BENCHMARK", "BENCHMARKS"}, True) for path in sorted(folder.glob("*.py"))
+                  if path.stem != "__init__"]
     return [(m, names, named) for m, names, named in found if m == PACKAGE or m.startswith(PACKAGE + ".")]
 
 
@@ -307,17 +316,18 @@ def test_every_stage_lists_exactly_the_code_its_command_runs():
 
 
 def test_the_closure_follows_what_can_run_and_stops_at_sena_cli():
-    qa, pair, sample = command_closure("qa"), command_closure("pair"), command_closure("sample")
+    qa, pair = command_closure("qa"), command_closure("pair")
     assert "sena_cli/stages/qa.py" in qa  # imported inside the `qa` command function
     assert "sena_cli/stages/pair.py" not in qa  # imported inside another command
     assert {"sena_cli/artifacts.py", "sena_cli/config.py", "sena_cli/cli.py"} <= qa
     # vlm/model.py imports vlm/preference.py inside VLM.preference_logps, which pair calls and qa does not.
     assert "sena_cli/vlm/preference.py" in pair and "sena_cli/vlm/preference.py" not in qa
-    # The registry names its benchmarks' modules in strings, imported with importlib when eval runs them;
-    # config.py imports the registry for the names only.
+    # The registry names its benchmarks' modules in strings, imported with importlib when eval runs them.
     evaluate = command_closure("eval")
     assert {"sena_cli/bench/registry.py", "sena_cli/bench/external.py", "sena_cli/bench/amber.py"} <= evaluate
-    assert "sena_cli/bench/registry.py" in sample and "sena_cli/bench/world.py" not in sample
+    # The configuration imports no benchmark code: only eval, history and report run sena_cli/bench/.
+    for command in ("world", "base", "pool", "sample", "noise", "qa", "pair", "train"):
+        assert not [p for p in command_closure(command) if p.startswith("sena_cli/bench/")], command
     assert "sena_cli/bench/__init__.py" not in command_closure("eval")  # a docstring only
     assert all(path.startswith("sena_cli/") for path in command_closure("eval"))
 

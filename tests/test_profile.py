@@ -9,8 +9,9 @@ import yaml
 from typer.testing import CliRunner
 
 from sena_cli.cli import app
-from sena_cli.config import _leaves, apply_profile, load_params, to_dict
+from sena_cli.config import apply_profile, load_params, to_dict
 from sena_cli.errors import SenaError
+from sena_cli.yamlfile import leaves as _leaves
 
 REPO = Path(__file__).resolve().parents[1]
 

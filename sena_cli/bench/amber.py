@@ -39,8 +39,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sena_cli.bench.external import Tick, generate, need, open_benchmark_image
+from sena_cli.bench.record import Benchmark, Chart
+from sena_cli.config import param
 from sena_cli.errors import SenaError
 from sena_cli.frame import ANY, TEXT, TEXTS, WHOLE, Each, fault, given, one_of, read_json, refuse
+from sena_cli.vlm import VLM
 
 Similar = Callable[[str, str], bool]
 NLTK_INSTALL = ("pip install nltk && python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger "
@@ -287,3 +291,67 @@ def spacy_similarity(threshold: float) -> tuple[Similar, str | None]:
         return cache[(a, b)]
 
     return similar, None
+
+
+# ---------------------------------------------------------------- the benchmark: section, runner, record
+
+@dataclass
+class AmberFiles:
+    queries: str = param("", "query_all.json (or query_generative.json, query_discriminative.json)")
+    annotations: str = param("", "annotations.json")
+    relation: str = param("", "relation.json")
+    safe_words: str = param("", "safe_words.txt")
+    image_root: str = param("", "AMBER's images")
+    similarity: float = param(0.8, "spaCy similarity above which two words are near-synonyms (AMBER: 0.8); "
+                              "0 = exact matching only", 0.0, 1.0)
+    yes_no_parsing: str = param("exact", "discriminative answers: 'exact' = AMBER's rule (only Yes and No "
+                                "count); 'pope' = POPE's parsing first (not AMBER's numbers)",
+                                choices=list(YES_NO_PARSINGS))
+
+
+def data_of(ctx) -> AmberData:
+    a = ctx.settings("amber", AmberFiles)
+    return read_amber(need(a.queries, "eval.amber.queries"), need(a.annotations, "eval.amber.annotations"),
+                                need(a.relation, "eval.amber.relation"), need(a.safe_words, "eval.amber.safe_words"))
+
+
+def run(ctx, vlm: VLM, tick: Tick, nouns: Callable[[str], list[str]] | None = None,
+        similar: Similar | None = None):
+    params = ctx.params
+    a = ctx.settings("amber", AmberFiles)
+    data = data_of(ctx)
+    root = need(a.image_root, "eval.amber.image_root")
+    notes = {}
+    if nouns is None:
+        nouns, note = nltk_nouns()
+        if note:
+            notes["generative_nouns"] = note
+    if similar is None:
+        similar, note = spacy_similarity(a.similarity)
+        if note:
+            notes["generative_similarity"] = note
+    images = [open_benchmark_image(root, q["image"], "eval.amber.image_root") for q in data.queries]
+    answers = generate(vlm, images, [q["query"] for q in data.queries], params, tick)
+    generative = [data.annotation(q["id"])["type"] == "generative" for q in data.queries]
+    found = [nouns(ans) if gen else None for ans, gen in zip(answers, generative)]
+    metrics = score(answers, found, [q["id"] for q in data.queries], data, similar, a.yes_no_parsing)
+    if notes and any(generative):
+        metrics["fallback"] = notes
+    records = [{"benchmark": "amber", **q, "answer": ans} for q, ans in zip(data.queries, answers)]
+    return metrics, records
+
+
+def count(ctx) -> int:
+    return len(data_of(ctx).queries)
+
+
+BLOCKS = ("discriminative", "existence", "attribute", "state", "number", "action", "relation")
+BENCHMARK = Benchmark(
+    "amber", "amber", ("eval.amber.queries", "eval.amber.annotations", "eval.amber.relation", "eval.amber.safe_words",
+                       "eval.amber.image_root"),
+    "sena_cli.bench.amber:run", "sena_cli.bench.amber:count",
+    ("generative.<chair|cover|hal|cog>", *(f"{b}.<accuracy|precision|recall|f1>" for b in BLOCKS), "fallback.<part>"),
+    (Chart("AMBER generative (%)", (("CHAIR", "generative.chair"), ("Cover", "generative.cover"),
+                                    ("Hal", "generative.hal"), ("Cog", "generative.cog"))),
+     Chart("AMBER discriminative (%)", (("accuracy", "discriminative.accuracy"), ("F1", "discriminative.f1")))),
+    order=12, section=AmberFiles)

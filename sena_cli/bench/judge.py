@@ -18,15 +18,14 @@ Calls are paid, so none is wasted:
 - every reply is journaled as it arrives (keyed by a hash of the model and the prompt), so an
   interrupted run resumes with the replies it has paid for and asks only the rest.
 
-The prompts are sena's own wording of each benchmark's published rubric; change the text and
-the version together.
+Each judged benchmark's rubric, prompt, parsing and metrics live in its own module
+(llava_bench.py, mm_vet.py, mmhal.py), with the rubric's version in its registry record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,30 +37,7 @@ from sena_cli.artifacts import Journal
 from sena_cli.config import JudgeParams
 from sena_cli.errors import SenaError
 
-PROMPT_VERSIONS = {"llava_bench": "sena-llava-bench-v1", "mm_vet": "sena-mm-vet-v1", "mmhal": "sena-mmhal-v1"}
 RETRY_STATUS = {408, 409, 429}  # and every 5xx
-
-LLAVA_BENCH_RULE = (
-    "We would like your feedback on two AI assistants' answers to the user question above, given a "
-    "description of the image. Rate the helpfulness, relevance, accuracy and level of detail of each. "
-    "Each assistant gets an overall score from 1 to 10, higher is better. On the first line write only "
-    "the two scores, for Assistant 1 and Assistant 2, separated by a space. Then explain your evaluation, "
-    "avoiding bias from the order of the answers."
-)
-MM_VET_RULE = (
-    "Compare the ground truth and the prediction for the question, and give the prediction a correctness "
-    "score between 0.0 and 1.0: 1.0 when it matches the ground truth (for answers with several parts, the "
-    "share of parts that are right; 'AND' in the ground truth means all parts are needed, 'OR' means any "
-    "one is enough). Reply with the score only."
-)
-MMHAL_RULE = (
-    "Rate the response to the question about an image, given the image's contents and a standard human "
-    "answer, for informativeness and hallucination (claims about the image that are not supported by its "
-    "contents). 6: informative, no hallucination; 5: informative, no hallucination, some missing; 4: some "
-    "information, no hallucination; 3: little information, no hallucination; 2: informative, with "
-    "hallucination; 1: little information, with hallucination; 0: not informative, with hallucination. "
-    "End your reply with a line 'Rating: N'."
-)
 
 
 class JudgeUnavailable(Exception):
@@ -76,13 +52,14 @@ class _Retry(Exception):
 
 class Judge:
     def __init__(self, params: JudgeParams, journal: str | Path | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, versions: dict[str, str] | None = None):
         if not params.base_url or not params.model:
             raise JudgeUnavailable("skipped: no judge; set eval.judge.base_url and eval.judge.model "
                                    f"(an OpenAI-compatible endpoint) and export {params.api_key_env}")
         if not os.environ.get(params.api_key_env):
             raise JudgeUnavailable(f"skipped: the judge key is not set; export {params.api_key_env}")
         self.params = params
+        self.versions = versions or {}  # {judged benchmark: its prompt version}: journaled replies depend on them
         self.journal = Journal(journal, self.run_id()) if journal else None
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -94,7 +71,7 @@ class Judge:
 
     def run_id(self) -> str:
         """What a journaled reply depends on besides its prompt."""
-        return hashlib.sha256(f"{self.params.base_url}|{self.params.model}|{sorted(PROMPT_VERSIONS.items())}"
+        return hashlib.sha256(f"{self.params.base_url}|{self.params.model}|{sorted(self.versions.items())}"
                               .encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------ one request
@@ -232,71 +209,3 @@ def _client(params: JudgeParams):
     http = httpx2.Client(transport=transport, follow_redirects=False, timeout=httpx2.Timeout(params.timeout_s))
     return openai.OpenAI(base_url=params.base_url, api_key=os.environ[params.api_key_env], max_retries=0,
                          timeout=httpx2.Timeout(params.timeout_s), http_client=http)
-
-
-# ---------------------------------------------------------------- prompts and parsing
-
-def llava_bench_prompt(caption: str, question: str, reference: str, answer: str) -> str:
-    return (f"[Context]\n{caption}\n\n[Question]\n{question}\n\n[Assistant 1]\n{reference}\n\n"
-            f"[End of Assistant 1]\n\n[Assistant 2]\n{answer}\n\n[End of Assistant 2]\n\n[System]\n{LLAVA_BENCH_RULE}")
-
-
-def parse_pair_scores(reply: str) -> tuple[float, float] | None:
-    numbers = re.findall(r"-?\d+(?:\.\d+)?", reply.strip().splitlines()[0] if reply.strip() else "")
-    return (float(numbers[0]), float(numbers[1])) if len(numbers) >= 2 else None
-
-
-def mm_vet_prompt(question: str, truth: str, prediction: str) -> str:
-    return f"{MM_VET_RULE}\n\nQuestion: {question}\nGround truth: {truth}\nPrediction: {prediction}\nScore:"
-
-
-def parse_unit_score(reply: str) -> float | None:
-    match = re.search(r"\d+(?:\.\d+)?", reply)
-    if not match:
-        return None
-    value = float(match.group())
-    return value if 0.0 <= value <= 1.0 else None
-
-
-def mmhal_prompt(contents: Sequence[str], question: str, truth: str, answer: str) -> str:
-    return (f"{MMHAL_RULE}\n\nImage contents: {', '.join(contents)}\nQuestion: {question}\n"
-            f"Standard human-generated answer: {truth}\nResponse to rate: {answer}")
-
-
-def parse_rating(reply: str) -> int | None:
-    match = re.findall(r"rating:\s*([0-6])", reply.lower())
-    return int(match[-1]) if match else None
-
-
-# ---------------------------------------------------------------- metrics
-
-def llava_bench_metrics(pairs: Sequence[tuple[float, float] | None], categories: Sequence[str]) -> dict:
-    """relative_score = sum of the model's scores / sum of the reference's, overall and per category;
-    unparseable judge replies are counted and left out."""
-    def relative(idx):
-        ref = sum(pairs[i][0] for i in idx)
-        return sum(pairs[i][1] for i in idx) / ref if ref else 0.0
-
-    scored = [i for i, p in enumerate(pairs) if p is not None]
-    out = {"relative_score": relative(scored), "unparsed": len(pairs) - len(scored)}
-    for cat in sorted(set(categories)):
-        out[f"relative_score_{cat}"] = relative([i for i in scored if categories[i] == cat])
-    return out
-
-
-def mm_vet_metrics(scores: Sequence[float | None], capabilities: Sequence[Sequence[str]]) -> dict:
-    scored = [i for i, s in enumerate(scores) if s is not None]
-    out = {"total": sum(scores[i] for i in scored) / len(scored) if scored else 0.0,
-           "unparsed": len(scores) - len(scored)}
-    for cap in sorted({c for caps in capabilities for c in caps}):
-        idx = [i for i in scored if cap in capabilities[i]]
-        out[cap] = sum(scores[i] for i in idx) / len(idx) if idx else 0.0
-    return out
-
-
-def mmhal_metrics(ratings: Sequence[int | None]) -> dict:
-    """average rating (0-6) and hallucination rate (share rated below 3), as MMHal-Bench reports."""
-    scored = [r for r in ratings if r is not None]
-    return {"average_score": sum(scored) / len(scored) if scored else 0.0,
-            "hallucination_rate": sum(r < 3 for r in scored) / len(scored) if scored else 0.0,
-            "unparsed": len(ratings) - len(scored)}

@@ -37,7 +37,11 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from sena_cli.artifacts import to_rgb
+from sena_cli.bench.external import Tick, generate, need
+from sena_cli.bench.record import Benchmark, Chart
+from sena_cli.config import param
 from sena_cli.errors import SenaError
+from sena_cli.vlm import VLM
 
 REQUIRED = ("index", "question", "A", "B", "answer", "image")
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -244,3 +248,41 @@ def report(rows: list[MMBenchRow], hits: dict[int, bool]) -> dict:
 
 def _mean(values: list[bool]) -> float:
     return sum(values) / len(values)
+
+
+# ---------------------------------------------------------------- the benchmark: section, runner, record
+
+@dataclass
+class MMBenchFiles:
+    tsv: str = param("", "MMBench's dev TSV or VLMEvalKit's MMBench_DEV_EN.tsv (images inside, base64)")
+    circular: bool = param(True, "VLMEvalKit's circular evaluation (all passes right); false = the main "
+                           "rows, each asked once")
+
+
+def _rows(ctx) -> tuple[list[MMBenchRow], list[MMBenchRow]]:
+    f = ctx.settings("mmbench", MMBenchFiles)
+    rows = read_mmbench_tsv(need(f.tsv, "eval.mmbench.tsv"))
+    return rows, asked_rows(rows, f.circular)
+
+
+def run(ctx, vlm: VLM, tick: Tick):
+    params = ctx.params
+    rows, asked = _rows(ctx)
+    cache: dict = {}
+    answers = generate(vlm, [image_of(r, cache) for r in asked], [prompt(r) for r in asked], params, tick)
+    matched = {r.index: match_option(as_read_back(a), r.options) for r, a in zip(asked, answers)}
+    hits = group_hits(asked, matched)
+    records = [{"benchmark": "mmbench", "index": r.index, "question_index": r.group, "options": r.options,
+                "answer": a, "matched": matched[r.index], "right": r.answer, "question_right": hits[r.group]}
+               for r, a in zip(asked, answers)]
+    return report(rows, hits), records
+
+
+def count(ctx) -> int:
+    return len(_rows(ctx)[1])
+
+
+BENCHMARK = Benchmark("mmbench", "mmbench", ("eval.mmbench.tsv",),
+                      "sena_cli.bench.mmbench:run", "sena_cli.bench.mmbench:count",
+                      ("overall", "<l2-category>", "<category>", "<split>.<…> (several splits)"),
+                      (Chart("MMBench (circular)", (("overall", "overall"),)),), order=13, section=MMBenchFiles)

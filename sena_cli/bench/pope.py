@@ -15,7 +15,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from sena_cli.bench.record import Chart
+
 PARSINGS = ("pope", "lenient")
+METRICS = ("<split>.accuracy", "<split>.precision", "<split>.recall", "<split>.f1", "<split>.yes_ratio")
+
+
+def charts(what: str) -> tuple[Chart, ...]:
+    """POPE's headline charts (world_pope and coco_pope)."""
+    return (Chart(f"{what} accuracy", (("random", "random.accuracy"), ("popular", "popular.accuracy"),
+                                         ("adversarial", "adversarial.accuracy"))),
+            Chart(f"{what} F1 and yes-ratio (adversarial)", (("F1", "adversarial.f1"),
+                                                             ("yes-ratio", "adversarial.yes_ratio"))))
 
 
 def parse_yes_no(answer: str, parsing: str = "pope") -> str:

@@ -5,8 +5,9 @@
 - world_vqa: colour/shape/position-colour questions answered in a word.
 - world_questions: does "ask a question about this image" give a question of the
   world's forms that the image can answer?
-Each returns (metrics, per-question records). Callable on any VLM. The run_*/count_*
-functions at the end are what the benchmark registry (bench/registry.py) calls.
+- world_dev: world_pope and world_chair on the dev set, where settings are chosen.
+Each returns (metrics, per-question records). Callable on any VLM. The records at the end
+are what the benchmark registry (bench/registry.py) finds.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from sena_cli import layout
 from sena_cli.artifacts import read_jsonl
+from sena_cli.bench import pope
 from sena_cli.bench.chair import chair_counts, chair_metrics
 from sena_cli.bench.pope import parse_yes_no, pope_counts, pope_metrics
+from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.method.prompts import with_suffix
@@ -143,46 +147,82 @@ def world_questions(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
 
 # ---------------------------------------------------------------- what the registry calls
 
+def _test(ctx) -> WorldEvalSet:
+    """The world's held-out test files (written by `sena world`), read once per evaluation."""
+    return ctx.once("world", lambda: WorldEvalSet(layout.world_dir(ctx.root), "eval", ctx.params.world.eval))
+
+
+def _dev(ctx) -> WorldEvalSet:
+    """The world's dev set (other images of the same distribution), read once per evaluation."""
+    return ctx.once("world_dev", lambda: WorldEvalSet(layout.world_dir(ctx.root), "eval_dev",
+                                                      ctx.params.world.eval_dev))
+
+
 def run_pope(ctx, vlm: VLM, tick: Tick):
-    return world_pope(vlm, ctx.world, ctx.params, tick)
+    return world_pope(vlm, _test(ctx), ctx.params, tick)
 
 
 def run_chair(ctx, vlm: VLM, tick: Tick):
-    return world_chair(vlm, ctx.world, ctx.params, tick)
+    return world_chair(vlm, _test(ctx), ctx.params, tick)
 
 
 def run_vqa(ctx, vlm: VLM, tick: Tick):
-    return world_vqa(vlm, ctx.world, ctx.params, tick)
+    return world_vqa(vlm, _test(ctx), ctx.params, tick)
 
 
 def run_questions(ctx, vlm: VLM, tick: Tick):
-    return world_questions(vlm, ctx.world, ctx.params, tick)
+    return world_questions(vlm, _test(ctx), ctx.params, tick)
 
 
 def count_pope(ctx) -> int:
-    return sum(len(ctx.world.rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
+    return sum(len(_test(ctx).rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
 
 
 def count_chair(ctx) -> int:
-    return len(chair_images(ctx.world, ctx.params))
+    return len(chair_images(_test(ctx), ctx.params))
 
 
 def count_vqa(ctx) -> int:
-    return len(ctx.world.rows("vqa.jsonl"))
+    return len(_test(ctx).rows("vqa.jsonl"))
 
 
 def count_questions(ctx) -> int:
-    return min(len(ctx.world.truth), ctx.params.world.eval.question_images)
+    return min(len(_test(ctx).truth), ctx.params.world.eval.question_images)
 
 
 def run_dev(ctx, vlm: VLM, tick: Tick):
     """POPE and CHAIR on the dev set: where settings are chosen, so that the test set stays unseen."""
-    pope, pope_records = world_pope(vlm, ctx.world_dev, ctx.params, tick)
-    chair, chair_records = world_chair(vlm, ctx.world_dev, ctx.params, tick)
+    pope, pope_records = world_pope(vlm, _dev(ctx), ctx.params, tick)
+    chair, chair_records = world_chair(vlm, _dev(ctx), ctx.params, tick)
     records = [{**r, "benchmark": f"dev_{r['benchmark']}"} for r in pope_records + chair_records]
     return {"pope": pope, "chair": chair}, records
 
 
 def count_dev(ctx) -> int:
-    return (sum(len(ctx.world_dev.rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
-            + len(chair_images(ctx.world_dev, ctx.params)))
+    return (sum(len(_dev(ctx).rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
+            + len(chair_images(_dev(ctx), ctx.params)))
+
+
+W = "sena_cli.bench.world"  # the records name their runner and counter as "module:function"
+CHAIR_METRICS = ("chair_s", "chair_i", "recall", "caption_f1")
+BENCHMARKS = (
+    Benchmark("world_pope", "pope", ("data/world/eval",),
+              f"{W}:run_pope", f"{W}:count_pope", pope.METRICS, pope.charts("POPE"),
+              order=0),
+    Benchmark("world_chair", "chair", ("data/world/eval", "eval.chair_prompt"),
+              f"{W}:run_chair", f"{W}:count_chair", CHAIR_METRICS,
+              (Chart("CHAIR (lower is better)", (("CHAIR_s", "chair_s"), ("CHAIR_i", "chair_i"))),
+               Chart("Caption recall and F1", (("recall", "recall"), ("caption F1", "caption_f1")))), order=1),
+    Benchmark("world_vqa", "world_vqa", ("data/world/eval",),
+              f"{W}:run_vqa", f"{W}:count_vqa", ("accuracy", "accuracy_<kind>"),
+              (Chart("World VQA accuracy", (("accuracy", "accuracy"),)),), order=2),
+    Benchmark("world_questions", "world_questions", ("data/world/eval",),
+              f"{W}:run_questions", f"{W}:count_questions",
+              ("well_formed", "answerable", "distinct_forms"),
+              (Chart("Self-questions", (("well-formed", "well_formed"), ("answerable", "answerable"))),), order=3),
+    Benchmark("world_dev", "world_dev", ("data/world/eval_dev", "eval.chair_prompt"),
+              f"{W}:run_dev", f"{W}:count_dev",
+              tuple(f"pope.{m}" for m in pope.METRICS) + tuple(f"chair.{m}" for m in CHAIR_METRICS),
+              (Chart("Dev set (where settings are chosen)", (("POPE adv. F1", "pope.adversarial.f1"),
+                                                             ("CHAIR_i", "chair.chair_i"))),), order=4),
+)

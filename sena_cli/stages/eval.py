@@ -95,7 +95,8 @@ def _runnable(params: Params, k: int, root: Path, judge: dict) -> tuple[list[str
     benchmarks = [registry.get(name) for name in params.eval.benchmarks]
     if any(b.judged for b in benchmarks):
         try:
-            judge["judge"] = judge_lib.Judge(params.eval.judge, journal=layout.judge_journal_file(k, root))
+            judge["judge"] = judge_lib.Judge(params.eval.judge, journal=layout.judge_journal_file(k, root),
+                                            versions=registry.judge_versions())
         except judge_lib.JudgeUnavailable as why:
             return [b.name for b in benchmarks if not b.judged], {b.name: str(why) for b in benchmarks if b.judged}
     return [b.name for b in benchmarks], {}

@@ -14,7 +14,8 @@ from PIL import Image
 
 from sena_cli.bench import amber as amber_lib
 from sena_cli.bench import chair as chair_lib
-from sena_cli.bench import external
+from sena_cli.bench import coco_chair as coco_chair_bench
+from sena_cli.bench import coco_pope as coco_pope_bench
 from sena_cli.bench import mmbench as mmb
 from sena_cli.bench.pope import parse_yes_no, pope_metrics
 from sena_cli.bench.registry import Context
@@ -74,7 +75,7 @@ def test_coco_pope_runner_equals_evaluate_py(tmp_path):
         script[split] = iter(case["answers"])
     params = params_from_dict({"eval": {"coco_pope": {"files": files, "image_root": str(tmp_path / "val2014")}}})
     order = iter(s for s, case in fixture["splits"].items() for _ in case["questions"])
-    metrics, records = external.coco_pope(Context(params), ScriptedVLM(lambda t: next(script[next(order)])),
+    metrics, records = coco_pope_bench.run(Context(params), ScriptedVLM(lambda t: next(script[next(order)])),
                                           lambda n: None)
     assert metrics == {split: case["expected"] for split, case in fixture["splits"].items()}
     assert len(records) == sum(len(c["questions"]) for c in fixture["splits"].values())
@@ -138,7 +139,7 @@ def test_amber_runner_equals_inference_py_on_the_generative_queries(tmp_path):
         "image_root": str(tmp_path / "image")}}})
     answers = iter(r for _, r, _ in generative)
     nouns = {r: n for _, r, n in generative}
-    metrics, _ = external.amber(Context(params), ScriptedVLM(lambda t: next(answers)), lambda n: None,
+    metrics, _ = amber_lib.run(Context(params), ScriptedVLM(lambda t: next(answers)), lambda n: None,
                                 nouns=nouns.__getitem__, similar=_amber_similar(fixture))
     # The same counts as the full run's generative block: the discriminative queries do not touch them.
     assert metrics == {"generative": fixture["expected"]["generative"]}
@@ -194,7 +195,7 @@ def test_mmbench_equals_vlmevalkit_circular_evaluation(tmp_path, layout):
     path.write_text(fixture[layout])
     rows = mmb.read_mmbench_tsv(path)
     vlm = _mmbench_vlm(fixture, rows)
-    metrics, records = external.mmbench(Context(_mmbench_params(path)), vlm, lambda n: None)
+    metrics, records = mmb.run(Context(_mmbench_params(path)), vlm, lambda n: None)
     expected = {("overall" if k == "Overall" else k): v for k, v in fixture["expected"].items()}
     assert metrics == expected
     assert {str(r["question_index"]): int(r["question_right"]) for r in records} == fixture["hits"]
@@ -247,7 +248,7 @@ def test_coco_chair_runner_equals_chair_py(tmp_path):
     ids = sorted(int(i) for i in fixture["generated"])
     captions = iter(fixture["generated"][str(i)] for i in ids)
     tools = (fixture["tokens"].__getitem__, fixture["singular"].__getitem__, {})
-    metrics, records = external.coco_chair(Context(params), ScriptedVLM(lambda t: next(captions)), lambda n: None,
+    metrics, records = coco_chair_bench.run(Context(params), ScriptedVLM(lambda t: next(captions)), lambda n: None,
                                            tools=tools)
     assert {k: metrics[k] for k in ("chair_s", "chair_i")} == fixture["expected"]
     assert 0.0 < metrics["recall"] <= 1.0 and "fallback" not in metrics

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from sena_cli.bench import amber as amber_lib
-from sena_cli.bench import external
+from sena_cli.bench import coco_pope as coco_pope_bench
 from sena_cli.bench import mmbench as mmb
 from sena_cli.bench.coco_pope import read_pope_file
 from sena_cli.bench.registry import Context
@@ -58,14 +58,14 @@ def test_coco_pope_on_a_10_question_file_with_known_counts(tmp_path):
     params = params_from_dict({"eval": {"coco_pope": {"files": [str(tmp_path / "coco_pope_random.json")],
                                                       "image_root": str(tmp_path / "val2014")}}})
     vlm = ScriptedVLM(lambda t: script[t.split(" Answer")[0]])
-    metrics, records = external.coco_pope(Context(params), vlm, lambda n: None)
+    metrics, records = coco_pope_bench.run(Context(params), vlm, lambda n: None)
     tp, fp, tn, fn = 3, 2, 4, 1
     precision, recall = tp / (tp + fp), tp / (tp + fn)
     assert metrics["random"] == pytest.approx({
         "accuracy": (tp + tn) / 10, "precision": precision, "recall": recall,
         "f1": 2 * precision * recall / (precision + recall), "yes_ratio": (tp + fp) / 10})
     assert len(records) == 10 and records[0]["question_id"] == 1
-    assert external.count_coco_pope(Context(params)) == 10
+    assert coco_pope_bench.count(Context(params)) == 10
 
 
 @pytest.mark.parametrize("content, message", [
@@ -91,7 +91,7 @@ def test_a_pope_image_outside_the_root_is_refused(tmp_path):
     path.write_text(json.dumps({"question_id": 1, "image": "../escape.jpg", "text": "Is?", "label": "no"}) + "\n")
     params = params_from_dict({"eval": {"coco_pope": {"files": [str(path)], "image_root": str(tmp_path / "val2014")}}})
     with pytest.raises(SenaError, match="leaves eval.coco_pope.image_root"):
-        external.coco_pope(Context(params), ScriptedVLM(lambda t: "no"), lambda n: None)
+        coco_pope_bench.run(Context(params), ScriptedVLM(lambda t: "no"), lambda n: None)
 
 
 # ---------------------------------------------------------------- MMBench
@@ -131,13 +131,13 @@ def test_mmbench_circular_counts_a_question_right_only_if_every_pass_is(tmp_path
         return "B"  # right in the first pass only
 
     vlm = ScriptedVLM(answer)
-    metrics, records = external.mmbench(Context(params), vlm, lambda n: None)
+    metrics, records = mmb.run(Context(params), vlm, lambda n: None)
     assert len(vlm.asked) == 4 + 2  # the passes the file holds, each once
     assert metrics == {"overall": 0.5, "CP": 0.5, "color_recognition": 1.0, "shape_recognition": 0.0}
     assert vlm.asked[0].endswith(mmb.INSTRUCTION)
     params = params_from_dict({"eval": {"mmbench": {"tsv": str(tmp_path / "mmbench_dev_en.tsv"), "circular": False}}})
     vlm = ScriptedVLM(answer)
-    assert external.mmbench(Context(params), vlm, lambda n: None)[0]["overall"] == 1.0 and len(vlm.asked) == 2
+    assert mmb.run(Context(params), vlm, lambda n: None)[0]["overall"] == 1.0 and len(vlm.asked) == 2
 
 
 def test_malformed_mmbench_tsv_is_refused(tmp_path):
@@ -193,7 +193,7 @@ def test_amber_scores_by_hand(tmp_path):
     }
     images = iter([1, 2, 3, 4])
     vlm = ScriptedVLM(lambda t: answers[next(images)])
-    metrics, records = external.amber(Context(params), vlm, lambda n: None, nouns=str.split, similar=lambda a, b: False)
+    metrics, records = amber_lib.run(Context(params), vlm, lambda n: None, nouns=str.split, similar=lambda a, b: False)
     g = metrics["generative"]
     # AMBER's arithmetic: percentages rounded to 0.1, denominators starting at 0.001
     assert g["chair"] == round(2 / 4.001 * 100, 1)  # hallucinated kitten, tree of puppy, kitten, tree, vehicle
@@ -208,7 +208,7 @@ def test_amber_scores_by_hand(tmp_path):
 
 def test_amber_similarity_counts_near_synonyms_as_truth(tmp_path):
     params = _amber_fixture(tmp_path)
-    data = external._amber_data(params)
+    data = amber_lib.data_of(Context(params))
     near = {("turf", "grass")}  # spaCy would say so; the test says it by hand
 
     def generative(nouns, similar):
@@ -229,7 +229,7 @@ def test_amber_without_language_data_falls_back_and_says_so_in_the_metrics(tmp_p
         pass
     params = _amber_fixture(tmp_path)
     vlm = ScriptedVLM(lambda t: "A puppy on the grass.")
-    metrics, _ = external.amber(Context(params), vlm, lambda n: None)
+    metrics, _ = amber_lib.run(Context(params), vlm, lambda n: None)
     assert "pip install nltk" in metrics["fallback"]["generative_nouns"]
     assert "en_core_web_lg" in metrics["fallback"]["generative_similarity"]
     assert "exact matching" in metrics["fallback"]["generative_similarity"]
@@ -240,16 +240,16 @@ def test_malformed_amber_files_are_refused(tmp_path):
     params = _amber_fixture(tmp_path)
     (tmp_path / "annotations.json").write_text("[")
     with pytest.raises(SenaError, match="annotations.json: malformed JSON at line 1; is this an AMBER annotation file"):
-        external._amber_data(params)
+        amber_lib.data_of(Context(params))
     (tmp_path / "annotations.json").write_text(json.dumps([{"id": 1, "type": "generative", "truth": []}]))
     with pytest.raises(SenaError, match="query id 2 has no annotation"):
-        external._amber_data(params)
+        amber_lib.data_of(Context(params))
 
 
 def test_an_empty_benchmark_path_is_refused_naming_the_key():
     params = params_from_dict({"eval": {"benchmarks": ["mmbench"]}})
     with pytest.raises(SenaError, match="'eval.mmbench.tsv' is empty"):
-        external.count_mmbench(Context(params))
+        mmb.count(Context(params))
 
 
 def test_sena_eval_writes_published_benchmarks_under_their_own_keys(micro_project, micro_dict, tmp_path):

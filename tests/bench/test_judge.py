@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from sena_cli.bench import judge as judge_lib
+from sena_cli.bench import llava_bench, mm_vet, mmhal, registry
 from sena_cli.config import JudgeParams, params_from_dict
 from sena_cli.errors import SenaError
 from sena_cli.stages.eval import run_eval
@@ -158,7 +159,7 @@ def test_judged_scores_with_the_judge_and_prompt_version_and_no_key_anywhere(
                                 "judge_model": "fake-judge-1", "prompt_version": "sena-mmhal-v1"}
     for name in ("llava_bench", "mm_vet"):
         assert metrics[name]["judge_model"] == "fake-judge-1"
-        assert metrics[name]["prompt_version"] == judge_lib.PROMPT_VERSIONS[name]
+        assert metrics[name]["prompt_version"] == registry.get(name).prompt_version
     assert len(FakeJudge.requests) == 2 + 2 + 1
     assert all(r["path"] == "/v1/chat/completions" and r["auth"] == f"Bearer {KEY}" for r in FakeJudge.requests)
     assert all(r["body"]["model"] == "fake-judge-1" for r in FakeJudge.requests)
@@ -190,11 +191,11 @@ def test_a_refusing_judge_is_one_error_naming_the_status_not_the_key(endpoint, m
 
 
 def test_judge_reply_parsing():
-    assert judge_lib.parse_pair_scores("7 9\nbecause") == (7.0, 9.0)
-    assert judge_lib.parse_pair_scores("Assistant 1 is better") is None
-    assert judge_lib.parse_unit_score("0.4") == 0.4 and judge_lib.parse_unit_score("7") is None
-    assert judge_lib.parse_rating("blah\nRating: 5") == 5 and judge_lib.parse_rating("no rating") is None
-    assert judge_lib.llava_bench_metrics([(8, 6), None, (10, 10)], ["a", "a", "b"]) == pytest.approx(
+    assert llava_bench.parse_pair_scores("7 9\nbecause") == (7.0, 9.0)
+    assert llava_bench.parse_pair_scores("Assistant 1 is better") is None
+    assert mm_vet.parse_unit_score("0.4") == 0.4 and mm_vet.parse_unit_score("7") is None
+    assert mmhal.parse_rating("blah\nRating: 5") == 5 and mmhal.parse_rating("no rating") is None
+    assert llava_bench.llava_bench_metrics([(8, 6), None, (10, 10)], ["a", "a", "b"]) == pytest.approx(
         {"relative_score": 16 / 18, "unparsed": 1, "relative_score_a": 6 / 8, "relative_score_b": 1.0})
 
 
