@@ -77,7 +77,10 @@ def test_coco_pope_runner_equals_evaluate_py(tmp_path):
     order = iter(s for s, case in fixture["splits"].items() for _ in case["questions"])
     metrics, records = coco_pope_bench.run(Context(params), ScriptedVLM(lambda t: next(script[next(order)])),
                                           lambda n: None)
+    counts = metrics.pop("n")
     assert metrics == {split: case["expected"] for split, case in fixture["splits"].items()}
+    assert {split: n["accuracy"] for split, n in counts.items()} == {
+        split: len(case["questions"]) for split, case in fixture["splits"].items()}
     assert len(records) == sum(len(c["questions"]) for c in fixture["splits"].values())
 
 
