@@ -1,21 +1,24 @@
 """trl's DPOTrainer fed with stored reference log-probs, plus the image-content alignment loss.
 
-What is trl's own public surface here: DPOConfig (beta, the sigmoid loss, max_length), the
-trainer's constructor, its documented overridable methods (`compute_loss`, `log`, and
-transformers' `_load_from_checkpoint`), and the per-token `log_probs` of the fused LM head it
-gives the model (trl.trainer.utils.add_fused_lm_head, which `pair` calls too).
+trl's public surface used here: DPOConfig (beta, the sigmoid loss, max_length; the warm-up
+through TrainingArguments' `get_warmup_steps`), the trainer's constructor, its overridable
+`compute_loss` and `log`, and the per-token `log_probs` its fused LM head returns (documented
+at trl.trainer.utils.add_fused_lm_head, which `pair` calls too), read through a PyTorch
+forward hook because trl's loss returns only the scalar; a second forward would double the
+cost, and trl's own "sft" term is a token mean over every pair, not the `des` pairs only.
 
-Two internals remain, because trl 1.16 has no public way to train a full-parameter VLM against
-precomputed reference log-probs: `precompute_ref_log_probs=True` is refused for vision datasets
-(trl PR #5867), and without it trl loads a second copy of the model as reference. So this
-trainer (1) keeps trl from loading the copy by replacing `create_model_from_path` in
+Two trl internals remain, because trl 1.16 has no public way to train a full-parameter VLM
+against precomputed reference log-probs: `precompute_ref_log_probs=True` is refused for vision
+datasets (trl PR #5867), and without it trl loads a second copy of the model as reference. So
+this trainer (1) keeps trl from loading the copy by replacing `create_model_from_path` in
 trl.trainer.dpo_trainer while the constructor runs, and refuses to go on if a copy appeared
 anyway; (2) sets trl's `precompute_ref_logps` attribute, under which trl's loss reads
 `ref_chosen_logps` / `ref_rejected_logps` from the batch, where PreferenceCollator puts the
-values `pair` stored: the sigmoid DPO term is trl's own code. A trl that changes either fails
-tests/stages/test_train.py (test_the_trainer_holds_no_second_model,
-test_the_reference_log_probs_come_from_the_pairs_file, test_loss_is_dpo_on_stored_reference_
-plus_alignment); vlm/versions.py admits only the trl minor version they ran on.
+values `pair` stored: the sigmoid DPO term is trl's own code. (`_load_from_checkpoint` below
+is transformers' internal.) A trl that changes any of these fails tests/stages/test_train.py:
+test_the_trainer_holds_no_second_model (1), test_the_reference_log_probs_come_from_the_pairs_
+file (2) and test_loss_is_dpo_on_stored_reference_plus_alignment (2 and the hooked log-probs);
+vlm/versions.py admits only the trl and transformers minor versions they ran on.
 """
 
 from __future__ import annotations
