@@ -100,3 +100,22 @@ def test_packed_examples_get_exactly_the_logits_they_get_alone(micro_project):
                 n = len(seq) - prefix
                 torch.testing.assert_close(packed[r, offset : offset + n], alone[prefix:], atol=1e-5, rtol=1e-4)
                 offset += n
+
+
+def test_theta0_before_training_is_the_same_bytes_for_the_same_params(micro_params):
+    """build_model goes through the shared random-LLaVA builder (random_llava), seeded by base.seed: the same
+    params give the same weights, bit for bit; another seed gives others."""
+    import dataclasses
+
+    tok = tiny.build_tokenizer(["Is there a red circle? Yes No"])
+
+    def weights(base):
+        model = tiny.build_model(tok, micro_params.world, base)
+        return model.config.to_json_string(), {k: v.clone() for k, v in model.state_dict().items()}
+
+    config_a, a = weights(micro_params.base)
+    config_b, b = weights(micro_params.base)
+    assert config_a == config_b and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _, other = weights(dataclasses.replace(micro_params.base, seed=micro_params.base.seed + 1))
+    assert not all(torch.equal(a[k], other[k]) for k in a)
