@@ -30,16 +30,34 @@ def micro_project(tmp_path_factory, micro_dict) -> Path:
     return micro.build_micro_project(tmp_path_factory.mktemp("project"), micro_dict)
 
 
-# ---------------------------------------------------------------- two workers (make test, make test-fast)
+# ---------------------------------------------------------------- tiers and two workers (make test, make test-fast)
 
-# Files whose tests take minutes, measured one file at a time with `pytest --durations=0` (the reduced
-# pipeline run, ZeRO-2/3 under torchrun, the model families): collected first, so that under `pytest -n 2`
-# a worker starts on each at once instead of finding one left at the end.
+# Left out of `make test-fast` besides what is marked slow in its own file: one list, so the tiers are
+# decided where they were measured (`pytest --durations=0`, one folder at a time, 2 cores shared with
+# other work, 2026-12-02). A file, or a test of a file (all its parameters).
+SLOW = {
+    "tests/test_families.py": "three real-shaped families built and run through every stage: fixtures of "
+                              "18-62 s, two torchrun qa runs of 35-39 s",
+    "tests/stages/test_qa.py::test_two_processes_split_the_images_and_merge_the_same_records": "torchrun, 2 ranks",
+}
+
+# Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families):
+# collected first, so that under `pytest -n 2` a worker starts on each at once instead of finding one left
+# at the end.
 LONG_FIRST = ("tests/test_pipeline.py", "tests/test_deepspeed.py", "tests/test_families.py",
               "tests/robustness/test_interrupt.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: the slow mark must be there when `-m "not slow"` looks
 def pytest_collection_modifyitems(config, items):
+    seen = {item.nodeid.split("::", 1)[0] for item in items}
+    named = {item.nodeid.split("[", 1)[0] for item in items}
+    for key in SLOW:
+        if "::" in key and key.split("::", 1)[0] in seen and key not in named:
+            raise pytest.UsageError(f"tests/conftest.py: SLOW names {key}, which no longer exists; update the list")
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in SLOW or item.nodeid.split("[", 1)[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
     rank = {path: i for i, path in enumerate(LONG_FIRST)}
     order = {id(item): i for i, item in enumerate(items)}
     items.sort(key=lambda item: (rank.get(item.nodeid.split("::", 1)[0], len(rank)), order[id(item)]))
