@@ -52,6 +52,17 @@ def build_micro_project(root: Path, overrides: dict | None = None) -> Path:
     return root
 
 
+def write_manifest(root: Path, k: int, paths: list[str]) -> None:
+    """data/iterK/sample/manifest.jsonl for images given by path (as `sena sample` records them),
+    for tests that script the qa records of images they did not sample."""
+    import hashlib
+
+    from sena_cli.artifacts import write_jsonl
+
+    write_jsonl(root / "data" / f"iter{k}" / "sample" / "manifest.jsonl",
+                [{"id": p, "path": p, "sha256": hashlib.sha256((root / p).read_bytes()).hexdigest()} for p in paths])
+
+
 def photo(width: int, height: int, seed: int = 0):
     """A photo-like RGB image: smooth colour gradients and soft shapes with sensor-like noise, so a
     JPEG of it is as large as a camera's (it does not compress to nothing, as a flat colour would)."""

@@ -34,11 +34,13 @@ def micro_project(tmp_path_factory, micro_dict) -> Path:
 
 # Left out of `make test-fast` besides what is marked slow in its own file: one list, so the tiers are
 # decided where they were measured (`pytest --durations=0`, one folder at a time, 2 cores shared with
-# other work, 2026-12-02). A file, or a test of a file (all its parameters).
+# other work, 2026-12-02). A file, a test of a file (all its parameters), or one parameter of a test.
 SLOW = {
     "tests/test_families.py": "three real-shaped families built and run through every stage: fixtures of "
                               "18-62 s, two torchrun qa runs of 35-39 s",
     "tests/stages/test_qa.py::test_two_processes_split_the_images_and_merge_the_same_records": "torchrun, 2 ranks",
+    "tests/test_benchmark_scripts.py::test_benchmark_runs_at_its_tiny_size_and_ends_with_a_result_line"
+    "[train_startup_memory.py]": "torchrun, 2 ranks under DeepSpeed ZeRO-3 (CPU accelerator): 367 s on busy cores",
 }
 
 # Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families):
@@ -51,12 +53,12 @@ LONG_FIRST = ("tests/test_pipeline.py", "tests/test_deepspeed.py", "tests/test_f
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: the slow mark must be there when `-m "not slow"` looks
 def pytest_collection_modifyitems(config, items):
     seen = {item.nodeid.split("::", 1)[0] for item in items}
-    named = {item.nodeid.split("[", 1)[0] for item in items}
+    named = {item.nodeid for item in items} | {item.nodeid.split("[", 1)[0] for item in items}
     for key in SLOW:
         if "::" in key and key.split("::", 1)[0] in seen and key not in named:
             raise pytest.UsageError(f"tests/conftest.py: SLOW names {key}, which no longer exists; update the list")
     for item in items:
-        if item.nodeid.split("::", 1)[0] in SLOW or item.nodeid.split("[", 1)[0] in SLOW:
+        if {item.nodeid, item.nodeid.split("[", 1)[0], item.nodeid.split("::", 1)[0]} & SLOW.keys():
             item.add_marker(pytest.mark.slow)
     rank = {path: i for i, path in enumerate(LONG_FIRST)}
     order = {id(item): i for i, item in enumerate(items)}

@@ -29,6 +29,7 @@ TINY = {
     "report_photos.py": ["--tiny"],
     "train_memory.py": ["--tiny"],
     "train_memory_model.py": ["--tiny"],
+    "train_startup_memory.py": ["--tiny"],
 }
 SKIPPED = {
     "gpu_session.sh": "GPU-only: it needs nvidia-smi, the machine's CUDA torch and wheels in .whl/; what it runs, "
