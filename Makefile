@@ -1,11 +1,13 @@
-# make repro : set up .venv and run the whole pipeline (`dvc repro`) on the embedded default
-# make test  : set up .venv and run lint + the test suite (what CI runs)
+# make repro     : set up .venv and run the whole pipeline (`dvc repro`) on the embedded default
+# make test      : set up .venv and run lint + the whole test suite (what CI runs)
+# make test-fast : lint + the tests not marked slow (unit and stage tests, every benchmark script at its
+#                  tiny size): the development loop
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test repro lint
+.PHONY: setup test test-fast repro lint
 setup: $(VENV)/.installed
 
 # torch 2.14.1 + torchvision 0.29.1 first, the pair GPU users install: Qwen2-VL's processor needs
@@ -22,10 +24,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check sena_cli tests benchmarks scripts
+	$(VENV)/bin/ruff check sena_cli sena_fixtures tests benchmarks research scripts
+
+# Two pytest-xdist workers, one thread each (two cores; torch's default of a thread per core would make
+# four). tests/conftest.py keeps each file's tests on one worker, in order, and hands out the longest first.
+PYTEST_WORKERS := -n 2 --no-loadscope-reorder
 
 test: lint
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_WORKERS)
+
+test-fast: lint
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" $(PYTEST_WORKERS)
 
 repro: setup
 	dvc repro

@@ -35,8 +35,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 FULL = {"vocab": 32064, "hidden": 4096, "intermediate": 11008, "heads": 32, "vision_hidden": 1024,
         "vision_intermediate": 4096, "vision_layers": 24, "vision_heads": 16}
@@ -49,39 +47,20 @@ PROMPT = "Describe the image concisely. " + " ".join(WORDS[:20])
 def build(shape: dict, layers: int):
     """A random LLaVA of the given shape on the device, in the dtype sena trains it (fp32) and a processor."""
     import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
 
     from sena_cli.world import tiny
 
     vocab_words = WORDS[: shape["vocab"] - 40]
     tok = tiny.build_tokenizer(vocab_words + ["Describe the image concisely. Yes No"])
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
-        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=tiny.CHAT_TEMPLATE)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=shape["vision_hidden"], intermediate_size=shape["vision_intermediate"],
-            num_hidden_layers=shape["vision_layers"], num_attention_heads=shape["vision_heads"], image_size=336,
-            patch_size=14),
-        text_config=LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"],
-                                intermediate_size=shape["intermediate"], num_hidden_layers=layers,
-                                num_attention_heads=shape["heads"], num_key_value_heads=shape["heads"],
-                                max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
-                                eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id),
-        image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
-        vision_feature_layer=-2)
+    processor = tiny.llava_processor(tok, 336, 14, "default")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    with device:  # initialise on the device: a 7B-shaped model built on the CPU takes minutes
-        model = LlavaForConditionalGeneration(config)
+    # built on the device: a 7B-shaped model initialised on the CPU takes minutes
+    model = tiny.random_llava(
+        tok, image_size=336, patch_size=14, vision_hidden=shape["vision_hidden"],
+        vision_intermediate=shape["vision_intermediate"], vision_layers=shape["vision_layers"],
+        vision_heads=shape["vision_heads"], text_hidden=shape["hidden"], text_intermediate=shape["intermediate"],
+        text_layers=layers, text_heads=shape["heads"], vocab_size=shape["vocab"], max_positions=4096,
+        feature_strategy="default", feature_layer=-2, seed=0, device=device)
     model.config._name_or_path = "gpu_scale-random"  # trl reads it; nothing is loaded from it
     return model, processor, device
 
@@ -286,8 +265,8 @@ def run_train(shape: dict, layers: int, mode: str, pairs: int) -> dict:
 
 
 def predicted_peak_gib(shape: dict, r: dict) -> float:
-    """The arithmetic of train_memory_model.py for this run: one process, steady state (AdamW state exists)."""
-    import train_memory_model as tm
+    """The arithmetic of sena_fixtures/memory_model.py for this run: one process, steady state (AdamW state exists)."""
+    from sena_fixtures import memory_model as tm
 
     s = tm.Shape(vocab=shape["vocab"], hidden=shape["hidden"], intermediate=shape["intermediate"],
                  layers=r["layers"], heads=shape["heads"], vision_hidden=shape["vision_hidden"],
@@ -378,7 +357,7 @@ def main() -> None:
                   f"{r['mean_logp']:.1f}): {r['step0_max_abs']:.2e} nats (reference at batch {p['batch']}, "
                   f"trainer at batch 2); with bf16 weights instead: {r['bf16_weights_max_abs']:.2e} nats")
     print(f"\nDPO step, {args.train_pairs} pairs per device (peak memory over 2 steps, time of the 2nd step; "
-          "arithmetic: benchmarks/train_memory_model.py's formulas for this run, allocated tensor bytes; comparable "
+          "arithmetic: sena_fixtures/memory_model.py's formulas for this run, allocated tensor bytes; comparable "
           "on a GPU only: on CPU, RSS counts touched pages, and trl's head tile buffer (tokens x 32768) is mostly "
           "untouched when the vocabulary is small)")
     runs = {}

@@ -1,12 +1,13 @@
 """Bytes `sena noise` stores per image, per model family, against the pixel tensor it stands for.
 
-For each family of tests/families.py (real processor classes with their published settings),
+For each family of sena_fixtures/families.py (real processor classes with their published settings),
 `sena noise` runs on photo-like images of common sizes; the script prints, per family, the
 bytes of data/iter1/noised/ per image without and with the previews (a fixed handful, for
 people), the float32 pixel tensor the model gets for the same image, and their ratio. Before,
 the tensors themselves were stored: the ratio was 1.
 
     python benchmarks/noise_storage.py [--images 24] [--previews 8]
+    python benchmarks/noise_storage.py --tiny      # LLaVA-1.5 only, 2 images: a check that it runs
 
 Last line: RESULT noise_storage_ratio <largest ratio without previews, over the families>
 """
@@ -15,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sena_cli.artifacts import read_jsonl  # noqa: E402
-from sena_cli.config import params_from_dict  # noqa: E402
-from sena_cli.stages.noise import run_noise  # noqa: E402
-from sena_cli.stages.sample import run_sample  # noqa: E402
-from tests.families import FAMILIES  # noqa: E402
+from sena_cli.artifacts import read_jsonl
+from sena_cli.config import params_from_dict
+from sena_cli.stages.noise import run_noise
+from sena_cli.stages.sample import run_sample
+from sena_fixtures.families import FAMILIES
 
 SIZES = [(640, 480), (480, 640), (1024, 768), (1920, 1080), (500, 375), (800, 800)]  # COCO-like photos
 
@@ -58,8 +56,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--previews", type=int, default=8)
+    ap.add_argument("--tiny", action="store_true", help="LLaVA-1.5 only, 2 images, 1 preview")
     args = ap.parse_args()
-    rows = [measure(name, args.images, args.previews) for name in FAMILIES]
+    if args.tiny:
+        args.images, args.previews = 2, 1
+    rows = [measure(name, args.images, args.previews) for name in (["llava-1.5"] if args.tiny else FAMILIES)]
     print(f"{'family':<10} {'pixel tensor/image':>19} {'stored/image':>13} {'ratio':>9} "
           f"{'previews (all)':>15} {'per image at M=6000':>20}")
     for r in rows:

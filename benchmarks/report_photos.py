@@ -3,11 +3,12 @@
 
 A project whose iteration 1 drew N photos of W×H (photo-like: gradients and noise, saved as JPEG
 quality 90) is sampled, corrupted, asked (scripted qa records) and paired with the tiny θ0 of the
-test fixtures (tests/conftest.py MICRO), for each `noise.space` (pixel_values: the pictures the
+test fixtures (sena_fixtures/micro.py), for each `noise.space` (pixel_values: the pictures the
 model sees; image: the photo itself, corrupted); then `sena report` runs as a subprocess and the
 script prints the page's size, the command's wall time and its peak resident memory.
 
     python benchmarks/report_photos.py [--photos 6] [--width 6000] [--height 4000]
+    python benchmarks/report_photos.py --tiny      # 2 photos of 320x240, θ0 trained 2 steps: a check that it runs
 
 Last line: RESULT report_photos_mb <largest page, MB>
 """
@@ -26,22 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 SPACES = ("pixel_values", "image")
 
 
-def setup(tmp: Path, photos: int, width: int, height: int) -> None:
+def setup(tmp: Path, photos: int, width: int, height: int, tiny: bool) -> None:
     """θ0, the photos and one project per noise.space (run in a child: the parent stays small, so the
     peak memory a child reports is its own, not inherited from a large parent)."""
-    import yaml
-
-    sys.path.insert(0, str(REPO))
     from sena_cli.config import params_from_dict
-    from sena_cli.stages.base import run_base
-    from sena_cli.world.build import build_world
-    from tests.conftest import MICRO, full_params_yaml
-    from tests.helpers import paired_iteration, photo
+    from sena_fixtures.micro import build_micro_project, full_params_yaml, micro_dict, paired_iteration, photo
 
-    micro = yaml.safe_load(yaml.safe_dump(MICRO))
-    params = params_from_dict(micro)
-    build_world(params, tmp / "base/data/world")
-    run_base(params, root=tmp / "base")
+    micro = micro_dict()
+    if tiny:  # θ0 only has to exist: the report shows its pairs, whatever it answers
+        micro["base"]["steps"] = 2
+        micro["world"]["instruct_images"] = 16
+    build_micro_project(tmp / "base", micro)
     (tmp / "photos").mkdir()
     for i in range(photos):
         photo(width, height, seed=i).save(tmp / "photos" / f"{i}.jpg", quality=90)
@@ -76,15 +72,18 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=6)
     ap.add_argument("--width", type=int, default=6000)
     ap.add_argument("--height", type=int, default=4000)
+    ap.add_argument("--tiny", action="store_true", help="2 photos of 320x240, θ0 trained 2 steps")
     ap.add_argument("--setup", type=Path, help=argparse.SUPPRESS)  # the child's part
     args = ap.parse_args()
+    if args.tiny:
+        args.photos, args.width, args.height = 2, 320, 240
     if args.setup:
-        setup(args.setup, args.photos, args.width, args.height)
+        setup(args.setup, args.photos, args.width, args.height, args.tiny)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _run([sys.executable, __file__, "--setup", str(tmp), "--photos", str(args.photos), "--width",
-              str(args.width), "--height", str(args.height)], REPO)
+              str(args.width), "--height", str(args.height), *(["--tiny"] if args.tiny else [])], REPO)
         size = sum(p.stat().st_size for p in (tmp / "photos").iterdir()) / args.photos / 1e6
         print(f"{args.photos} photos of {args.width}x{args.height}, JPEG {size:.1f} MB each")
         largest = 0.0

@@ -10,6 +10,7 @@ the process's RSS before the model is loaded. Also printed: the peak of forward+
 gradients and AdamW state dominate, as they do for a 7B model with gradient checkpointing.
 
     python benchmarks/train_memory.py [--hidden 768 --layers 6 --image-size 64 --batch 2]
+    python benchmarks/train_memory.py --tiny     # h 64, 1 layer, 32 px, 1 pair: a check that it runs
 """
 
 from __future__ import annotations
@@ -25,44 +26,21 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 
 def build_model(out: Path, hidden: int, layers: int, image_size: int) -> None:
     from PIL import Image
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
 
     from sena_cli.world import tiny
 
     texts = ["Describe the image concisely.", "A red circle and a blue square.", "A green cross.",
              "What color is the circle? red blue"]
     tok = tiny.build_tokenizer(texts)
-    vocab = 32000  # a real vocabulary size: the embedding and LM head are a real share of the weights
-    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
-                                         crop_size={"height": image_size, "width": image_size})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=8,
-                               vision_feature_select_strategy="full", num_additional_image_tokens=1,
-                               chat_template=tiny.CHAT_TEMPLATE)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
-                                       num_attention_heads=4, image_size=image_size, patch_size=8),
-        text_config=LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 8 // 3,
-                                num_hidden_layers=layers, num_attention_heads=hidden // 64,
-                                num_key_value_heads=hidden // 64, pad_token_id=tok.pad_token_id,
-                                eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id),
-        image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(config).save_pretrained(out)
+    processor = tiny.llava_processor(tok, image_size, 8)
+    # a real vocabulary size (32000): the embedding and LM head are a real share of the weights
+    model = tiny.random_llava(tok, image_size=image_size, patch_size=8, vision_hidden=256, vision_intermediate=1024,
+                              vision_layers=2, vision_heads=4, text_hidden=hidden, text_intermediate=hidden * 8 // 3,
+                              text_layers=layers, text_heads=hidden // 64, vocab_size=32000, seed=0)
+    model.save_pretrained(out)
     processor.save_pretrained(out)
     for i in range(8):
         Image.new("RGB", (image_size, image_size), ["red", "blue", "green", "yellow"][i % 4]).save(out / f"img{i}.png")
@@ -132,9 +110,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=2, help="pairs per step (8 images max)")
+    parser.add_argument("--tiny", action="store_true", help="h 64, 1 layer, 32 px images, 1 pair")
     parser.add_argument("--one", choices=["stored", "live"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tiny:
+        args.hidden, args.layers, args.image_size, args.batch = 64, 1, 32, 1
     if args.one:
         print(json.dumps(run_one(args.one, Path(args.model_dir), args.batch)))
         return

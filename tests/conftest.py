@@ -1,4 +1,4 @@
-"""Shared fixtures: a micro world and a micro θ0 (seconds, not the 10-minute default)."""
+"""Shared fixtures: a micro world and a micro θ0 (seconds, not the 10-minute default), from sena_fixtures.micro."""
 
 from __future__ import annotations
 
@@ -6,36 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
-from sena_cli.config import Params, params_from_dict, to_dict
+from sena_cli.config import Params, params_from_dict
+from sena_fixtures import micro
+from sena_fixtures.micro import MICRO, full_params_yaml  # noqa: F401 - tests import these from here
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-MICRO = {
-    "world": {
-        "pool_images": 24,
-        "instruct_images": 120,
-        "instruct_examples_per_image": 4,
-        "eval": {"pope_images": 8, "chair_images": 8, "vqa_images": 8, "question_images": 8},
-        "eval_dev": {"pope_images": 4, "chair_images": 4, "vqa_images": 4, "question_images": 4},
-    },
-    "base": {"steps": 20, "batch_size": 8, "lr": 0.003, "warmup_steps": 2, "threads": 1,
-             "vision_hidden": 32, "text_hidden": 32, "text_intermediate": 64},
-    "sample": {"images_per_iteration": 6},
-    "qa": {"batch_size": 8, "max_new_tokens": 16},
-    "eval": {"batch_size": 16, "max_new_tokens": 12},
-}
-
-
-def full_params_yaml(overrides: dict) -> str:
-    """A params file with every key, as DVC needs for the keys its stages track."""
-    return yaml.safe_dump(to_dict(params_from_dict(overrides)), sort_keys=False)
 
 
 @pytest.fixture(scope="session")
 def micro_dict() -> dict:
-    return yaml.safe_load(yaml.safe_dump(MICRO))
+    return micro.micro_dict()
 
 
 @pytest.fixture(scope="session")
@@ -44,13 +25,61 @@ def micro_params(micro_dict) -> Params:
 
 
 @pytest.fixture(scope="session")
-def micro_project(tmp_path_factory, micro_dict, micro_params) -> Path:
+def micro_project(tmp_path_factory, micro_dict) -> Path:
     """A project folder with params.yaml, the micro world and a trained micro θ0 (models/iter0)."""
-    from sena_cli.stages.base import run_base
-    from sena_cli.world.build import build_world
+    return micro.build_micro_project(tmp_path_factory.mktemp("project"), micro_dict)
 
-    root = tmp_path_factory.mktemp("project")
-    (root / "params.yaml").write_text(full_params_yaml(micro_dict))
-    build_world(micro_params, root / "data" / "world")
-    run_base(micro_params, root=root)
-    return root
+
+# ---------------------------------------------------------------- tiers and two workers (make test, make test-fast)
+
+# Left out of `make test-fast` besides what is marked slow in its own file: one list, so the tiers are
+# decided where they were measured (`pytest --durations=0`, one folder at a time, 2 cores shared with
+# other work, 2026-12-02). A file, a test of a file (all its parameters), or one parameter of a test.
+SLOW = {
+    "tests/test_families.py": "three real-shaped families built and run through every stage: fixtures of "
+                              "18-62 s, two torchrun qa runs of 35-39 s",
+    "tests/stages/test_qa.py::test_two_processes_split_the_images_and_merge_the_same_records": "torchrun, 2 ranks",
+    "tests/test_benchmark_scripts.py::test_benchmark_runs_at_its_tiny_size_and_ends_with_a_result_line"
+    "[train_startup_memory.py]": "torchrun, 2 ranks under DeepSpeed ZeRO-3 (CPU accelerator): 367 s",
+    "tests/test_deps.py::test_removing_a_code_dep_is_named": "164 parameters, one per stage and code dep: 124 s",
+    "tests/test_tracked.py::test_a_run_id_changes_with_exactly_the_keys_the_stage_tracks": "4 stages, 18-22 s each",
+    "tests/stages/test_base_pointer.py::test_a_hub_id_in_the_local_cache_is_stored_as_is": "21 s",
+    "tests/stages/test_base_pointer.py::test_an_unreachable_hub_id_fails_fast_in_one_line": "19 s",
+    "tests/stages/test_report.py::test_the_page_stays_small_for_big_photos[image]": "24 s",
+}
+
+# Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families):
+# collected first, so that under `pytest -n 2` a worker starts on each at once instead of finding one left
+# at the end.
+LONG_FIRST = ("tests/test_pipeline.py", "tests/test_deepspeed.py", "tests/test_families.py",
+              "tests/robustness/test_interrupt.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: the slow mark must be there when `-m "not slow"` looks
+def pytest_collection_modifyitems(config, items):
+    seen = {item.nodeid.split("::", 1)[0] for item in items}
+    named = {item.nodeid for item in items} | {item.nodeid.split("[", 1)[0] for item in items}
+    for key in SLOW:
+        if "::" in key and key.split("::", 1)[0] in seen and key not in named:
+            raise pytest.UsageError(f"tests/conftest.py: SLOW names {key}, which no longer exists; update the list")
+    for item in items:
+        if {item.nodeid, item.nodeid.split("[", 1)[0], item.nodeid.split("::", 1)[0]} & SLOW.keys():
+            item.add_marker(pytest.mark.slow)
+    rank = {path: i for i, path in enumerate(LONG_FIRST)}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(item.nodeid.split("::", 1)[0], len(rank)), order[id(item)]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `pytest -n N`: a file's tests stay on one worker, in file order (a module fixture such as the
+    pipeline's reduced run is built once; test_pipeline.py's tests build on each other), except the benchmark
+    scripts' tiny runs, each its own unit of work. Units go out in collection order (--no-loadscope-reorder)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path.endswith("test_benchmark_scripts.py") else path
+
+    return FileScheduling(config, log)

@@ -1,4 +1,4 @@
-"""Every stage on the model families users bring: LLaVA-1.5, Qwen2-VL and SmolVLM (tests/families.py).
+"""Every stage on the model families users bring: LLaVA-1.5, Qwen2-VL and SmolVLM (sena_fixtures/families.py).
 
 Each family's tiny checkpoint (real processor class and published settings, real subword
 tokenizer, published chat template) runs sample -> noise -> qa -> pair -> train -> eval on
@@ -25,8 +25,8 @@ from sena_cli import layout
 from sena_cli.artifacts import Corruption, open_rgb, read_jsonl
 from sena_cli.config import Params, params_from_dict
 from sena_cli.errors import SenaError
+from sena_fixtures.families import FAMILIES, TEST_PROCESSOR_SETTINGS
 from tests.conftest import full_params_yaml
-from tests.families import FAMILIES, TEST_PROCESSOR_SETTINGS
 from tests.helpers import torchrun
 
 VARIED = {"portrait": (240, 640), "panorama": (1200, 150), "tiny": (8, 8), "huge": (3000, 2000),

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("train_memory_model", REPO / "benchmarks" / "train_memory_model.py")
-tm = importlib.util.module_from_spec(_spec)
-sys.modules["train_memory_model"] = tm  # dataclasses look their module up while the file executes
-_spec.loader.exec_module(tm)
+from sena_fixtures import memory_model as tm
 
 
 def _llava(s, device="meta"):

@@ -12,6 +12,7 @@ the same Metaspace rule, so decode(encode(text)) gives back every text the world
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -82,46 +83,75 @@ def build_tokenizer(texts: Iterable[str], extra_special_tokens: tuple[str, ...] 
     return tok
 
 
-def build_processor(tokenizer: PreTrainedTokenizerFast, world: WorldParams, base: BaseParams) -> LlavaProcessor:
-    size = world.image_size
+def llava_processor(tokenizer, image_size: int, patch_size: int, feature_strategy: str = "full",
+                    chat_template: str = CHAT_TEMPLATE, **image_settings) -> LlavaProcessor:
+    """A LLaVA processor: CLIP's image processor (resize and centre-crop to `image_size`) and `tokenizer`."""
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-        do_resize=True, do_center_crop=True, do_convert_rgb=True,
-    )
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}, **image_settings)
     return LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=base.patch_size,
-        vision_feature_select_strategy="full", num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy=feature_strategy, num_additional_image_tokens=1, chat_template=chat_template,
     )
 
 
-def build_model(
-    tokenizer: PreTrainedTokenizerFast, world: WorldParams, base: BaseParams
+def random_llava(
+    tokenizer, *, image_size: int, patch_size: int, vision_hidden: int, vision_layers: int, vision_heads: int,
+    text_hidden: int, text_intermediate: int, text_layers: int, text_heads: int, vision_intermediate: int | None = None,
+    vocab_size: int | None = None, max_positions: int = 2048, feature_strategy: str = "full",
+    feature_layer: int = -1, seed: int | None = None, device=None, **llava_settings,
 ) -> LlavaForConditionalGeneration:
-    torch.manual_seed(base.seed)
+    """A randomly initialised LLaVA (CLIP vision tower, MLP projector, Llama decoder) for `tokenizer`.
+
+    The one builder of random LLaVAs: θ0 of the embedded world, the real-shaped test fixture and the
+    benchmarks' models of any width. The vocabulary is the tokenizer's unless `vocab_size` is given
+    (a benchmark may want a real vocabulary's rows); with `seed`, torch is seeded right before the
+    weights are drawn, so the same arguments give the same bytes; `device` builds it there (a 7B-wide
+    model built on the CPU takes minutes).
+    """
     vision = CLIPVisionConfig(
-        hidden_size=base.vision_hidden, intermediate_size=base.vision_hidden * 2,
-        num_hidden_layers=base.vision_layers, num_attention_heads=base.vision_heads,
-        image_size=world.image_size, patch_size=base.patch_size, projection_dim=base.vision_hidden,
+        hidden_size=vision_hidden, intermediate_size=vision_intermediate or vision_hidden * 2,
+        num_hidden_layers=vision_layers, num_attention_heads=vision_heads,
+        image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden,
     )
     text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=base.text_hidden, intermediate_size=base.text_intermediate,
-        num_hidden_layers=base.text_layers, num_attention_heads=base.text_heads,
-        num_key_value_heads=base.text_heads, max_position_embeddings=2048,
+        vocab_size=vocab_size or len(tokenizer), hidden_size=text_hidden, intermediate_size=text_intermediate,
+        num_hidden_layers=text_layers, num_attention_heads=text_heads,
+        num_key_value_heads=text_heads, max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
-        vision_feature_select_strategy="full", vision_feature_layer=-1, projector_hidden_act="gelu",
+        vision_feature_select_strategy=feature_strategy, vision_feature_layer=feature_layer,
+        projector_hidden_act="gelu", **llava_settings,
     )
-    model = LlavaForConditionalGeneration(config)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = LlavaForConditionalGeneration(config)
     gen = model.generation_config
     gen.do_sample = False
     gen.eos_token_id = tokenizer.eos_token_id
     gen.pad_token_id = tokenizer.pad_token_id
     gen.bos_token_id = tokenizer.bos_token_id
     return model
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, world: WorldParams, base: BaseParams) -> LlavaProcessor:
+    return llava_processor(tokenizer, world.image_size, base.patch_size,
+                           do_resize=True, do_center_crop=True, do_convert_rgb=True)
+
+
+def build_model(
+    tokenizer: PreTrainedTokenizerFast, world: WorldParams, base: BaseParams
+) -> LlavaForConditionalGeneration:
+    """θ0 before training: the world's image size, `base`'s widths and depths, seeded by `base.seed`."""
+    return random_llava(
+        tokenizer, image_size=world.image_size, patch_size=base.patch_size, vision_hidden=base.vision_hidden,
+        vision_layers=base.vision_layers, vision_heads=base.vision_heads, text_hidden=base.text_hidden,
+        text_intermediate=base.text_intermediate, text_layers=base.text_layers, text_heads=base.text_heads,
+        seed=base.seed,
+    )
 
 
 # ---------------------------------------------------------------- training

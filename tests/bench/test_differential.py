@@ -20,26 +20,13 @@ from sena_cli.bench import mmbench as mmb
 from sena_cli.bench.pope import parse_yes_no, pope_metrics
 from sena_cli.bench.registry import Context
 from sena_cli.config import params_from_dict
+from sena_fixtures.scripted import ScriptedVLM
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def load(name: str) -> dict:
     return json.loads((FIXTURES / f"{name}.json").read_text())
-
-
-class ScriptedVLM:
-    """The model boundary's generate(), answering from a function of the prompt."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.asked = []
-
-    def generate(self, images, texts, *, max_new_tokens, batch_size, on_batch=lambda n: None):
-        assert len(images) == len(texts) and all(isinstance(im, Image.Image) for im in images)
-        self.asked += list(texts)
-        on_batch(len(texts))
-        return [self.answer(t) for t in texts]
 
 
 def _images(root: Path, names) -> None:

@@ -14,21 +14,8 @@ from sena_cli.bench.coco_pope import read_pope_file
 from sena_cli.bench.registry import Context
 from sena_cli.config import params_from_dict
 from sena_cli.errors import SenaError
+from sena_fixtures.scripted import ScriptedVLM
 from tests.helpers import project_from
-
-
-class ScriptedVLM:
-    """The model boundary's generate(), answering from a script keyed by prompt text."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.asked = []
-
-    def generate(self, images, texts, *, max_new_tokens, batch_size, on_batch=lambda n: None):
-        assert len(images) == len(texts) and all(isinstance(im, Image.Image) for im in images)
-        self.asked += list(texts)
-        on_batch(len(texts))
-        return [self.answer(t) for t in texts]
 
 
 def _draw(path, colour):

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from sena_cli.config import params_from_dict
+from sena_fixtures.micro import paired_iteration
 from tests.conftest import full_params_yaml
-from tests.helpers import paired_iteration
 
 
 @pytest.fixture(scope="package")

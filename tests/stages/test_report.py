@@ -12,7 +12,8 @@ from sena_cli.config import params_from_dict
 from sena_cli.stages.eval import run_eval
 from sena_cli.stages.report import run_report
 from sena_cli.stages.train import run_train
-from tests.helpers import paired_iteration, photo, project_from
+from sena_fixtures.micro import paired_iteration, photo
+from tests.helpers import project_from
 
 
 def _chromium() -> str:

@@ -111,3 +111,22 @@ def test_from_params_loads_as_the_model_section_says(micro_project):
     assert VLM.from_params(ModelParams(), path, dtype="bfloat16", device=cpu).model.dtype == torch.bfloat16
     with pytest.raises(SenaError, match=r"^model\.processor\.no_such_setting: "):  # model.processor is laid over
         VLM.from_params(ModelParams(processor={"no_such_setting": 1}), path, dtype="float32", device=cpu)
+
+
+def test_theta0_before_training_is_the_same_bytes_for_the_same_params(micro_params):
+    """build_model goes through the shared random-LLaVA builder (random_llava), seeded by base.seed: the same
+    params give the same weights, bit for bit; another seed gives others."""
+    import dataclasses
+
+    tok = tiny.build_tokenizer(["Is there a red circle? Yes No"])
+
+    def weights(base):
+        model = tiny.build_model(tok, micro_params.world, base)
+        return model.config.to_json_string(), {k: v.clone() for k, v in model.state_dict().items()}
+
+    config_a, a = weights(micro_params.base)
+    config_b, b = weights(micro_params.base)
+    assert config_a == config_b and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _, other = weights(dataclasses.replace(micro_params.base, seed=micro_params.base.seed + 1))
+    assert not all(torch.equal(a[k], other[k]) for k in a)

@@ -5,21 +5,18 @@ names that are absent (hallucinations) and present (recall); for `gen` pairs who
 world can parse, whether each short answer is right. Reads data/iterK/pairs/pairs.jsonl and
 data/world/truth/pool.jsonl of a run.
 
-    python scripts/pair_quality.py [RUN_DIR] [--iter K]
+    python research/pair_quality.py [RUN_DIR] [--iter K]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sena_cli.config import load_params  # noqa: E402
-from sena_cli.world.language import ask, mentioned_objects, parse_question  # noqa: E402
-from sena_cli.world.scenes import Scene  # noqa: E402
+from sena_cli.config import load_params
+from sena_cli.world.language import ask, mentioned_objects, parse_question
+from sena_cli.world.scenes import Scene
 
 
 def judge(run: Path, k: int) -> dict:

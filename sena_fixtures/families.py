@@ -11,7 +11,8 @@ of the family's architecture with:
 - the vision geometry of the real model (LLaVA-1.5: 336-px CLIP, patch 14, 576 image tokens;
   Qwen2-VL: patch 14, 2x2 merge, dynamic resolution; SmolVLM: 384-px SigLIP tiles, patch 14,
   scale factor 3, 81 tokens per tile, image splitting on), with tiny widths and depths.
-Test-only: nothing here is imported by sena_cli.
+Test and benchmark fixture: nothing here is imported by sena_cli. LLaVA-1.5's model comes from
+sena_cli/world/tiny.py's `random_llava`, the one builder of random LLaVAs.
 """
 
 from __future__ import annotations
@@ -112,36 +113,16 @@ def llava15_tokenizer():
 
 
 def build_llava15(out: Path) -> Path:
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from sena_cli.world.tiny import llava_processor, random_llava
 
     tok = llava15_tokenizer()
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_center_crop=True,
-        do_resize=True, do_rescale=True, do_normalize=True, do_convert_rgb=True, resample=3,
-        image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=LLAVA15_TEMPLATE)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=336, patch_size=14, projection_dim=32),
-        text_config=LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
-                                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                pad_token_id=tok.pad_token_id),
-        image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
-        vision_feature_select_strategy="default", image_seq_length=576, projector_hidden_act="gelu",
-        pad_token_id=tok.pad_token_id)
-    model = LlavaForConditionalGeneration(config)
-    gen = model.generation_config
-    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    processor = llava_processor(tok, 336, 14, "default", LLAVA15_TEMPLATE, do_center_crop=True, do_resize=True,
+                                do_rescale=True, do_normalize=True, do_convert_rgb=True, resample=3,
+                                image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+    model = random_llava(tok, image_size=336, patch_size=14, vision_hidden=32, vision_layers=2, vision_heads=2,
+                         text_hidden=64, text_intermediate=128, text_layers=2, text_heads=4, max_positions=4096,
+                         feature_strategy="default", feature_layer=-2, image_seq_length=576,
+                         pad_token_id=tok.pad_token_id)
     return _save(model, processor, out)
 
 

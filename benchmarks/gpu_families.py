@@ -1,19 +1,20 @@
 """The model families through sena's stages on a GPU: sample, noise, qa, pair, then step 0 of training.
 
-For LLaVA-1.5, Qwen2-VL and SmolVLM (the real-shaped tiny checkpoints of tests/families.py), on
+For LLaVA-1.5, Qwen2-VL and SmolVLM (the real-shaped tiny checkpoints of sena_fixtures/families.py), on
 six images of varied shapes: the stages run as `sena` runs them on a GPU (qa in bf16, pair with
 fp32 weights under bf16 autocast), then the trainer `sena train` builds scores every pair as trl's
 DPO loss does at step 0, under the Trainer's own autocast. Printed per family: what each stage
 made and the largest |step-0 log-ratio| (the one-regime rule says 0).
 
-    python scripts/gpu_families.py            # on a GPU machine (on CPU it runs too, in fp32)
+    python benchmarks/gpu_families.py            # on a GPU machine (on CPU it runs too, in fp32)
+    python benchmarks/gpu_families.py --tiny     # LLaVA-1.5 only, two images: a check that it runs
 
 Last line: RESULT gpu_families_max_step0_log_ratio <value over the families>
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -22,16 +23,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sena_cli.config import params_from_dict  # noqa: E402
-from sena_cli.stages import train as train_stage  # noqa: E402
-from sena_cli.stages.noise import run_noise  # noqa: E402
-from sena_cli.stages.pair import run_pair  # noqa: E402
-from sena_cli.stages.qa import run_qa  # noqa: E402
-from sena_cli.stages.sample import run_sample  # noqa: E402
-from tests.families import FAMILIES, TEST_PROCESSOR_SETTINGS  # noqa: E402
+from sena_cli.config import params_from_dict
+from sena_cli.stages import train as train_stage
+from sena_cli.stages.noise import run_noise
+from sena_cli.stages.pair import run_pair
+from sena_cli.stages.qa import run_qa
+from sena_cli.stages.sample import run_sample
+from sena_fixtures.families import FAMILIES, TEST_PROCESSOR_SETTINGS
 
 SHAPES = {"portrait": (240, 640), "panorama": (1200, 150), "tiny": (8, 8), "huge": (3000, 2000),
           "square": (400, 400), "photo": (640, 480)}
@@ -61,20 +59,25 @@ def step0(root: Path, params) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="LLaVA-1.5 only, on two small images")
+    args = ap.parse_args()
+    families = {"llava-1.5": FAMILIES["llava-1.5"]} if args.tiny else FAMILIES
+    shapes = {"tiny": (8, 8), "photo": (64, 48)} if args.tiny else SHAPES
     print(f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}; torch {torch.__version__}")
     results = {}
-    for name, build in FAMILIES.items():
+    for name, build in families.items():
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             (root / "pool").mkdir()
             rng = np.random.RandomState(0)
-            for image, (w, h) in SHAPES.items():
+            for image, (w, h) in shapes.items():
                 Image.fromarray((rng.rand(h, w, 3) * 255).astype("uint8")).save(root / "pool" / f"{image}.png")
             build(root / "models" / "iter0")
             params = params_from_dict({
                 "loop": {"iterations": 1}, "model": {"processor": TEST_PROCESSOR_SETTINGS[name]},
-                "sample": {"pool": "pool", "images_per_iteration": len(SHAPES)},
+                "sample": {"pool": "pool", "images_per_iteration": len(shapes)},
                 "qa": {"batch_size": 3, "max_new_tokens": 8, "self_questioning": False}, "pair": {"batch_size": 4},
                 "train": {"global_batch_size": 2, "per_device_batch_size": 2, "checkpoint_steps": 0}})
             info = {stage.__name__: stage(params, 1, root=root) for stage in (run_sample, run_noise, run_qa, run_pair)}

@@ -1,7 +1,7 @@
 """Tune θ0 of the embedded default: train variants of it and score them on the world.
 
-    python scripts/theta0_sweep.py run NAME --out DIR [--device cuda] [--scale 0.01]
-    python scripts/theta0_sweep.py all --out DIR [--device cuda] [--jobs 15] [--deadline-s 500]
+    python research/theta0_sweep.py run NAME --out DIR [--device cuda] [--scale 0.01]
+    python research/theta0_sweep.py all --out DIR [--device cuda] [--jobs 15] [--deadline-s 500]
 
 Each variant is params.yaml plus overrides of `world`, `base` and the task mix of θ0's
 instruction set (the logged rounds name the config they started from, `BEFORE`; `shipped`
@@ -244,5 +244,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()

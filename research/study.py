@@ -1,14 +1,16 @@
 """The evidence study: the method against SeVa and its ablations, over several θ0, chosen on dev, reported on test.
 
-    python scripts/study.py theta0 [--out study]            # world + θ0 for each base.seed, θ0's scores
-    python scripts/study.py search [--out study] [-j 2]     # candidate settings, scored on the dev set
-    python scripts/study.py final  [--out study] [-j 2]     # the chosen setting: full, SeVa, ablations
-    python scripts/study.py table  [--out study]            # -> docs/results.md
+    python research/study.py theta0 [--out study]            # world + θ0 for each base.seed, θ0's scores
+    python research/study.py search [--out study] [-j 2]     # candidate settings, scored on the dev set
+    python research/study.py final  [--out study] [-j 2]     # the chosen setting: full, SeVa, ablations
+    python research/study.py table  [--out study]            # -> docs/results.md
 
 Every run is a scratch clone of this repository under OUT with params.yaml set (θ0's base.seed,
 the loop seed, the variant's parameters) and `dvc repro`; all clones share one DVC cache, so the
 world and each θ0 are built once and restored from DVC's run cache. A run's params are nothing but
-keys of params.yaml: `run.json` holds the equivalent `dvc exp run -S ...` command. Runs go `-j` at a
+keys of params.yaml, laid over the clone's params.yaml layer by layer with `sena profile`'s own
+`apply_profile` (validated, comments kept; the ablations are the shipped profiles/*.yaml themselves):
+`run.json` holds the keys that changed and the equivalent `dvc exp run -S ...` command. Runs go `-j` at a
 time, each on one CPU thread (two torch jobs of two threads each on 2 cores slow both ~5x); θ0 is
 trained alone on base.threads threads, as the shipped params say. `table` reads every run's
 metrics/iterK.json and writes the tables: no number is typed by hand.
@@ -61,23 +63,17 @@ MORE = {
     "align2": {"train": {"alignment_weight": 2.0}},
     "M1200": {"world": {"pool_images": 3600}, "sample": {"images_per_iteration": 1200}},
 }
-ABLATIONS = {  # the paper's ablations and SeVa, as in profiles/*.yaml
-    "full": {},
-    "seva": {"qa": {"self_questioning": False, "self_enhancement": False}, "train": {"alignment_weight": 0.0}},
-    "no-alignment": {"train": {"alignment_weight": 0.0}},
-    "no-enhancement": {"qa": {"self_enhancement": False}},
-    "no-questioning": {"qa": {"self_questioning": False}},
+ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
+    "full": None,
+    "seva": "seva",
+    "no-alignment": "ablation-no-alignment",
+    "no-enhancement": "ablation-no-enhancement",
+    "no-questioning": "ablation-no-questioning",
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(base.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
-
-
 def _leaves(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """A candidate's settings as `key.path=value` pairs, for the tables."""
     out = []
     for key, value in d.items():
         if isinstance(value, dict) and value:
@@ -99,9 +95,32 @@ def _sh(args, cwd: Path, log=None, env: dict | None = None) -> str:
     return proc.stdout or ""
 
 
-def run_one(out: Path, name: str, theta0: int, loop_seed: int, overrides: dict, threads: int = 1,
+def set_params(params_file: Path, layers: tuple) -> dict:
+    """Lay each layer over params_file in order, with `sena profile`'s apply_profile: a layer is a dict of
+    params keys or the name of a shipped profile (profiles/NAME.yaml beside params_file). Returns the keys
+    that changed, with their new values."""
+    import tempfile
+
+    from sena_cli.config import apply_profile
+
+    changed: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, layer in enumerate(layers):
+            if layer is None:
+                continue
+            if isinstance(layer, str):
+                profile = params_file.parent / "profiles" / f"{layer}.yaml"
+            else:
+                profile = Path(tmp) / f"layer{i}.yaml"
+                profile.write_text(yaml.safe_dump(layer, sort_keys=False))
+            changed.update(apply_profile(params_file, profile))
+    return changed
+
+
+def run_one(out: Path, name: str, theta0: int, loop_seed: int, layers: tuple, threads: int = 1,
             targets: tuple = ENDS) -> dict:
-    """One clone, params set, `dvc repro TARGETS`; returns (and writes) run.json."""
+    """One clone, params set (θ0's seed and the test set, the loop seed, then `layers`), `dvc repro TARGETS`;
+    returns (and writes) run.json."""
     where = out / "runs" / name / f"theta0-{theta0}" / f"seed{loop_seed}"
     if (where / "run.json").is_file():
         return json.loads((where / "run.json").read_text())
@@ -110,17 +129,15 @@ def run_one(out: Path, name: str, theta0: int, loop_seed: int, overrides: dict, 
     where.parent.mkdir(parents=True, exist_ok=True)
     _sh(["git", "clone", "-q", REPO, where], out)
     _sh([Path(sys.executable).parent / "dvc", "cache", "dir", "--local", (out / "cache").resolve()], where)
-    settings = _merge({"base": {"seed": theta0}, "world": {"eval": TEST_SET}},
-                      _merge({s: {k: loop_seed} for s, k in SEED_KEYS}, overrides))
-    params = _merge(yaml.safe_load((where / "params.yaml").read_text()), settings)
-    (where / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = set_params(where / "params.yaml", ({"base": {"seed": theta0}, "world": {"eval": TEST_SET}},
+                                                  {s: {k: loop_seed} for s, k in SEED_KEYS}, *layers))
     started = time.perf_counter()
     with open(where / "repro.log", "w") as log:
         _sh([Path(sys.executable).parent / "dvc", "repro", *targets], where, log=log,
             env={"OMP_NUM_THREADS": str(threads)})
     info = {"name": name, "theta0": theta0, "seed": loop_seed, "seconds": round(time.perf_counter() - started, 1),
             "settings": settings,
-            "command": "dvc exp run " + " ".join(f"-S {k}={json.dumps(v)}" for k, v in _leaves(settings))
+            "command": "dvc exp run " + " ".join(f"-S {k}={json.dumps(v)}" for k, v in settings.items())
                        + "".join(f" {t}" for t in targets)}
     (where / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
@@ -141,7 +158,7 @@ def _pool(out: Path, jobs: list[tuple], parallel: int) -> None:
 def theta0(out: Path) -> None:
     """World and θ0 per base.seed, trained one at a time as shipped (base.threads), with θ0's scores."""
     for seed in THETA0_SEEDS:
-        info = run_one(out, "theta0", seed, 0, TEST_AND_DEV, threads=2, targets=("eval@0",))
+        info = run_one(out, "theta0", seed, 0, (TEST_AND_DEV,), threads=2, targets=("eval@0",))
         print(f"θ0 base.seed {seed}: {info['seconds']:.0f} s", flush=True)
     (out / "machine.json").write_text(json.dumps(_machine(), indent=2) + "\n")
 
@@ -157,7 +174,7 @@ def _machine() -> dict:
 
 def search(out: Path, parallel: int, more: bool = False) -> None:
     candidates = {**SEARCH, **(MORE if more else {})}
-    jobs = [(name, t, 0, _merge(DEV_ONLY, over)) for name, over in candidates.items() for t in THETA0_SEEDS]
+    jobs = [(name, t, 0, (DEV_ONLY, over)) for name, over in candidates.items() for t in THETA0_SEEDS]
     _pool(out, jobs, parallel)
     scores = {name: _dev_score(out, name) for name in {**SEARCH, **MORE}}
     best = max((n for n in scores if scores[n] is not None), key=lambda n: scores[n]["score"])
@@ -169,9 +186,9 @@ def final(out: Path, parallel: int) -> None:
     chosen = json.loads((out / "chosen.json").read_text())["chosen"]
     setting = {**SEARCH, **MORE}[chosen]
     jobs = []
-    for variant, over in ABLATIONS.items():
+    for variant, profile in ABLATIONS.items():
         seeds = LOOP_SEEDS if variant in ("full", "seva") else LOOP_SEEDS[:1]
-        jobs += [(variant, t, s, _merge(_merge(TEST_AND_DEV, setting), over), 1, EVERY)
+        jobs += [(variant, t, s, (TEST_AND_DEV, setting, profile), 1, EVERY)
                  for t in THETA0_SEEDS for s in seeds]
     _pool(out, jobs, parallel)
 
@@ -243,7 +260,7 @@ def table(out: Path) -> str:
              ("CHAIR_i", ("chair", "chair_i")), ("caption recall", ("chair", "recall")),
              ("caption F1", ("chair", "caption_f1"))]
     machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").is_file() else {}
-    lines = ["Generated by `python scripts/study.py table` from the runs of `python scripts/study.py theta0`, "
+    lines = ["Generated by `python research/study.py table` from the runs of `python research/study.py theta0`, "
              "`search` and `final`", "(metrics/iterK.json of each run); nothing here is typed by hand. Machine: "
              f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores. Differences are θ3 − θ0 of the same "
              "run; cells are mean ± sample standard deviation over all runs (θ0 × loop seeds).", ""]
@@ -332,17 +349,16 @@ def table(out: Path) -> str:
                         k in r["metrics"] for r in runs) else "not evaluated" for k in range(4)) + " |")
     total = sum(json.loads(f.read_text())["seconds"] for f in (out / "runs").glob("*/theta0-*/seed*/run.json"))
     lines += ["", f"Wall time of the study: {total / 3600:.1f} hours of runs (`-j` runs at a time; see each run.json).",
-              "", "Commands: `python scripts/study.py theta0`, then `search`, `final` and `table` (each resumes: a "
+              "", "Commands: `python research/study.py theta0`, then `search`, `final` and `table` (each resumes: a "
               "finished run is kept)."]
     return "\n".join(lines) + "\n"
 
 
 def _pair_quality_table(out: Path, variants: dict) -> list[str]:
-    """scripts/pair_quality.py over every final run: how often a pair's chosen answer is really better."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from pair_quality import judge
+    """research/pair_quality.py over every final run: how often a pair's chosen answer is really better."""
+    from pair_quality import judge  # research/ is on sys.path when this file runs
 
-    lines = ["", "## The preference pairs, judged against the world's truth (scripts/pair_quality.py), "
+    lines = ["", "## The preference pairs, judged against the world's truth (research/pair_quality.py), "
              "summed over the runs", "",
              "gen: pairs whose question the world can parse; des: description pairs, by absent objects named.", "",
              "| variant | iteration | gen right-over-wrong | gen wrong-over-right | gen both right / both wrong "
@@ -407,7 +423,7 @@ def main() -> None:
         final(out, args.j)
     else:
         text = table(out)
-        marker = "<!-- generated by scripts/study.py table: do not edit below -->"
+        marker = "<!-- generated by research/study.py table: do not edit below -->"
         doc = REPO / "docs" / "results.md"
         old = doc.read_text() if doc.is_file() else ""
         head = old.split(marker)[0] if marker in old else "# Results: self-evolution on the embedded world\n\n"
