@@ -64,8 +64,11 @@ def chart_svg(title: str, series: list[Series], x_label: str, chart_id: str, *, 
                  "marker": "o" if len(points) <= 40 else None, "markersize": 4}
         if any(e is not None for e in err):
             handles.append(ax.errorbar(x, y, yerr=[e or 0.0 for e in err], capsize=3, elinewidth=1, **style))
+            line = handles[-1].lines[0]
         else:
             handles += ax.plot(x, y, **style)
+            line = handles[-1]
+        line.set_gid(f"series-{i}")  # <g id="CHART-series-i">: each series findable in the page
     ax.set_title(title, fontsize=11)
     ax.set_xlabel(x_label, fontsize=9)
     ax.tick_params(labelsize=8)
