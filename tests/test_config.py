@@ -272,12 +272,15 @@ def test_docs_params_md_is_generated_from_the_declarations():
         assert row.help, f"{row.key} has no help"
 
 
-def test_sena_params_shows_an_iterations_effective_settings():
+def test_sena_params_shows_an_iterations_effective_settings(monkeypatch):
     from typer.testing import CliRunner
 
+    from sena_cli import cli
     from sena_cli.cli import app
 
-    result = CliRunner().invoke(app, ["params", "--iter", "3"], env={"COLUMNS": "200"})
+    # rich reads COLUMNS when the console is made (at import, maybe by an earlier test): set the width itself
+    monkeypatch.setattr(cli.out, "width", 200)
+    result = CliRunner().invoke(app, ["params", "--iter", "3"])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if " train.lr " in line)
     assert "7.5e-06" in row and "2e-06" in row and "learning rate" in row  # value, paper default, help
