@@ -24,8 +24,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sena_cli.artifacts import read_jsonl  # noqa: E402
 from sena_cli.config import params_from_dict  # noqa: E402
+from sena_cli.frame import read_jsonl  # noqa: E402
 from sena_cli.stages.noise import run_noise  # noqa: E402
 from sena_cli.stages.sample import run_sample  # noqa: E402
 from tests.families import FAMILIES  # noqa: E402
