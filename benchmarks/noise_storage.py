@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sena_cli.artifacts import read_jsonl
 from sena_cli.config import params_from_dict
+from sena_cli.frame import read_jsonl
 from sena_cli.stages.noise import run_noise
 from sena_cli.stages.sample import run_sample
 from sena_fixtures.families import FAMILIES

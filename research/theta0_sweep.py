@@ -131,8 +131,8 @@ def headline(m: dict) -> dict:
 def run_one(name: str, out: Path, device: str, scale: float, deadline: float) -> dict:
     import torch
 
-    from sena_cli.artifacts import read_jsonl
     from sena_cli.bench.world import WorldEvalSet, world_pope, world_vqa
+    from sena_cli.frame import read_jsonl
     from sena_cli.stages.base import pixel_tensor, vocabulary_texts
     from sena_cli.vlm import VLM
     from sena_cli.world import tiny

@@ -78,14 +78,6 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
-def read_jsonl(path: str | Path) -> list:
-    """The records of a JSON-lines file; a malformed line is one line naming the file and the line
-    (the stage frame's reader, sena_cli/frame.py, which also checks fields)."""
-    from sena_cli.frame import Source, read_records
-
-    return read_records(path, Source("missing", "fix or regenerate the file"))
-
-
 def fingerprint(*parts) -> str:
     """A short hash of everything a resumable run depends on (params, inputs, model identity)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -330,58 +322,3 @@ def sampled_image_loader(rows: list[dict], root: Path, k: int):
 def image_sha256(image: Image.Image) -> str:
     """Identity of an image's decoded RGB pixels."""
     return hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest()
-
-
-class Corruption:
-    """What `sena noise` recorded for iteration K, and the corrupted inputs recomputed from it.
-
-    For `pixel_values`, `transform` is a VLM pixel transform: each image's pictures, corrupted with
-    its seed, checked against the recorded sha256. For `image`, `image(id, clean)` gives the
-    corrupted image, checked the same way.
-    """
-
-    def __init__(self, params, k: int, root: Path):
-        from sena_cli.frame import NOISE_ENTRY, made_by, read_records
-        from sena_cli.method.noise import scheduler
-
-        folder = layout.noised_dir(k, root)
-        self.folder = folder
-        self.params = params.noise
-        self.k = k
-        self.records = {r["id"]: r for r in read_records(layout.noise_index_file(k, root), made_by("noise", k),
-                                                         NOISE_ENTRY)}
-        self.sched = scheduler(self.params)
-        info_space = "pictures" if any("pictures" in r for r in self.records.values()) else "size"
-        expected = "pictures" if self.params.space == "pixel_values" else "size"
-        if self.records and info_space != expected:
-            raise SenaError(f"{folder}: written for another noise.space; rerun `sena noise --iter {k}`")
-
-    def _record(self, image_id: str) -> dict:
-        if image_id not in self.records:
-            raise SenaError(f"{self.folder}: no corrupted copy of '{image_id}'; rerun `sena noise --iter {self.k}`")
-        return self.records[image_id]
-
-    def _mismatch(self, image_id: str) -> SenaError:
-        return SenaError(f"{self.folder}: the corrupted input of '{image_id}' recomputed now differs from the one "
-                         f"`sena noise` defined (another processor, model.processor setting or library version); "
-                         f"rerun `sena noise --iter {self.k}`")
-
-    def transform(self, pictures, keys):
-        from sena_cli.method.noise import corrupt_pictures
-        from sena_cli.vlm.pixels import pictures_sha256
-
-        out = []
-        for pics, key in zip(pictures, keys, strict=True):
-            noised = corrupt_pictures(pics, self.params, key, self.sched)
-            if pictures_sha256(noised) != self._record(key).get("sha256"):
-                raise self._mismatch(key)
-            out.append(noised)
-        return out
-
-    def image(self, image_id: str, clean: Image.Image) -> Image.Image:
-        from sena_cli.method.noise import corrupt_image
-
-        noised = corrupt_image(clean, self.params, image_id, self.sched)
-        if image_sha256(noised) != self._record(image_id).get("sha256"):
-            raise self._mismatch(image_id)
-        return noised

@@ -153,6 +153,30 @@ def _run_stage(title: str, run: Callable[..., dict], k: int, hide: tuple[str, ..
 ITER_OPTION = typer.Option(..., "--iter", "-k", help="Iteration K (θ(K-1) generates, θK is trained).")
 
 
+# ---------------------------------------------------------------- the pipeline's code
+
+
+@app.command("code")
+def code_fingerprints() -> None:
+    """The fingerprint of the code each command runs (data/code/COMMAND.json): DVC reruns a stage when it changes."""
+    with _errors():
+        from sena_cli import layout
+        from sena_cli.artifacts import atomic_dir, atomic_write_text
+        from sena_cli.codedeps import PACKAGE, fingerprint_text, fingerprints
+
+        # The folder DVC hashes for this stage (./sena_cli), not wherever the running package was installed from.
+        if not Path(PACKAGE, "cli.py").is_file():
+            raise SenaError(f"{PACKAGE}/cli.py: not found; run `sena code` in the repository root (where dvc.yaml is)")
+        started = time.perf_counter()
+        with _lock("code"):
+            prints = fingerprints(Path("."))
+            with atomic_dir(layout.code_dir()) as tmp:
+                for command, files in prints.items():
+                    atomic_write_text(tmp / layout.code_file(command).name, fingerprint_text(files))
+        _summary(f"code fingerprints written to {layout.code_dir()}", {c: f"{len(f)} files" for c, f in prints.items()},
+                 time.perf_counter() - started)
+
+
 # ---------------------------------------------------------------- embedded default
 
 

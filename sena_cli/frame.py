@@ -218,6 +218,12 @@ def read_records(path: str | Path, source: Source, shape=None) -> list:
     return rows
 
 
+def read_jsonl(path: str | Path) -> list:
+    """The records of a JSON-lines file nobody checks fields of; a malformed line is one line naming the
+    file and the line."""
+    return read_records(path, Source("missing", "fix or regenerate the file"))
+
+
 def read_manifest(k: int, root: Path, note: str = "") -> list[dict]:
     """The images iteration k drew (`sena sample --iter k`), each with the fields later stages read."""
     return read_records(layout.manifest_file(k, root), made_by("sample", k, note), MANIFEST)

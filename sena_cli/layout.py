@@ -20,6 +20,15 @@ def pool_fingerprint_file(root: Path = Path(".")) -> Path:
     return root / "data" / "pool.json"
 
 
+def code_dir(root: Path = Path(".")) -> Path:
+    """data/code/COMMAND.json: the fingerprint of the code each command runs (stage `code`); stages depend on it."""
+    return root / "data" / "code"
+
+
+def code_file(command: str, root: Path = Path(".")) -> Path:
+    return code_dir(root) / f"{command}.json"
+
+
 def iter_dir(k: int, root: Path = Path(".")) -> Path:
     return root / "data" / f"iter{k}"
 

@@ -41,7 +41,6 @@ SLOW = {
     "tests/stages/test_qa.py::test_two_processes_split_the_images_and_merge_the_same_records": "torchrun, 2 ranks",
     "tests/test_benchmark_scripts.py::test_benchmark_runs_at_its_tiny_size_and_ends_with_a_result_line"
     "[train_startup_memory.py]": "torchrun, 2 ranks under DeepSpeed ZeRO-3 (CPU accelerator): 367 s",
-    "tests/test_deps.py::test_removing_a_code_dep_is_named": "164 parameters, one per stage and code dep: 124 s",
     "tests/test_tracked.py::test_a_run_id_changes_with_exactly_the_keys_the_stage_tracks": "4 stages, 18-22 s each",
     "tests/stages/test_base_pointer.py::test_a_hub_id_in_the_local_cache_is_stored_as_is": "21 s",
     "tests/stages/test_base_pointer.py::test_an_unreachable_hub_id_fails_fast_in_one_line": "19 s",

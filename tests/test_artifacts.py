@@ -1,6 +1,7 @@
 import pytest
 
-from sena_cli.artifacts import atomic_dir, read_jsonl, write_jsonl
+from sena_cli.artifacts import atomic_dir, write_jsonl
+from sena_cli.frame import read_jsonl
 
 
 def test_failed_write_keeps_the_old_artifact_and_leaves_no_temp(tmp_path):

@@ -1,232 +1,28 @@
-"""dvc.yaml's code deps are the code each stage runs: computed here, not kept by care.
+"""dvc.yaml's code deps are the code each stage runs: computed, not kept by care.
 
-A stage's `cmd` is `sena <command>`; the code it runs starts at cli.py's command function and
-follows, inside sena_cli, what can run from there: the module-level code of every module
-imported, and the functions, classes and methods that live code names (imports inside functions
-count when their function can run: stages import lazily; a class's methods when live code calls
-them by name; `importlib.import_module` brings in every module its file names in a string,
-`pkgutil.iter_modules` every module of its package). Following names rather than whole modules
-keeps a light import (eval.py's use of the registry) from making eval depend on code it never
-runs. Each file of that closure must be covered by a `deps` entry (a folder covers the files
-under it); each sena_cli entry must be something the command runs; each relative dep must exist
-or be another stage's output.
+The code `sena <command>` can run is computed by sena_cli/codedeps.py (from the command's function
+in cli.py through everything it can import, at module level or lazily; see its docstring), and
+stage `code` writes its fingerprint to data/code/<command>.json. Here: each stage depends on its
+own command's fingerprint and on no .py file; the `code` stage on the whole sena_cli folder; each
+relative dep exists or is another stage's output; a fingerprint lists exactly the files its command
+can run and changes with their code, not with their comments, docstrings or help texts.
 """
 
 from __future__ import annotations
 
 import ast
-import functools
-import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from sena_cli import layout
+from sena_cli.codedeps import PACKAGE, _tree, command_closure, command_code, commands, fingerprints
 from sena_cli.tracked import stage_instances
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = "sena_cli"
-
-
-# ---------------------------------------------------------------- the closure
-
-
-@functools.cache
-def _tree(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
-
-
-def _module_file(module: str, src: Path) -> Path | None:
-    base = src.joinpath(*module.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _is_package(module: str, src: Path) -> bool:
-    return src.joinpath(*module.split(".")).is_dir()
-
-
-def _does_something(path: Path) -> bool:
-    """A package __init__ that only has a docstring or dunder constants cannot change a result."""
-    for node in _tree(path).body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue
-        dunders = isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.startswith("__")
-                                                       for t in node.targets)
-        if dunders and isinstance(node.value, ast.Constant):
-            continue
-        return True
-    return False
-
-
-ALL = "*"  # every top-level name of a module: it was imported as a module object and used freely
-_MODULE_STRING = re.compile(rf"^({PACKAGE}(?:\.\w+)*)(?::(\w+))?$")
-
-
-@dataclass
-class _Module:
-    name: str
-    path: Path
-    defs: dict[str, list[ast.stmt]]  # top-level functions, classes and assigned names
-    top: list[ast.AST]  # what runs on import: every statement but function and class bodies
-
-
-@functools.cache
-def _index(name: str, src: Path) -> _Module | None:
-    path = _module_file(name, src)
-    if path is None:
-        return None  # a namespace package, or not sena_cli's
-    defs: dict[str, list[ast.stmt]] = {}
-    top: list[ast.AST] = []
-    for stmt in _tree(path).body:
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            defs.setdefault(stmt.name, []).append(stmt)
-            top += stmt.decorator_list
-        else:
-            top.append(stmt)
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    defs.setdefault(t.id, []).append(stmt)
-    return _Module(name, path, defs, top)
-
-
-def _live_parts(stmt: ast.stmt, attrs: frozenset[str]) -> list[ast.AST]:
-    """The parts of a reached definition that can run.
-
-    A class's methods run when some live code names them (`x.generate(...)`, a property read),
-    and dunders always; a subclass's, always: the class it extends (a trl trainer, a collator)
-    calls its overrides.
-    """
-    if not isinstance(stmt, ast.ClassDef):
-        return [stmt]
-    parts: list[ast.AST] = [*stmt.bases, *stmt.keywords]
-    for member in stmt.body:
-        method = isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef)
-        if not method or stmt.bases or member.name in attrs or (member.name.startswith("__")
-                                                                and member.name.endswith("__")):
-            parts.append(member)
-    return parts
-
-
-def _live_code(mod: _Module, seeds: frozenset[str], attrs: frozenset[str]) -> list[ast.AST]:
-    """What of a module can run, given the names taken from it and the attribute names used anywhere."""
-    code = list(mod.top)
-    todo = list(mod.defs) if ALL in seeds else list(seeds)
-    todo += [n.id for stmt in mod.top for n in ast.walk(stmt) if isinstance(n, ast.Name)]
-    seen: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in mod.defs:
-            continue
-        seen.add(name)
-        for stmt in mod.defs[name]:
-            parts = _live_parts(stmt, attrs)
-            code += parts
-            todo += [n.id for part in parts for n in ast.walk(part) if isinstance(n, ast.Name)]
-    return code
-
-
-@functools.cache
-def _uses(path: Path, alias: str) -> frozenset[str]:
-    """The attributes a module reads from an imported module object; ALL when it uses it otherwise."""
-    tree = _tree(path)
-    bases = {id(n.value): n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-    used = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id == alias:
-            if id(node) not in bases:
-                return frozenset({ALL})
-            used.add(bases[id(node)])
-    return frozenset(used)
-
-
-def _imports_in(code: list[ast.AST], mod: _Module, src: Path) -> list[tuple[str, set[str], bool]]:
-    """(module, names taken from it, named explicitly) for the sena_cli imports that `code` runs."""
-    package = mod.name if mod.path.name == "__init__.py" else mod.name.rpartition(".")[0]
-    found = []
-    nodes = [n for part in code for n in ast.walk(part)]
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found += [(a.name, {ALL}, True) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names = set()
-            for a in node.names:
-                if a.name != "*" and _module_file(f"{base}.{a.name}", src):
-                    found.append((f"{base}.{a.name}", set(_uses(mod.path, a.asname or a.name)), True))
-                else:
-                    names.add(ALL if a.name == "*" else a.name)
-            found.append((base, names, bool(names)))
-    # importlib.import_module("sena_cli.x") in code that runs: every module the file names in a string (for
-    # bench/record.py, which resolves the benchmark records' "module:function" names: its package's files)
-    if any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith("import_module") for n in nodes):
-        files = [mod.path] + (sorted(mod.path.parent.glob("*.py")) if mod.name.endswith(".record") else [])
-        for node in (n for path in files for n in ast.walk(_tree(path))):
-            match = isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.match(node.value)
-            if match:
-                found.append((match.group(1), {match.group(2) or ALL}, True))
-    # pkgutil.iter_modules in code that runs (the benchmark registry's discovery): every module of its
-    # package, for its records (their module-level code); a record's runner, named in a string, runs only
-    # where its resolution runs (bench/record.py's import_module above).
-    if any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith("iter_modules") for n in nodes):
-        folder = src.joinpath(*package.split("."))
-        found += [(f"{package}.{path.stem}", {"BENCHMARK", "BENCHMARKS"}, True) for path in sorted(folder.glob("*.py"))
-                  if path.stem != "__init__"]
-    return [(m, names, named) for m, names, named in found if m == PACKAGE or m.startswith(PACKAGE + ".")]
-
-
-@functools.cache
-def command_code(command: str, src: Path = REPO) -> dict[str, list[ast.AST]]:
-    """The code `sena <command>` can run, by sena_cli file (repo-relative path) -> its live parts."""
-    cli = _index(f"{PACKAGE}.cli", src)
-    seeds: dict[str, set[str]] = {cli.name: set()}
-    for fn in (s for stmts in cli.defs.values() for s in stmts if isinstance(s, ast.FunctionDef)):
-        for deco in fn.decorator_list:
-            target = ast.unparse(deco.func if isinstance(deco, ast.Call) else deco)
-            if target == "app.callback":  # runs before every command
-                seeds[cli.name].add(fn.name)
-            elif target == "app.command":
-                name = deco.args[0].value if isinstance(deco, ast.Call) and deco.args else fn.name.replace("_", "-")
-                if name == command:
-                    seeds[cli.name].add(fn.name)
-    assert len(seeds[cli.name]) > 0, f"cli.py has no command '{command}'"
-    explicit, attrs = {cli.name}, set()
-    while True:
-        size = (sum(map(len, seeds.values())), len(seeds), len(attrs))
-        for name in list(seeds):
-            mod = _index(name, src)
-            if mod is None:
-                continue
-            code = _live_code(mod, frozenset(seeds[name]), frozenset(attrs))
-            attrs |= {n.attr for part in code for n in ast.walk(part) if isinstance(n, ast.Attribute)}
-            for target, names, named in _imports_in(code, mod, src):
-                parts = target.split(".")
-                for i in range(1, len(parts)):  # parent packages run first
-                    seeds.setdefault(".".join(parts[:i]), set())
-                seeds.setdefault(target, set()).update(names)
-                explicit |= {target} if named else set()
-        if size == (sum(map(len, seeds.values())), len(seeds), len(attrs)):
-            break
-    out = {}
-    for name, names in seeds.items():
-        mod = _index(name, src)
-        if mod is not None and (name in explicit or _does_something(mod.path)):
-            out[mod.path.relative_to(src).as_posix()] = _live_code(mod, frozenset(names), frozenset(attrs))
-    return out
-
-
-def command_closure(command: str, src: Path = REPO) -> frozenset[str]:
-    """The sena_cli files `sena <command>` runs, as paths relative to src."""
-    return frozenset(command_code(command, src))
+__all__ = ["PACKAGE", "REPO", "_tree", "command_code"]  # tests/test_tracked.py walks the same code
 
 
 # ---------------------------------------------------------------- the check
@@ -276,20 +72,28 @@ def _stage_problems(stage: dict, produced: list[str], src: Path) -> list[str]:
     command = _command(stage.get("cmd", ""))
     if command is None:
         return [f"has cmd {stage.get('cmd')!r}, which runs no sena command"]
-    closure = command_closure(command, src)
-    found = [f"runs {path} but its deps do not list it" for path in sorted(closure)
-             if not any(_covers(dep, path) for dep in deps)]
+    if command not in commands(src):
+        return [f"runs `sena {command}`, which cli.py does not have"]
+    found = []
+    if command == "code":  # it fingerprints every command: any file of the package may change one
+        code = [d for d in deps if _covers(PACKAGE, d)]
+        if code != [PACKAGE]:
+            found.append(f"lists {code} of the code, not the whole {PACKAGE} folder")
+        if layout.code_dir().as_posix() not in _paths(stage.get("outs")):
+            found.append(f"does not write {layout.code_dir().as_posix()}")
+        return found
+    own = layout.code_file(command).as_posix()
+    if own not in deps:
+        found.append(f"runs `sena {command}` but its deps do not list {own}, the fingerprint of its code")
     for dep in deps:
         if Path(dep).is_absolute():
             continue  # e.g. a benchmark file outside the repo: the user's to keep
-        if not (src / dep).exists() and not any(_covers(out, dep) or _covers(dep, out) for out in produced):
-            found.append(f"lists {dep}, which does not exist and no stage writes")
+        if _covers(layout.code_dir().as_posix(), dep) and dep != own:
+            found.append(f"lists {dep}, the code of another command than `sena {command}`")
         elif _covers(PACKAGE, dep):
-            covered = [src / dep] if (src / dep).is_file() else sorted((src / dep).rglob("*.py"))
-            extra = [p.relative_to(src).as_posix() for p in covered
-                     if p.relative_to(src).as_posix() not in closure and _does_something(p)]
-            if extra:
-                found.append(f"lists {dep}, but `sena {command}` never runs {', '.join(extra)}")
+            found.append(f"lists {dep}: its code is in {own} (only what `sena {command}` runs of it)")
+        elif not (src / dep).exists() and not any(_covers(out, dep) or _covers(dep, out) for out in produced):
+            found.append(f"lists {dep}, which does not exist and no stage writes")
     return found
 
 
@@ -310,46 +114,147 @@ def _stage_body(stages: dict, name: str) -> dict:
 # ---------------------------------------------------------------- tests
 
 
-def test_every_stage_lists_exactly_the_code_its_command_runs():
+def test_every_stage_depends_on_the_fingerprint_of_its_own_code():
     found = problems(REPO)
     assert not found, "dvc.yaml is out of step with the code:\n" + "\n".join(found)
 
 
 def test_the_closure_follows_what_can_run_and_stops_at_sena_cli():
-    qa, pair = command_closure("qa"), command_closure("pair")
+    qa, pair, sample = command_closure("qa"), command_closure("pair"), command_closure("sample")
     assert "sena_cli/stages/qa.py" in qa  # imported inside the `qa` command function
     assert "sena_cli/stages/pair.py" not in qa  # imported inside another command
     assert {"sena_cli/artifacts.py", "sena_cli/config.py", "sena_cli/cli.py"} <= qa
     # vlm/model.py imports vlm/preference.py inside VLM.preference_logps, which pair calls and qa does not.
     assert "sena_cli/vlm/preference.py" in pair and "sena_cli/vlm/preference.py" not in qa
-    # The registry names its benchmarks' modules in strings, imported with importlib when eval runs them.
+    # The registry finds the benchmark modules (pkgutil) and eval resolves their runners by name (importlib).
     evaluate = command_closure("eval")
     assert {"sena_cli/bench/registry.py", "sena_cli/bench/external.py", "sena_cli/bench/amber.py"} <= evaluate
     # The configuration imports no benchmark code: only eval, history and report run sena_cli/bench/.
     for command in ("world", "base", "pool", "sample", "noise", "qa", "pair", "train"):
         assert not [p for p in command_closure(command) if p.startswith("sena_cli/bench/")], command
     assert "sena_cli/bench/__init__.py" not in command_closure("eval")  # a docstring only
+    assert "sena_cli/codedeps.py" not in evaluate | qa | sample  # only `sena code` runs it
     assert all(path.startswith("sena_cli/") for path in command_closure("eval"))
 
 
-SENA_DEPS = [(name, dep) for name, block in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()
-             for dep in _stage_body({name: block}, name).get("deps", []) if dep.startswith(PACKAGE + "/")]
+STAGES = [name for name, block in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()
+          if name != "code"]
 
 
-@pytest.mark.parametrize(("stage", "dep"), SENA_DEPS, ids=[f"{s}:{d}" for s, d in SENA_DEPS])
-def test_removing_a_code_dep_is_named(tmp_path, stage, dep):
-    root = _copy_pipeline(tmp_path, lambda stages: _stage_body(stages, stage)["deps"].remove(dep))
-    found = problems(root)
-    assert found and all(f"stage '{stage}" in line and "runs" in line for line in found), found
-    assert any(f" runs {dep}" in line if dep.endswith(".py") else f" runs {dep}/" in line for line in found)
+@pytest.mark.parametrize("stage", STAGES)
+def test_removing_a_stage_s_fingerprint_dep_is_named(tmp_path, stage):
+    command = _command(_stage_body(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"], stage)["cmd"])
+    own = f"data/code/{command}.json"
+    root = _copy_pipeline(tmp_path, lambda stages: _stage_body(stages, stage)["deps"].remove(own))
+    assert problems(root) == [f"stage '{stage}' runs `sena {command}` but its deps do not list {own}, "
+                              "the fingerprint of its code"]
+
+
+def test_another_command_s_fingerprint_is_named(tmp_path):
+    root = _copy_pipeline(tmp_path, lambda s: _stage_body(s, "pair")["deps"].append("data/code/qa.json"))
+    assert problems(root) == ["stage 'pair' lists data/code/qa.json, the code of another command than `sena pair`"]
+
+
+def test_a_code_file_listed_again_is_named(tmp_path):
+    root = _copy_pipeline(tmp_path, lambda s: _stage_body(s, "sample")["deps"].append("sena_cli/method/loss.py"))
+    assert problems(root) == ["stage 'sample' lists sena_cli/method/loss.py: its code is in data/code/sample.json "
+                              "(only what `sena sample` runs of it)"]
 
 
 def test_a_dep_that_no_longer_exists_is_named(tmp_path):
-    root = _copy_pipeline(tmp_path, lambda s: _stage_body(s, "pair")["deps"].append("sena_cli/method/gone.py"))
-    assert problems(root) == ["stage 'pair' lists sena_cli/method/gone.py, which does not exist and no stage writes"]
+    root = _copy_pipeline(tmp_path, lambda s: _stage_body(s, "pair")["deps"].append("data/gone.json"))
+    assert problems(root) == ["stage 'pair' lists data/gone.json, which does not exist and no stage writes"]
 
 
-def test_a_code_dep_the_command_never_imports_is_named(tmp_path):
-    root = _copy_pipeline(tmp_path, lambda s: _stage_body(s, "sample")["deps"].append("sena_cli/method/loss.py"))
-    assert problems(root) == ["stage 'sample' lists sena_cli/method/loss.py, but `sena sample` never runs "
-                              "sena_cli/method/loss.py"]
+def test_the_code_stage_must_depend_on_the_whole_package(tmp_path):
+    root = _copy_pipeline(tmp_path, lambda s: s["code"].update(deps=["sena_cli/cli.py"]))
+    assert problems(root) == ["stage 'code' lists ['sena_cli/cli.py'] of the code, not the whole sena_cli folder"]
+
+
+# ---------------------------------------------------------------- the fingerprints
+
+
+def _copy_package(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / PACKAGE, tmp_path / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: {old!r} found {text.count(old)} times"
+    path.write_text(text.replace(old, new))
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {command for command in before if before[command] != after[command]}
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, dict[str, str]]:
+    return fingerprints(REPO)
+
+
+def test_a_fingerprint_lists_exactly_the_files_its_command_can_run(shipped):
+    assert set(shipped) == set(commands()) and "qa" in shipped
+    for command, files in shipped.items():
+        assert set(files) == command_closure(command), command
+
+
+def test_comments_docstrings_and_help_texts_change_no_fingerprint(tmp_path, shipped):
+    src = _copy_package(tmp_path)
+    _edit(src / "sena_cli/config.py", "from __future__ import annotations\n",
+          "from __future__ import annotations  # a comment\n\n# and another one\n")
+    config = (src / "sena_cli/config.py").read_text()
+    docstring = config.split('"""')[1]
+    _edit(src / "sena_cli/config.py", docstring, docstring + " Reworded.")
+    _edit(src / "sena_cli/cli.py", 'help="Show full tracebacks on errors."', 'help="Show the full traceback."')
+    _edit(src / "sena_cli/stages/qa.py", "def run_qa(", "def run_qa(  # the stage\n    ")
+    assert fingerprints(src) == shipped
+
+
+def test_help_in_field_metadata_is_dropped(tmp_path):
+    one, two = tmp_path / "one.py", tmp_path / "two.py"
+    one.write_text('x = field(default=1, metadata={"help": "one", "range": (0, 2)})\n')
+    two.write_text('x = field(default=1, metadata={"help": "two", "range": (0, 2)})\n')
+    three = tmp_path / "three.py"
+    three.write_text('x = field(default=1, metadata={"help": "two", "range": (0, 3)})\n')
+    one, two, three = (ast.unparse(_tree(path)) for path in (one, two, three))
+    assert one == two != three
+
+
+def test_a_stage_s_code_changes_only_its_own_fingerprint(tmp_path, shipped):
+    src = _copy_package(tmp_path)
+    _edit(src / "sena_cli/stages/noise.py", "def run_noise(", "NOTE = 1\n\n\ndef run_noise(")
+    assert _changed(shipped, fingerprints(src)) == {"noise"}
+    # A command's own function in cli.py is its code alone; the code every command runs is everyone's.
+    _edit(src / "sena_cli/cli.py", '_summary("report", info,', '_summary("the report", info,')
+    assert _changed(shipped, fingerprints(src)) == {"noise", "report"}
+
+
+def test_a_benchmark_s_code_changes_only_eval_s_fingerprint(tmp_path, shipped):
+    src = _copy_package(tmp_path)
+    # Its scoring code runs in eval only; its module-level declaration (the record) is read by history and
+    # report too, for the charts.
+    _edit(src / "sena_cli/bench/amber.py", "return round(score / num * 100, 1)", "return round(100 * score / num, 1)")
+    assert _changed(shipped, fingerprints(src)) == {"eval"}
+
+
+def test_shared_code_changes_every_fingerprint_that_runs_it(tmp_path, shipped):
+    src = _copy_package(tmp_path)
+    _edit(src / "sena_cli/method/questions.py", "from __future__ import annotations\n",
+          "from __future__ import annotations\n\nNOTE = 1\n")
+    changed = _changed(shipped, fingerprints(src))
+    assert changed == {c for c, files in shipped.items() if "sena_cli/method/questions.py" in files} and changed
+
+
+def test_adding_a_benchmark_changes_only_eval_history_and_report(tmp_path, shipped):
+    src = _copy_package(tmp_path)
+    (src / "sena_cli/bench/dummy.py").write_text(
+        "from sena_cli.bench.record import Benchmark, Chart\n\n\n"
+        "def run(ctx, vlm, tick):\n    return {'score': 1.0}, []\n\n\n"
+        "def count(ctx):\n    return 0\n\n\n"
+        "BENCHMARK = Benchmark('dummy', 'dummy', (), 'sena_cli.bench.dummy:run', 'sena_cli.bench.dummy:count',"
+        " ('score',), (Chart('Dummy', (('score', 'score'),)),))\n")
+    changed = _changed(shipped, fingerprints(src))
+    # `sena params` and `sena profile` check every benchmark's section too, but are no stage of dvc.yaml.
+    assert "eval" in changed and changed <= {"eval", "history", "report", "params", "profile"}, sorted(changed)

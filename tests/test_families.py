@@ -22,9 +22,11 @@ import torch
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import Corruption, open_rgb, read_jsonl
+from sena_cli.artifacts import open_rgb
 from sena_cli.config import Params, params_from_dict
 from sena_cli.errors import SenaError
+from sena_cli.frame import read_jsonl
+from sena_cli.method.noise import Corruption
 from sena_fixtures.families import FAMILIES, TEST_PROCESSOR_SETTINGS
 from tests.conftest import full_params_yaml
 from tests.helpers import torchrun

@@ -41,7 +41,7 @@ def _ran(out: str) -> set[str]:
 def _copy_code(dst: Path) -> None:
     shutil.copytree(REPO / "sena_cli", dst / "sena_cli", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "profiles", dst / "profiles")
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):  # .dvcignore: bytecode is not code (`dvc init` keeps it)
         shutil.copy(REPO / name, dst / name)
 
 
@@ -68,7 +68,7 @@ LOOP = {f"{s}@{k}" for s in ("sample", "noise", "qa", "pair", "train") for k in 
 EVALS = {f"eval@{k}" for k in (0, *ITERS)}
 SUMMARIES = {"history", "report"}  # rerun whenever any metric moves
 ALWAYS = {"pool"}  # lists the pool's files on every repro; sample reruns only if they changed
-EVERY_STAGE = {"world", "base"} | ALWAYS | SUMMARIES | LOOP | EVALS
+EVERY_STAGE = {"code", "world", "base"} | ALWAYS | SUMMARIES | LOOP | EVALS
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,98 @@ def test_repro_runs_three_iterations_and_writes_well_formed_artifacts(project):
 def test_a_second_repro_runs_nothing(project):
     root, _ = project
     assert _ran(_dvc(["repro"], root)) == ALWAYS
+
+
+def _named(root: Path) -> set[str]:
+    """The stages `dvc status` names (whose deps or outs changed since they ran), but the always-run pool."""
+    return set(json.loads(_dvc(["status", "--json"], root))) - ALWAYS
+
+
+def _code_edit(root: Path, path: str, old: str, new: str):
+    """Edit a file under root/sena_cli, rerun stage `code`, and give the stages `dvc status` then names;
+    the file is put back (and `code` rerun) afterwards, so the run is as the earlier tests left it."""
+    file = root / path
+    original = file.read_text()
+    assert original.count(old) == 1, f"{path}: {old!r}"
+    file.write_text(original.replace(old, new))
+    try:
+        assert _named(root) == {"code"}  # DVC hashes sena_cli byte by byte; only `code` depends on it
+        _dvc(["repro", "code"], root)
+        return _named(root)
+    finally:
+        file.write_text(original)
+        _dvc(["repro", "code"], root)
+        assert _named(root) == set()
+
+
+def test_a_comment_or_help_text_in_the_config_reruns_nothing_but_the_code_stage(project):
+    root, _ = project
+    config = root / "sena_cli/config.py"
+    original = config.read_text()
+    docstring = original.split('"""')[1]
+    config.write_text(original.replace("from __future__ import annotations\n",
+                                       "from __future__ import annotations  # a comment\n", 1)
+                      .replace(docstring, docstring + " (Reworded.)", 1))
+    cli = root / "sena_cli/cli.py"
+    cli_original = cli.read_text()
+    cli.write_text(cli_original.replace('help="Parameters file."', 'help="The parameters file."', 1))
+    try:
+        assert config.read_text() != original and cli.read_text() != cli_original
+        assert _named(root) == {"code"}
+        assert _ran(_dvc(["repro"], root)) == {"code"} | ALWAYS
+        assert _named(root) == set()
+    finally:
+        config.write_text(original)
+        cli.write_text(cli_original)
+        _dvc(["repro", "code"], root)
+
+
+def test_a_stage_s_own_code_names_that_stage_and_nothing_before_it(project):
+    root, _ = project
+    named = _code_edit(root, "sena_cli/stages/noise.py", "def run_noise(", "NOTE = 1\n\n\ndef run_noise(")
+    assert named == {f"noise@{k}" for k in ITERS}  # qa, pair, … rerun only if noise's outputs change
+
+
+def test_a_benchmark_s_code_names_only_the_evaluations(project):
+    root, _ = project
+    named = _code_edit(root, "sena_cli/bench/amber.py", "return round(score / num * 100, 1)",
+                       "return round(100 * score / num, 1)")
+    assert named == EVALS
+
+
+DUMMY = '''"""A benchmark added by a test: its own module, found by the registry."""
+
+from sena_cli.bench.record import Benchmark, Chart
+
+
+def run(ctx, vlm, tick):
+    return {"score": 1.0}, []
+
+
+def count(ctx):
+    return 0
+
+
+BENCHMARK = Benchmark("dummy", "dummy", (), "sena_cli.bench.dummy:run", "sena_cli.bench.dummy:count",
+                      ("score",), (Chart("Dummy", (("score", "score"),)),))
+'''
+
+
+def test_adding_a_benchmark_names_only_eval_history_and_report(project):
+    """A benchmark is one new module under sena_cli/bench/ (the registry discovers it): nothing before
+    eval depends on benchmark code, so only the evaluations and the summaries that read them are named."""
+    root, _ = project
+    module = root / "sena_cli/bench/dummy.py"
+    module.write_text(DUMMY)
+    try:
+        assert _named(root) == {"code"}
+        _dvc(["repro", "code"], root)
+        named = _named(root)
+    finally:
+        module.unlink()
+        _dvc(["repro", "code"], root)
+    assert _named(root) == set()
+    assert named and named <= EVALS | SUMMARIES and EVALS <= named, sorted(named)
 
 
 def test_an_eval_parameter_reruns_only_the_evaluations(project):

@@ -19,13 +19,13 @@ from pathlib import Path
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import read_jsonl
 from sena_cli.bench import pope
 from sena_cli.bench.chair import chair_counts, chair_metrics
 from sena_cli.bench.pope import parse_yes_no, pope_counts, pope_metrics
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.frame import read_jsonl
 from sena_cli.method.prompts import with_suffix
 from sena_cli.vlm import VLM
 from sena_cli.world.build import POPE_SPLITS

@@ -2,20 +2,27 @@
 
 diffusers' DDPMScheduler holds the schedule (sigmoid betas 1e-5 -> 5e-3 over 1000 steps
 by default, so sqrt(abar_600) = 0.7342); noise is drawn from a generator seeded per
-image, so a rerun gives the same corrupted tensor bit for bit.
+image, so a rerun gives the same corrupted tensor bit for bit. `Corruption` is the other half:
+`qa` and `report` recompute what `sena noise` recorded (the tensors are not stored) and check it
+against the recorded sha256; it lives here, with the method, so that artifacts.py stays I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
+from sena_cli import layout
+from sena_cli.artifacts import image_sha256
 from sena_cli.config import NoiseParams
+from sena_cli.errors import SenaError
+from sena_cli.frame import NOISE_ENTRY, made_by, read_records
 
 
 def scheduler(params: NoiseParams) -> DDPMScheduler:
@@ -61,3 +68,59 @@ def corrupt_image(image: Image.Image, params: NoiseParams, image_id: str,
     x0 = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
     xt = corrupt(x0, params, image_id, sched)
     return Image.fromarray(((xt.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+
+
+def pictures_sha256(pictures: Sequence[torch.Tensor]) -> str:
+    """Identity of one image's pictures, bit for bit (float32)."""
+    h = hashlib.sha256()
+    for pic in pictures:
+        h.update(str(tuple(pic.shape)).encode())
+        h.update(pic.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Corruption:
+    """What `sena noise` recorded for iteration K, and the corrupted inputs recomputed from it.
+
+    For `pixel_values`, `transform` is a VLM pixel transform: each image's pictures, corrupted with
+    its seed, checked against the recorded sha256. For `image`, `image(id, clean)` gives the
+    corrupted image, checked the same way.
+    """
+
+    def __init__(self, params, k: int, root: Path):
+        folder = layout.noised_dir(k, root)
+        self.folder = folder
+        self.params = params.noise
+        self.k = k
+        self.records = {r["id"]: r for r in read_records(layout.noise_index_file(k, root), made_by("noise", k),
+                                                         NOISE_ENTRY)}
+        self.sched = scheduler(self.params)
+        info_space = "pictures" if any("pictures" in r for r in self.records.values()) else "size"
+        expected = "pictures" if self.params.space == "pixel_values" else "size"
+        if self.records and info_space != expected:
+            raise SenaError(f"{folder}: written for another noise.space; rerun `sena noise --iter {k}`")
+
+    def _record(self, image_id: str) -> dict:
+        if image_id not in self.records:
+            raise SenaError(f"{self.folder}: no corrupted copy of '{image_id}'; rerun `sena noise --iter {self.k}`")
+        return self.records[image_id]
+
+    def _mismatch(self, image_id: str) -> SenaError:
+        return SenaError(f"{self.folder}: the corrupted input of '{image_id}' recomputed now differs from the one "
+                         f"`sena noise` defined (another processor, model.processor setting or library version); "
+                         f"rerun `sena noise --iter {self.k}`")
+
+    def transform(self, pictures, keys):
+        out = []
+        for pics, key in zip(pictures, keys, strict=True):
+            noised = corrupt_pictures(pics, self.params, key, self.sched)
+            if pictures_sha256(noised) != self._record(key).get("sha256"):
+                raise self._mismatch(key)
+            out.append(noised)
+        return out
+
+    def image(self, image_id: str, clean: Image.Image) -> Image.Image:
+        noised = corrupt_image(clean, self.params, image_id, self.sched)
+        if image_sha256(noised) != self._record(image_id).get("sha256"):
+            raise self._mismatch(image_id)
+        return noised

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import atomic_dir, read_jsonl
+from sena_cli.artifacts import atomic_dir
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
-from sena_cli.frame import POINTER, publish
+from sena_cli.frame import POINTER, publish, read_jsonl
 from sena_cli.method.prompts import with_suffix
 from sena_cli.progress import Progress, no_progress
 from sena_cli.world import tiny

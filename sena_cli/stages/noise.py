@@ -26,9 +26,15 @@ from sena_cli.artifacts import image_sha256, open_manifest_image
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.frame import NOISE_ENTRY, NOISE_INFO, check_iteration, publish, read_manifest, summary
-from sena_cli.method.noise import corrupt_image, corrupt_pictures, image_seed, scheduler, sqrt_alpha_bar
+from sena_cli.method.noise import (
+    corrupt_image,
+    corrupt_pictures,
+    image_seed,
+    pictures_sha256,
+    scheduler,
+    sqrt_alpha_bar,
+)
 from sena_cli.progress import Progress, no_progress
-from sena_cli.vlm.pixels import pictures_sha256
 
 
 def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:

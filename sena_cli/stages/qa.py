@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 from sena_cli import layout
-from sena_cli.artifacts import Corruption, file_identity, fingerprint, open_manifest_image
+from sena_cli.artifacts import file_identity, fingerprint, open_manifest_image
 from sena_cli.config import Params
 from sena_cli.frame import COUNTS, QA_RECORD, check_iteration, publish, read_manifest, summary
 from sena_cli.method import prompts as P
+from sena_cli.method.noise import Corruption
 from sena_cli.method.questions import extract_questions, kept_questions
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks, Shards

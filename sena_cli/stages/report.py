@@ -21,11 +21,12 @@ from pathlib import Path
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.artifacts import Corruption, atomic_write_text, sampled_image_loader
+from sena_cli.artifacts import atomic_write_text, sampled_image_loader
 from sena_cli.bench import registry
 from sena_cli.config import Params, for_iteration
 from sena_cli.errors import SenaError
 from sena_cli.frame import METRICS, PAIR, PAIR_STATS, made_by, read_json, read_records
+from sena_cli.method.noise import Corruption
 from sena_cli.progress import Progress, no_progress
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]

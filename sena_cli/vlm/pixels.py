@@ -14,7 +14,6 @@ back in the processor's layout; one round trip gives back the processor's tensor
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -106,12 +105,3 @@ class PixelLayout:
         std = torch.tensor(self.std).view(-1, 1, 1)
         x = (picture.float() * std + mean).clamp(0, 1)
         return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-
-
-def pictures_sha256(pictures: Sequence[torch.Tensor]) -> str:
-    """Identity of one image's pictures, bit for bit (float32)."""
-    h = hashlib.sha256()
-    for pic in pictures:
-        h.update(str(tuple(pic.shape)).encode())
-        h.update(pic.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()

@@ -37,7 +37,7 @@ def test_the_dev_set_is_other_images_of_the_same_world_and_world_dev_scores_it(m
     import dataclasses
     import hashlib
 
-    from sena_cli.artifacts import read_jsonl
+    from sena_cli.frame import read_jsonl
 
     world = micro_project / "data" / "world"
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sena_cli.artifacts import open_rgb, read_jsonl
+from sena_cli.artifacts import open_rgb
 from sena_cli.config import params_from_dict
 from sena_cli.errors import SenaError
+from sena_cli.frame import read_jsonl
 from sena_cli.stages.noise import run_noise
 from sena_cli.stages.sample import inspect_image, run_sample
 
@@ -91,7 +92,8 @@ def _exif_rotated(path, size=(60, 20), orientation=6, **save):
 
 
 def test_exif_orientation_is_applied_where_images_are_read(tmp_path):
-    from sena_cli.artifacts import open_manifest_image, read_jsonl, to_rgb
+    from sena_cli.artifacts import open_manifest_image, to_rgb
+    from sena_cli.frame import read_jsonl
 
     pool = tmp_path / "pool"
     pool.mkdir()

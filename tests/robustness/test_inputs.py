@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from sena_cli.artifacts import read_jsonl
+from sena_cli.frame import read_jsonl
 from tests.robustness.helpers import fails as _fails
 from tests.robustness.helpers import params_with as _params_with
 

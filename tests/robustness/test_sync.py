@@ -14,9 +14,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from sena_cli.artifacts import open_manifest_image, read_jsonl
+from sena_cli.artifacts import open_manifest_image
 from sena_cli.config import params_from_dict
 from sena_cli.errors import SenaError
+from sena_cli.frame import read_jsonl
 from sena_cli.stages.sample import run_sample
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,13 +4,13 @@ import json
 import pytest
 import torch
 
-from sena_cli.artifacts import Corruption, open_rgb, read_jsonl
+from sena_cli.artifacts import open_rgb
 from sena_cli.config import params_from_dict
-from sena_cli.method.noise import corrupt, corrupt_image
+from sena_cli.frame import read_jsonl
+from sena_cli.method.noise import Corruption, corrupt, corrupt_image, pictures_sha256
 from sena_cli.stages.noise import run_noise
 from sena_cli.stages.sample import run_sample
 from sena_cli.vlm import load_preprocessor
-from sena_cli.vlm.pixels import pictures_sha256
 
 
 def _digest(folder):

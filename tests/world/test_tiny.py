@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from sena_cli.artifacts import read_jsonl
 from sena_cli.errors import SenaError
+from sena_cli.frame import read_jsonl
 from sena_cli.stages.base import vocabulary_texts
 from sena_cli.vlm import VLM
 from sena_cli.world import tiny
