@@ -84,7 +84,8 @@ def photo(width: int, height: int, seed: int = 0):
 def paired_iteration(params, root: Path, type_: str, prompt: str, chosen: str, rejected: str) -> None:
     """Iteration 1 sampled, corrupted, asked (one scripted qa record per image: `prompt`, with `chosen`
     as the enhanced answer and `rejected` as the corrupted one) and paired with θ0."""
-    from sena_cli.artifacts import read_jsonl, write_jsonl
+    from sena_cli.artifacts import write_jsonl
+    from sena_cli.frame import read_jsonl
     from sena_cli.stages.noise import run_noise
     from sena_cli.stages.pair import run_pair
     from sena_cli.stages.sample import run_sample
