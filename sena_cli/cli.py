@@ -21,7 +21,7 @@ from rich.progress import Progress as ProgressBars
 from rich.table import Table
 
 from sena_cli.config import DEFAULT_PARAMS_FILE, Params, load_params
-from sena_cli.errors import SenaError
+from sena_cli.errors import SenaError, redact, redact_logs
 from sena_cli.progress import Progress, Tick
 
 app = typer.Typer(
@@ -50,6 +50,7 @@ def _options(
 ) -> None:
     STATE.debug = debug or os.environ.get("SENA_DEBUG") == "1"
     STATE.params_file = params
+    redact_logs("sena_cli", "transformers", "huggingface_hub", "httpx", "openai")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -57,8 +58,9 @@ def _fail(message: str, code: int = 1) -> None:
 
     from sena_cli.artifacts import shown
 
-    # shown(): a file name with bytes that are not UTF-8 must not crash the error line itself.
-    console.print(f"[bold red]error:[/] {escape(shown(message))}", highlight=False, soft_wrap=True)
+    # shown(): a file name with bytes that are not UTF-8 must not crash the error line itself;
+    # redact(): a URL's password, token or signature never reaches the terminal or a CI log.
+    console.print(f"[bold red]error:[/] {escape(redact(shown(message)))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -116,11 +118,11 @@ def _progress() -> Iterator[Progress]:
 
 
 def _summary(title: str, rows: dict, seconds: float | None = None) -> None:
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=redact(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows.items():
-        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else redact(str(value)))
     if seconds is not None:
         table.add_row("time", f"{seconds:.1f} s")
     out.print(table)
@@ -279,7 +281,7 @@ def evaluate(k: int = ITER_OPTION) -> None:
             table.add_row(*row)
         out.print(table)
         for name, why in result["skipped"].items():
-            console.print(f"[yellow]{name}[/]: {why}", highlight=False)
+            console.print(f"[yellow]{name}[/]: {redact(why)}", highlight=False)
         console.print(f"evaluated in {result['seconds']:.1f} s; batches run now: {result['batches run now']}")
 
 
@@ -366,7 +368,7 @@ def show_params(
             table.add_column(column, max_width=28, overflow="fold")
         table.add_column("help", ratio=1)
         for r in paramdocs.rows(params, choices, sections):
-            value = paramdocs.show(r.value)
+            value = redact(paramdocs.show(r.value))
             changed = r.value != r.default
             table.add_row(r.key, f"[yellow]{escape(value)}[/]" if changed else escape(value),
                           escape(paramdocs.show(r.default)), escape(r.allowed), escape(r.help))
