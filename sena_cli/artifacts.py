@@ -301,7 +301,7 @@ def open_manifest_image(root: Path, record: dict, k: int | None = None) -> Image
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SenaError(f"{shown(path)}: image listed in the sample manifest is missing; rerun {rerun}") from None
+        raise SenaError(_missing_image(path, Path(root), rerun)) from None
     except OSError as exc:
         raise SenaError(f"{shown(path)}: cannot be read ({exc.strerror}); fix it or rerun {rerun}") from None
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
@@ -312,6 +312,22 @@ def open_manifest_image(root: Path, record: dict, k: int | None = None) -> Image
             return to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SenaError(f"{shown(path)}: unreadable image ({exc.__class__.__name__}); rerun {rerun}") from None
+
+
+def _missing_image(path: Path, root: Path, rerun: str) -> str:
+    """Why a sampled image is gone, by the first folder above it that is gone: the embedded world
+    (rebuilt by `sena world`), a pool folder moved away (put back), or the one file (draw again)."""
+    gone = path
+    while not gone.parent.exists() and gone.parent != gone.parent.parent:
+        gone = gone.parent
+    if gone == path:
+        return f"{shown(path)}: image listed in the sample manifest is missing; rerun {rerun}"
+    world = layout.world_dir(root)
+    if gone == world or world in gone.parents:
+        return (f"{shown(gone)}: the embedded world is gone (the pool of {shown(path)}); rebuild it with "
+                "`sena world` or restore it with `dvc pull`")
+    return (f"{shown(gone)}: folder missing, so the sampled {shown(path)} cannot be read (was the pool moved?); "
+            f"put it back, or point sample.pool to its new place and rerun {rerun}")
 
 
 def sampled_image_loader(rows: list[dict], root: Path, k: int):
@@ -341,8 +357,8 @@ class Corruption:
     """
 
     def __init__(self, params, k: int, root: Path):
-        from sena_cli.frame import NOISE_ENTRY, made_by, read_records
-        from sena_cli.method.noise import scheduler
+        from sena_cli.frame import NOISE_ENTRY, NOISE_INFO, made_by, read_json, read_records
+        from sena_cli.method.noise import scheduler, sqrt_alpha_bar
 
         folder = layout.noised_dir(k, root)
         self.folder = folder
@@ -351,6 +367,18 @@ class Corruption:
         self.records = {r["id"]: r for r in read_records(layout.noise_index_file(k, root), made_by("noise", k),
                                                          NOISE_ENTRY)}
         self.sched = scheduler(self.params)
+        # Settings edited since `sena noise` ran (by hand, without DVC) would make every recomputed
+        # input differ: name the setting, not a processor or library version.
+        info_file = layout.noise_info_file(k, root)
+        info = read_json(info_file, made_by("noise", k), NOISE_INFO) if info_file.is_file() else None
+        if info and info["timestep"] != self.params.timestep:
+            raise SenaError(f"{info_file}: written with noise.timestep {info['timestep']}, params now say "
+                            f"{self.params.timestep}; rerun `sena noise --iter {k}` (and the stages after it), "
+                            "or put the value back")
+        if info and abs(info["sqrt_alpha_bar"] - sqrt_alpha_bar(self.params, self.sched)) > 1e-6:
+            raise SenaError(f"{info_file}: written with another noise schedule (noise.beta_start, beta_end, "
+                            f"beta_schedule or num_train_timesteps changed since); rerun `sena noise --iter {k}` "
+                            "(and the stages after it), or put the values back")
         info_space = "pictures" if any("pictures" in r for r in self.records.values()) else "size"
         expected = "pictures" if self.params.space == "pixel_values" else "size"
         if self.records and info_space != expected:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -524,7 +525,7 @@ def check_value(tp, value, key: str, meta, source: str):
         str: isinstance(value, str),
     }[tp]
     if not ok:
-        raise SenaError(f"{source}: '{key}' must be {_type_word(tp)}, got {_show(value)}; fix its value")
+        raise SenaError(f"{source}: '{key}' must be {_type_word(tp)}, got {_show(value)}; {_fix_for(tp, value)}")
     if tp is float:
         try:
             value = float(value)
@@ -567,6 +568,21 @@ def range_text(meta) -> str:
     if lo is None or hi is None:
         return ""
     return f" in {'(' if meta.get('lo_open') else '['}{lo}, {hi}{')' if meta.get('hi_open') else ']'}"
+
+
+def _fix_for(tp, value) -> str:
+    """The fix of a wrongly typed value: YAML (1.1, as PyYAML reads it) takes 1e-5 for text, since
+    a float there needs a dot; say so, instead of leaving the user to stare at a number."""
+    if tp in (int, float) and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return "fix its value"
+        if math.isfinite(number) and re.fullmatch(r"[-+]?[0-9]+[eE][-+]?[0-9]+", value.strip()):
+            mantissa, exponent = re.split("[eE]", value.strip())
+            return f"YAML reads {value} as text: write {mantissa}.0e{exponent} (a dot before the e)"
+        return "write it without quotes"
+    return "fix its value"
 
 
 def _type_word(tp) -> str:

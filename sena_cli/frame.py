@@ -37,6 +37,28 @@ def check_iteration(k: int, stage: str, iterations: int, first: int = 1) -> None
         raise SenaError(f"--iter {k}: {stage} runs for iterations {first}..loop.iterations ({iterations})")
 
 
+def remove_leftovers(target: str | Path) -> dict:
+    """What an interrupted save of the folder `target` left beside it, removed, for the summary table:
+    `.NAME.saving` (the new version half-written; a full disk left it with a raw SafetensorError) and
+    `.NAME.old` (the previous version, kept until the new one was in place; put back if `target` is gone)."""
+    import shutil
+
+    target = Path(target)
+    staging, old = target.with_name(f".{target.name}.saving"), target.with_name(f".{target.name}.old")
+    done = {}
+    if staging.exists():
+        shutil.rmtree(staging)
+        done["removed"] = f"{staging} (left by an interrupted save)"
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old)
+            done["removed too"] = f"{old} (the version before, left by an interrupted save)"
+        else:
+            old.replace(target)
+            done["restored"] = f"{target} from {old} (an interrupted save had moved it)"
+    return done
+
+
 def summary(rows: dict, output: str | Path, started: float) -> dict:
     """What a stage returns for the CLI's table: its rows, where it wrote, and its time."""
     return {**rows, "output": str(output), "seconds": time.perf_counter() - started}

@@ -142,6 +142,9 @@ def _list_from_records(pool: Path, params: Params, root: Path) -> list[Candidate
         if rel in seen:
             continue  # the same image under several conversations
         seen.add(rel)
+        if "\0" in rel:  # os calls refuse it with "embedded null byte", naming no file
+            raise SenaError(f"{pool}: item {i + 1}: 'image' path {shown(rel)!r} holds a NUL byte, which no file "
+                            "name can; fix the list")
         path = _confined(image_root, rel, f"{pool} record {i}")
         source = str(rec.get(field, "")) if field and field != "path" else (rel.split("/")[0] if "/" in rel else "")
         out.append(Candidate(_image_id(rel), path, shown(source)))
