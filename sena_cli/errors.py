@@ -17,7 +17,7 @@ _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*:/{1,3})(?P<userinf
 # ?token=…&X-Amz-Signature=… : query or fragment parameters whose name says they hold a secret
 _SECRET_QUERY = re.compile(
     r"(?P<key>[?&#;](?:[A-Za-z0-9_.-]*(?:token|key|secret|passw(?:or)?d|pwd|signature|credential|auth|sig)"
-    r"[A-Za-z0-9_.-]*|x-amz-[A-Za-z0-9_.-]+)=)(?P<value>[^&#;)\s'\"`]*)",
+    r"[A-Za-z0-9_.-]*|x-amz-[A-Za-z0-9_.-]+)=)(?P<value>[^&#;)\s'\"`]*?)(?=[:,.]?(?:[&#;)\s'\"`]|$))",
     re.IGNORECASE)
 
 

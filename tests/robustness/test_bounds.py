@@ -44,9 +44,28 @@ PAIRS = "data/iter1/pairs/pairs.jsonl"
     ("data/iter1/sample/manifest.jsonl", lambda r: r.update(width=0), "noise",
      "data/iter1/sample/manifest.jsonl: line 2: 'width' must be a whole number >= 1, got 0; rerun "
      "`sena sample --iter 1`"),
+    ("data/iter1/noised/index.jsonl", lambda r: r.update(pictures=[[0, 3]] + r["pictures"][1:]), "qa",
+     "data/iter1/noised/index.jsonl: line 2: 'pictures[0]' must be a list of whole numbers >= 1, got [0, 3]; "
+     "rerun `sena noise --iter 1`"),
 ])
 def test_impossible_values_are_refused_naming_file_line_and_field(project, monkeypatch, artifact, change, command,
                                                                    expected):
     _no_model(monkeypatch)
     with _edited(project / artifact, _line(2, change)):
         fails(project, monkeypatch, [command, "--iter", "1"], expected)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda d: d.update(sqrt_alpha_bar=1.5), "'sqrt_alpha_bar' must be a number in (0, 1], got 1.5"),
+    (lambda d: d.update(timestep=-1), "'timestep' must be a whole number >= 0, got -1"),
+])
+def test_impossible_noise_settings_recorded_are_refused(project, monkeypatch, change, expected):
+    def edit(text):
+        data = json.loads(text)
+        change(data)
+        return json.dumps(data)
+
+    _no_model(monkeypatch)
+    with _edited(project / "data/iter1/noised/info.json", edit):
+        fails(project, monkeypatch, ["qa", "--iter", "1"],
+              f"data/iter1/noised/info.json: {expected}; rerun `sena noise --iter 1`")

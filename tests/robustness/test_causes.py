@@ -76,6 +76,17 @@ def test_an_edited_noise_timestep_is_named(project, monkeypatch):
               f"data/iter1/noised/info.json: written with noise.timestep {info['timestep']}, params now say "
               f"{edited}; rerun `sena noise --iter 1` (and the stages after it), or put the value back",
               params_with(project, noise__timestep=edited))
+    fails(project, monkeypatch, ["qa", "--iter", "1"],
+          "data/iter1/noised/info.json: written with another noise schedule (noise.beta_start, beta_end, "
+          "beta_schedule or num_train_timesteps changed since); rerun `sena noise --iter 1`",
+          params_with(project, noise__beta_end=0.03))
+
+
+def test_a_token_in_a_path_is_hidden_by_the_error_line_itself(project, monkeypatch):
+    # Not a URL, so not refused as one: the red line's redaction is the net under every message.
+    output = fails(project, monkeypatch, ["base"], "llava?token=***: model directory not found",
+                   params_with(project, model__base="./llava?token=hf_Planted0451"))
+    assert "hf_Planted0451" not in output
 
 
 def test_the_leftovers_of_an_interrupted_save_are_removed_and_named(tmp_path):

@@ -78,6 +78,8 @@ def test_logged_urls_are_redacted():
     ("https://h/v1?sig=abc&password=p", "https://h/v1?sig=***&password=***"),
     ("line 3: 'a' must be text, got 'me@example.org'", "line 3: 'a' must be text, got 'me@example.org'"),
     ("data/iter1/pairs/pairs.jsonl: line 1", "data/iter1/pairs/pairs.jsonl: line 1"),
+    ("llava?token=abc: not found", "llava?token=***: not found"),  # the colon after it is the message's
+    ("(http://h/x?key=abc), then", "(http://h/x?key=***), then"),
 ])
 def test_redact(text, shown):
     assert redact(text) == shown
