@@ -91,7 +91,17 @@ def _errors() -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if STATE.debug:
             raise
+        if _disk_full(exc):  # safetensors' Rust writer reports a full disk as a SafetensorError, not an OSError
+            _fail("no space left on the device writing an artifact (" + type(exc).__name__ + "); free space and "
+                  "rerun (finished work is kept, nothing half-written was published)")
         _fail(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+
+
+def _disk_full(exc: Exception) -> bool:
+    """A library's own error for ENOSPC/EDQUOT (Rust io::Error text: `os error 28`, `StorageFull`)."""
+    text = str(exc)
+    return any(mark in text for mark in ("No space left on device", "os error 28", "StorageFull",
+                                         "Disk quota exceeded", "os error 122"))
 
 
 def _params() -> Params:

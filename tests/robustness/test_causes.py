@@ -104,3 +104,20 @@ def test_the_leftovers_of_an_interrupted_save_are_removed_and_named(tmp_path):
     assert target.is_dir()
 
 
+
+
+def test_a_full_disk_reported_by_safetensors_is_named_as_a_full_disk(project, monkeypatch):
+    import sena_cli.stages.noise
+
+    class SafetensorError(Exception):
+        pass
+
+    def full(*args, **kwargs):  # what safetensors' Rust writer raises when θK's save meets a full disk
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    full.__module__ = "sena_cli.stages.noise"  # the CLI names the stage's lock by its module
+    monkeypatch.setattr(sena_cli.stages.noise, "run_noise", full)
+    fails(project, monkeypatch, ["noise", "--iter", "1"],
+          "no space left on the device writing an artifact (SafetensorError); free space and rerun (finished work "
+          "is kept, nothing half-written was published)")
