@@ -114,6 +114,8 @@ def _progress() -> Iterator[Progress]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # rich draws the bars; no tqdm bars for loading or saving weights
+    hf_logging.get_logger()  # transformers makes its own handler on first use: redact what it prints too
+    redact_logs("transformers")
     bar = ProgressBars(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
