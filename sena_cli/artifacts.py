@@ -293,7 +293,7 @@ def open_manifest_image(root: Path, record: dict, k: int | None = None) -> Image
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SenaError(f"{shown(path)}: image listed in the sample manifest is missing; rerun {rerun}") from None
+        raise SenaError(_missing_image(path, Path(root), rerun)) from None
     except OSError as exc:
         raise SenaError(f"{shown(path)}: cannot be read ({exc.strerror}); fix it or rerun {rerun}") from None
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
@@ -304,6 +304,22 @@ def open_manifest_image(root: Path, record: dict, k: int | None = None) -> Image
             return to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SenaError(f"{shown(path)}: unreadable image ({exc.__class__.__name__}); rerun {rerun}") from None
+
+
+def _missing_image(path: Path, root: Path, rerun: str) -> str:
+    """Why a sampled image is gone, by the first folder above it that is gone: the embedded world
+    (rebuilt by `sena world`), a pool folder moved away (put back), or the one file (draw again)."""
+    gone = path
+    while not gone.parent.exists() and gone.parent != gone.parent.parent:
+        gone = gone.parent
+    if gone == path:
+        return f"{shown(path)}: image listed in the sample manifest is missing; rerun {rerun}"
+    world = layout.world_dir(root)
+    if gone == world or world in gone.parents:
+        return (f"{shown(gone)}: the embedded world is gone (the pool of {shown(path)}); rebuild it with "
+                "`sena world` or restore it with `dvc pull`")
+    return (f"{shown(gone)}: folder missing, so the sampled {shown(path)} cannot be read (was the pool moved?); "
+            f"put it back, or point sample.pool to its new place and rerun {rerun}")
 
 
 def sampled_image_loader(rows: list[dict], root: Path, k: int):

@@ -21,7 +21,7 @@ from rich.progress import Progress as ProgressBars
 from rich.table import Table
 
 from sena_cli.config import DEFAULT_PARAMS_FILE, Params, load_params
-from sena_cli.errors import SenaError
+from sena_cli.errors import SenaError, redact, redact_logs
 from sena_cli.progress import Progress, Tick
 
 app = typer.Typer(
@@ -50,6 +50,7 @@ def _options(
 ) -> None:
     STATE.debug = debug or os.environ.get("SENA_DEBUG") == "1"
     STATE.params_file = params
+    redact_logs("sena_cli", "transformers", "huggingface_hub", "httpx", "openai")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -57,8 +58,9 @@ def _fail(message: str, code: int = 1) -> None:
 
     from sena_cli.artifacts import shown
 
-    # shown(): a file name with bytes that are not UTF-8 must not crash the error line itself.
-    console.print(f"[bold red]error:[/] {escape(shown(message))}", highlight=False, soft_wrap=True)
+    # shown(): a file name with bytes that are not UTF-8 must not crash the error line itself;
+    # redact(): a URL's password, token or signature never reaches the terminal or a CI log.
+    console.print(f"[bold red]error:[/] {escape(redact(shown(message)))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -89,7 +91,17 @@ def _errors() -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if STATE.debug:
             raise
+        if _disk_full(exc):  # safetensors' Rust writer reports a full disk as a SafetensorError, not an OSError
+            _fail("no space left on the device writing an artifact (" + type(exc).__name__ + "); free space and "
+                  "rerun (finished work is kept, nothing half-written was published)")
         _fail(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+
+
+def _disk_full(exc: Exception) -> bool:
+    """A library's own error for ENOSPC/EDQUOT (Rust io::Error text: `os error 28`, `StorageFull`)."""
+    text = str(exc)
+    return any(mark in text for mark in ("No space left on device", "os error 28", "StorageFull",
+                                         "Disk quota exceeded", "os error 122"))
 
 
 def _params() -> Params:
@@ -102,6 +114,8 @@ def _progress() -> Iterator[Progress]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # rich draws the bars; no tqdm bars for loading or saving weights
+    hf_logging.get_logger()  # transformers makes its own handler on first use: redact what it prints too
+    redact_logs("transformers")
     bar = ProgressBars(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
@@ -116,11 +130,11 @@ def _progress() -> Iterator[Progress]:
 
 
 def _summary(title: str, rows: dict, seconds: float | None = None) -> None:
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=redact(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows.items():
-        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else redact(str(value)))
     if seconds is not None:
         table.add_row("time", f"{seconds:.1f} s")
     out.print(table)
@@ -304,7 +318,7 @@ def evaluate(k: int = ITER_OPTION) -> None:
             table.add_row(*row)
         out.print(table)
         for name, why in result["skipped"].items():
-            console.print(f"[yellow]{name}[/]: {why}", highlight=False)
+            console.print(f"[yellow]{name}[/]: {redact(why)}", highlight=False)
         console.print(f"evaluated in {result['seconds']:.1f} s; batches run now: {result['batches run now']}")
 
 
@@ -391,7 +405,7 @@ def show_params(
             table.add_column(column, max_width=28, overflow="fold")
         table.add_column("help", ratio=1)
         for r in paramdocs.rows(params, choices, sections):
-            value = paramdocs.show(r.value)
+            value = redact(paramdocs.show(r.value))
             changed = r.value != r.default
             table.add_row(r.key, f"[yellow]{escape(value)}[/]" if changed else escape(value),
                           escape(paramdocs.show(r.default)), escape(r.allowed), escape(r.help))

@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sena_cli.errors import SenaError
+from sena_cli.errors import SenaError, has_credentials, redact
 from sena_cli.yamlfile import read_yaml
 
 DEFAULT_PARAMS_FILE = "params.yaml"
@@ -83,6 +84,11 @@ class ModelParams:
     processor: dict = param({}, "settings laid over the checkpoint's saved processor at every load, e.g. "
                             "{size: {shortest_edge: 3136, longest_edge: 1003520}} for Qwen2-VL or "
                             "{do_image_splitting: false} for SmolVLM; {} = the checkpoint's own")
+
+    def check(self, p: Params, at: str) -> None:
+        if "://" in self.base:  # a Path() of it would be a folder named 'https:' holding the token
+            raise Invalid(f"'model.base' is a URL ({redact(self.base)}); give a hub id (owner/name) or a local "
+                          "folder, with a hub token in HF_TOKEN or `hf auth login`, never in params")
 
 
 @dataclass
@@ -179,6 +185,12 @@ class SampleParams:
                             1, 178_000_000)
     max_side: int = param(16_384, "a longer side is skipped", 1, 1_000_000)
     max_aspect_ratio: float = param(20.0, "long side / short side above this is skipped", 1.0, 1e6)
+
+    def check(self, p: Params, at: str) -> None:
+        for key in ("pool", "image_root"):
+            if "://" in getattr(self, key):
+                raise Invalid(f"'sample.{key}' is a URL ({redact(getattr(self, key))}); sena reads a local pool: "
+                              "copy it here first (e.g. `aws s3 sync`, credentials from the environment)")
     dedup: str = param("pixels", "copies drawn once: 'files' (one file by several paths, or the same bytes), "
                        "'pixels' (also the same decoded pixels), 'perceptual' (also lossy and resized copies)",
                        choices=["files", "pixels", "perceptual"])
@@ -327,6 +339,12 @@ class JudgeParams:
     max_backoff_s: float = param(60.0, "longest wait between retries", 0.0, 3600.0)
     concurrency: int = param(4, "requests in flight at once", 1, 64)
 
+    def check(self, p: Params, at: str) -> None:
+        # httpx would send user:password as Basic auth in place of the configured Bearer key.
+        if has_credentials(self.base_url):
+            raise Invalid(f"'eval.judge.base_url' carries credentials ({redact(self.base_url)}); remove them: "
+                          f"the judge key comes only from the environment variable {self.api_key_env}")
+
 
 @dataclass
 class EvalParams:
@@ -344,6 +362,9 @@ class EvalParams:
     # validated there when eval, params or profile runs; kept here as read.
     sections: dict = field(default_factory=dict, metadata={"help": "benchmark sections"})
     OPEN: typing.ClassVar[str] = "sections"  # where _validated puts keys it does not know
+
+    def check(self, p: Params, at: str) -> None:
+        self.judge.check(p, at)
 
 
 @dataclass
@@ -370,7 +391,7 @@ class Params:
 # and eval stays the same for every θK so the metrics compare.
 PER_ITERATION_SECTIONS = ("noise", "qa", "pair", "train")
 # Cross-key checks, in the order they run (each a section's `check` method).
-CHECKED_SECTIONS = ("noise", "train", "base", "qa", "world")
+CHECKED_SECTIONS = ("model", "sample", "noise", "train", "base", "qa", "world", "eval")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
@@ -504,7 +525,7 @@ def check_value(tp, value, key: str, meta, source: str):
         str: isinstance(value, str),
     }[tp]
     if not ok:
-        raise SenaError(f"{source}: '{key}' must be {_type_word(tp)}, got {_show(value)}; fix its value")
+        raise SenaError(f"{source}: '{key}' must be {_type_word(tp)}, got {_show(value)}; {_fix_for(tp, value)}")
     if tp is float:
         try:
             value = float(value)
@@ -547,6 +568,21 @@ def range_text(meta) -> str:
     if lo is None or hi is None:
         return ""
     return f" in {'(' if meta.get('lo_open') else '['}{lo}, {hi}{')' if meta.get('hi_open') else ']'}"
+
+
+def _fix_for(tp, value) -> str:
+    """The fix of a wrongly typed value: YAML (1.1, as PyYAML reads it) takes 1e-5 for text, since
+    a float there needs a dot; say so, instead of leaving the user to stare at a number."""
+    if tp in (int, float) and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return "fix its value"
+        if math.isfinite(number) and re.fullmatch(r"[-+]?[0-9]+[eE][-+]?[0-9]+", value.strip()):
+            mantissa, exponent = re.split("[eE]", value.strip())
+            return f"YAML reads {value} as text: write {mantissa}.0e{exponent} (a dot before the e)"
+        return "write it without quotes"
+    return "fix its value"
 
 
 def _type_word(tp) -> str:

@@ -37,6 +37,28 @@ def check_iteration(k: int, stage: str, iterations: int, first: int = 1) -> None
         raise SenaError(f"--iter {k}: {stage} runs for iterations {first}..loop.iterations ({iterations})")
 
 
+def remove_leftovers(target: str | Path) -> dict:
+    """What an interrupted save of the folder `target` left beside it, removed, for the summary table:
+    `.NAME.saving` (the new version half-written; a full disk left it with a raw SafetensorError) and
+    `.NAME.old` (the previous version, kept until the new one was in place; put back if `target` is gone)."""
+    import shutil
+
+    target = Path(target)
+    staging, old = target.with_name(f".{target.name}.saving"), target.with_name(f".{target.name}.old")
+    done = {}
+    if staging.exists():
+        shutil.rmtree(staging)
+        done["removed"] = f"{staging} (left by an interrupted save)"
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old)
+            done["removed too"] = f"{old} (the version before, left by an interrupted save)"
+        else:
+            old.replace(target)
+            done["restored"] = f"{target} from {old} (an interrupted save had moved it)"
+    return done
+
+
 def summary(rows: dict, output: str | Path, started: float) -> dict:
     """What a stage returns for the CLI's table: its rows, where it wrote, and its time."""
     return {**rows, "output": str(output), "seconds": time.perf_counter() - started}
@@ -49,6 +71,12 @@ def summary(rows: dict, output: str | Path, started: float) -> dict:
 class Kind:
     words: str  # what the field must be, for the error line
     test: Callable[[Any], bool]
+    base: Kind | None = None  # a kind this one narrows: a value not even of the base is named by its words
+
+
+def within(base: Kind, words: str, test: Callable[[Any], bool]) -> Kind:
+    """`base` narrowed to the values that pass `test` (a range, a length)."""
+    return Kind(words, lambda v: base.test(v) and test(v), base)
 
 
 def _number(v) -> bool:
@@ -66,6 +94,21 @@ WHOLE = Kind("a whole number", _whole)
 TEXTS = Kind("a list of text", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
 WHOLES = Kind("a list of whole numbers", lambda v: isinstance(v, list) and all(map(_whole, v)))
 NUMBER_OR_TEXT = Kind("a finite number or text", lambda v: _number(v) or isinstance(v, str))
+
+# Impossible values refused where a stage reads an artifact (issue 23): a hand-edited pairs file
+# with ref_chosen_logp 12.5 trained θK with rc 0, and one with 1e300 trained an epoch and then
+# blamed train.lr. A log-probability is at most 0; counts, seeds and sizes have their ranges.
+SEED_MAX = 2**63 - 1  # method.noise.image_seed's 63-bit seeds
+# Longer than any answer a model writes within eval.max_new_tokens (131072 tokens at most, a few
+# characters each), so a longer one was not generated: it would reach the tokenizer whole.
+MAX_TEXT_CHARS = 2_000_000
+LOGP = within(NUMBER, "a log-probability (a finite number <= 0)", lambda v: v <= 0)
+COUNT = within(WHOLE, "a whole number >= 0", lambda v: v >= 0)
+SIZE = within(WHOLE, "a whole number >= 1", lambda v: v >= 1)
+SIZES = within(WHOLES, "a list of whole numbers >= 1", lambda v: all(x >= 1 for x in v))
+SEED = within(WHOLE, f"a whole number in [0, {SEED_MAX}]", lambda v: 0 <= v <= SEED_MAX)
+FRACTION = within(NUMBER, "a number in (0, 1]", lambda v: 0 < v <= 1)
+ANSWER_TEXT = within(TEXT, f"text of at most {MAX_TEXT_CHARS} characters", lambda v: len(v) <= MAX_TEXT_CHARS)
 
 
 def one_of(*values: str) -> Kind:
@@ -88,7 +131,9 @@ class Tree:
 
 def _json(value) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if len(text) <= 40:
+        return text
+    return text[:37] + "..." + (f" ({len(value)} characters)" if isinstance(value, str) else "")
 
 
 def _at(where: str, field: str) -> str:
@@ -99,7 +144,10 @@ def _at(where: str, field: str) -> str:
 def fault(value, shape, where: str = "", field: str = "") -> str | None:
     """Why `value` does not have `shape` (naming `where` and the field), or None when it has."""
     if isinstance(shape, Kind):
-        return None if shape.test(value) else f"{_at(where, field)} must be {shape.words}, got {_json(value)}"
+        if shape.test(value):
+            return None
+        words = shape.base.words if shape.base and not shape.base.test(value) else shape.words
+        return f"{_at(where, field)} must be {words}, got {_json(value)}"
     if isinstance(shape, list):
         if not isinstance(value, list):
             return f"{_at(where, field) or 'the file'} must be a list, got {_json(value)}"
@@ -130,19 +178,19 @@ def fault(value, shape, where: str = "", field: str = "") -> str | None:
 # ---------------------------------------------------------------- the artifacts' fields
 
 SAMPLE_TYPES = ("des", "gen")
-MANIFEST = {"id": TEXT, "path": TEXT, "sha256": TEXT, "width?": WHOLE, "height?": WHOLE, "source?": TEXT}
-NOISE_ENTRY = {"id": TEXT, "seed": WHOLE, "sha256": TEXT, "pictures?": [WHOLES], "size?": WHOLES}
-NOISE_INFO = {"space": TEXT, "timestep": WHOLE, "images": WHOLE, "sqrt_alpha_bar": NUMBER}
+MANIFEST = {"id": TEXT, "path": TEXT, "sha256": TEXT, "width?": SIZE, "height?": SIZE, "source?": TEXT}
+NOISE_ENTRY = {"id": TEXT, "seed": SEED, "sha256": TEXT, "pictures?": [SIZES], "size?": SIZES}
+NOISE_INFO = {"space": TEXT, "timestep": COUNT, "images": COUNT, "sqrt_alpha_bar": FRACTION}
 # What `pair` reads of a qa record (qa writes more: the raw and checked questions, the description, …).
 QA_RECORD = {"id": TEXT, "image": TEXT, "type": one_of(*SAMPLE_TYPES), "prompt": TEXT,
-             "enhanced_answer": TEXT, "corrupted_answer": TEXT}
-COUNTS = Each(WHOLE)
-PAIR = {"id": TEXT, "image": TEXT, "image_sha256": TEXT, "type": one_of(*SAMPLE_TYPES), "prompt": TEXT,
-        "chosen": TEXT, "rejected": TEXT, "ref_chosen_logp": NUMBER, "ref_chosen_logp_mean": NUMBER,
-        "ref_rejected_logp": NUMBER, "ref_rejected_logp_mean": NUMBER}
-PAIR_STATS = {"records": WHOLE, "pairs": WHOLE, "pairs_des": WHOLE, "pairs_gen": WHOLE, "dropped": COUNTS}
+             "enhanced_answer": ANSWER_TEXT, "corrupted_answer": ANSWER_TEXT}
+COUNTS = Each(COUNT)
+PAIR = {"id": TEXT, "image": TEXT, "image_sha256": TEXT, "type": one_of(*SAMPLE_TYPES), "prompt": ANSWER_TEXT,
+        "chosen": ANSWER_TEXT, "rejected": ANSWER_TEXT, "ref_chosen_logp": LOGP, "ref_chosen_logp_mean": LOGP,
+        "ref_rejected_logp": LOGP, "ref_rejected_logp_mean": LOGP}
+PAIR_STATS = {"records": COUNT, "pairs": COUNT, "pairs_des": COUNT, "pairs_gen": COUNT, "dropped": COUNTS}
 REFERENCE = {"tokenization?": TEXT, "precision?": TEXT}
-TRAIN_SUMMARY = {"pairs": WHOLE, "steps": WHOLE, "global_batch": WHOLE, "first": Each(NUMBER),
+TRAIN_SUMMARY = {"pairs": COUNT, "steps": COUNT, "global_batch": SIZE, "first": Each(NUMBER),
                  "last": Each(NUMBER), "after": Each(NUMBER), "seconds": NUMBER}
 METRICS = Tree(NUMBER_OR_TEXT)
 ANSWER = {"benchmark": TEXT}

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from sena_cli.artifacts import Journal
 from sena_cli.config import JudgeParams
-from sena_cli.errors import SenaError
+from sena_cli.errors import SenaError, redact
 
 RETRY_STATUS = {408, 409, 429}  # and every 5xx
 
@@ -84,7 +84,7 @@ class Judge:
                 return self._request(prompt)
             except _Retry as why:
                 if attempt == p.retries:
-                    raise SenaError(f"judge at {p.base_url}: {why.why}, still after {p.retries} retries; "
+                    raise SenaError(f"judge at {redact(p.base_url)}: {why.why}, still after {p.retries} retries; "
                                     "the replies so far are kept, rerun to resume") from None
                 backoff = min(p.max_backoff_s, p.backoff_s * 2 ** attempt)
                 self._sleep(min(p.max_backoff_s, why.wait) if why.wait is not None else backoff)
@@ -110,16 +110,16 @@ class Judge:
             status = exc.status_code
             if 300 <= status < 400:
                 where = urlsplit(exc.response.headers.get("location", ""))
-                raise SenaError(f"judge at {p.base_url} answered HTTP {status}, a redirect to "
+                raise SenaError(f"judge at {redact(p.base_url)} answered HTTP {status}, a redirect to "
                                 f"{where.scheme + '://' + where.netloc if where.netloc else 'another path'}; "
                                 "sena does not follow redirects with the key: set eval.judge.base_url to the "
                                 "final address") from None
             if status in RETRY_STATUS or status >= 500:
                 raise _Retry(f"HTTP {status}", _retry_after(exc.response.headers.get("retry-after"))) from None
-            raise SenaError(f"judge at {p.base_url} answered HTTP {status}; check the endpoint, "
+            raise SenaError(f"judge at {redact(p.base_url)} answered HTTP {status}; check the endpoint, "
                             f"model and {p.api_key_env}") from None
         except (openai.APIResponseValidationError, AttributeError, IndexError, TypeError, ValueError):
-            raise SenaError(f"judge at {p.base_url} did not answer like a chat completions API") from None
+            raise SenaError(f"judge at {redact(p.base_url)} did not answer like a chat completions API") from None
         finally:
             _DEADLINE.at = None
 

@@ -22,7 +22,7 @@ from sena_cli import layout
 from sena_cli.artifacts import image_sha256
 from sena_cli.config import NoiseParams
 from sena_cli.errors import SenaError
-from sena_cli.frame import NOISE_ENTRY, made_by, read_records
+from sena_cli.frame import NOISE_ENTRY, NOISE_INFO, made_by, read_json, read_records
 
 
 def scheduler(params: NoiseParams) -> DDPMScheduler:
@@ -95,6 +95,18 @@ class Corruption:
         self.records = {r["id"]: r for r in read_records(layout.noise_index_file(k, root), made_by("noise", k),
                                                          NOISE_ENTRY)}
         self.sched = scheduler(self.params)
+        # Settings edited since `sena noise` ran (by hand, without DVC) would make every recomputed
+        # input differ: name the setting, not a processor or library version.
+        info_file = layout.noise_info_file(k, root)
+        info = read_json(info_file, made_by("noise", k), NOISE_INFO) if info_file.is_file() else None
+        if info and info["timestep"] != self.params.timestep:
+            raise SenaError(f"{info_file}: written with noise.timestep {info['timestep']}, params now say "
+                            f"{self.params.timestep}; rerun `sena noise --iter {k}` (and the stages after it), "
+                            "or put the value back")
+        if info and abs(info["sqrt_alpha_bar"] - sqrt_alpha_bar(self.params, self.sched)) > 1e-6:
+            raise SenaError(f"{info_file}: written with another noise schedule (noise.beta_start, beta_end, "
+                            f"beta_schedule or num_train_timesteps changed since); rerun `sena noise --iter {k}` "
+                            "(and the stages after it), or put the values back")
         info_space = "pictures" if any("pictures" in r for r in self.records.values()) else "size"
         expected = "pictures" if self.params.space == "pixel_values" else "size"
         if self.records and info_space != expected:

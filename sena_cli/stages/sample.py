@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from sena_cli import layout
 from sena_cli.artifacts import shown, to_rgb, write_json
 from sena_cli.config import Params, SampleParams
-from sena_cli.errors import SenaError
+from sena_cli.errors import SenaError, redact
 from sena_cli.frame import MANIFEST, check_iteration, given, publish, read_json, read_manifest, read_records, summary
 from sena_cli.progress import Progress, no_progress
 
@@ -81,14 +81,14 @@ def _list_from_datasets(pool: Path, params: Params) -> list[Candidate]:
                 else datasets.Dataset.from_file(str(pool))
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds
         raise SenaError(
-            f"sample.pool '{pool}': datasets cannot load it ({exc.__class__.__name__}); fix the path"
+            f"sample.pool '{redact(str(pool))}': datasets cannot load it ({exc.__class__.__name__}); fix the path"
         ) from None
     if isinstance(ds, datasets.DatasetDict):
-        raise SenaError(f"sample.pool '{pool}': a DatasetDict; point to one split's folder")
+        raise SenaError(f"sample.pool '{redact(str(pool))}': a DatasetDict; point to one split's folder")
     columns = [c for c, f in ds.features.items() if isinstance(f, datasets.Image)]
     if not columns:
         raise SenaError(
-            f"sample.pool '{pool}': no Image column in {list(ds.features)}; cast one with datasets.Image()"
+            f"sample.pool '{redact(str(pool))}': no Image column in {list(ds.features)}; cast one with datasets.Image()"
         )
     column, field = columns[0], params.sample.stratify_by
     return [Candidate(f"{pool.name}#{i}", None, str(ds[i][field]) if field and field != "path" else "",
@@ -113,7 +113,8 @@ def list_pool(params: Params, root: Path = Path(".")) -> list[Candidate]:
     if pool.is_file() and pool.suffix in (".json", ".jsonl"):
         return _list_from_records(pool, params, root)
     raise SenaError(
-        f"sample.pool: '{pool}' is not an image folder, a .json/.jsonl list or a datasets folder/file; fix the path"
+        f"sample.pool: '{redact(str(pool))}' is not an image folder, a .json/.jsonl list or a datasets "
+        "folder/file; fix the path"
     )
 
 
@@ -141,6 +142,9 @@ def _list_from_records(pool: Path, params: Params, root: Path) -> list[Candidate
         if rel in seen:
             continue  # the same image under several conversations
         seen.add(rel)
+        if "\0" in rel:  # os calls refuse it with "embedded null byte", naming no file
+            raise SenaError(f"{pool}: item {i + 1}: 'image' path {shown(rel)!r} holds a NUL byte, which no file "
+                            "name can; fix the list")
         path = _confined(image_root, rel, f"{pool} record {i}")
         source = str(rec.get(field, "")) if field and field != "path" else (rel.split("/")[0] if "/" in rel else "")
         out.append(Candidate(_image_id(rel), path, shown(source)))
@@ -317,7 +321,7 @@ def run_sample(params: Params, k: int, root: Path = Path("."), progress: Progres
     needed = m * params.loop.iterations
     if len(candidates) < needed:
         raise SenaError(
-            f"sample.pool '{sp.pool}': found {len(candidates)} images, need {needed} "
+            f"sample.pool '{redact(sp.pool)}': found {len(candidates)} images, need {needed} "
             f"(sample.images_per_iteration {m} x loop.iterations {params.loop.iterations}); add images or lower M"
         )
     started = time.perf_counter()
@@ -366,7 +370,8 @@ def run_sample(params: Params, k: int, root: Path = Path("."), progress: Progres
             at += 1
     if len(mine) < m:
         raise SenaError(
-            f"sample.pool '{sp.pool}': only {len(drawn_before) + sum(counts.values())} usable, distinct images, "
+            f"sample.pool '{redact(sp.pool)}': only {len(drawn_before) + sum(counts.values())} usable, "
+            "distinct images, "
             f"need {len(drawn_before) + m * len(to_draw)} for iterations 1..{k}; {len(skipped)} skipped, "
             f"{len(duplicates)} duplicates in iteration {k}'s share; add images or lower M"
         )
@@ -414,7 +419,7 @@ def pool_fingerprint(params: Params, root: Path = Path(".")) -> dict:
             for cand in _list_from_records(pool, params, root):
                 add(cand.path, "image/" + cand.id)
     else:
-        raise SenaError(f"sample.pool: '{pool}' not found; fix the path")
+        raise SenaError(f"sample.pool: '{redact(str(pool))}' not found; fix the path")
     digest = hashlib.sha256(json.dumps(listed).encode()).hexdigest()
     return {"pool": params.sample.pool, "image_root": params.sample.image_root, "files": len(listed),
             "bytes": sum(max(size, 0) for _, size in listed), "sha256": digest}

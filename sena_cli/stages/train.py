@@ -37,7 +37,17 @@ from sena_cli import layout
 from sena_cli.artifacts import file_identity, fingerprint, sampled_image_loader
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
-from sena_cli.frame import PAIR, REFERENCE, TRAIN_SUMMARY, check_iteration, made_by, publish, read_json, read_records
+from sena_cli.frame import (
+    PAIR,
+    REFERENCE,
+    TRAIN_SUMMARY,
+    check_iteration,
+    made_by,
+    publish,
+    read_json,
+    read_records,
+    remove_leftovers,
+)
 from sena_cli.method.loss import gradient_accumulation
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks
@@ -132,6 +142,7 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     work = layout.train_work_dir(k, root)
     timeout_s = collective_timeout_s(layout.model_dir(k - 1, root))
     ranks = Ranks.start(work, timeout_s=timeout_s, heartbeat=False)  # the processes must share the project folder
+    leftovers = ranks.from_main(lambda: remove_leftovers(layout.model_dir(k, root)))
     accumulation = gradient_accumulation(tp.global_batch_size, tp.per_device_batch_size, ranks.world)
     if accumulation is None:
         raise SenaError(
@@ -174,7 +185,7 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
             shutil.copytree(work / "live", out.path(layout.train_live_dir(k, root)))
             out.json(layout.train_summary_file(k, root), summary, TRAIN_SUMMARY)
         shutil.rmtree(work, ignore_errors=True)
-    return {**_rows(summary), **sharded, **resumed, "output": str(layout.model_dir(k, root))}
+    return {**_rows(summary), **sharded, **resumed, **leftovers, "output": str(layout.model_dir(k, root))}
 
 
 def _rows(summary: dict) -> dict:

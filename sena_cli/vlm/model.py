@@ -118,6 +118,41 @@ def check_model_dir(path: Path) -> None:
         raise SenaError(f"{path}: no config.json, so this is not a saved model; point to a save_pretrained folder")
     if not any(path.glob("*.safetensors")):
         raise SenaError(f"{path}: no .safetensors weights; sena loads safetensors only (no pickle)")
+    for file in sorted(path.glob("*.safetensors")):
+        if why := safetensors_fault(file):
+            raise SenaError(f"{file}: {why}, so the weights cannot be read; rebuild this checkpoint (the "
+                            "stage that wrote it: `sena base`, `sena train --iter K`) or copy it again")
+
+
+SAFETENSORS_HEADER_MAX = 100_000_000  # the safetensors library's own limit on the JSON header
+
+
+def safetensors_fault(file: Path) -> str | None:
+    """Why a .safetensors file is not whole (0 bytes, cut short, a header claiming more than the
+    file holds), from its 8-byte length and JSON header alone, or None. Loading such a file gives
+    `SafetensorError: header too small` naming no file."""
+    import json
+
+    size = file.stat().st_size
+    if size == 0:
+        return "0 bytes"
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"cut short ({size} bytes, less than the 8-byte header length)"
+        n = int.from_bytes(head, "little")
+        if n > SAFETENSORS_HEADER_MAX:
+            return f"damaged (its header length reads {n} bytes, more than safetensors allows)"
+        if 8 + n > size:
+            return f"cut short (its header claims {n} bytes; the file has {size})"
+        try:
+            header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for name, t in header.items() if name != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "damaged (its header is not a safetensors header)"
+    if 8 + n + end > size:
+        return f"cut short ({size} bytes; its header places tensors up to byte {8 + n + end})"
+    return None
 
 
 def non_finite_weight(path: Path) -> str | None:
