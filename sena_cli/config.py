@@ -83,6 +83,15 @@ class ModelParams:
     processor: dict = param({}, "settings laid over the checkpoint's saved processor at every load, e.g. "
                             "{size: {shortest_edge: 3136, longest_edge: 1003520}} for Qwen2-VL or "
                             "{do_image_splitting: false} for SmolVLM; {} = the checkpoint's own")
+    pad_to_square: str = param("auto", "pad each image to a square of the processor's mean colour before the "
+                               "processor (LLaVA-1.5's `image_aspect_ratio pad`, the SENA reference) instead of "
+                               "its centre crop; auto = on for a LLaVA-1.5 checkpoint, off for any other",
+                               choices=["auto", "on", "off"])
+    conversation: str = param("auto", "the prompt format: vicuna_v1 = LLaVA-1.5's training conversation (its "
+                              "system prompt, 'USER: <image> … ASSISTANT:', answers ending with </s>; the "
+                              "SENA reference), checkpoint = the checkpoint's chat template; auto = vicuna_v1 "
+                              "for a LLaVA-1.5 checkpoint, checkpoint for any other",
+                              choices=["auto", "vicuna_v1", "checkpoint"])
 
 
 @dataclass

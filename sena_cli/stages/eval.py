@@ -51,7 +51,8 @@ def run_eval(
     counts = {b.name: b.counter()(ctx) for b in benchmarks}
     torch.manual_seed(params.loop.seed)
     vlm = VLM.load(layout.model_dir(k, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor)
+                   dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor,
+                   pad_to_square=params.model.pad_to_square, conversation=params.model.conversation)
     started = time.perf_counter()
     run_id = fingerprint(tracked_params("eval", k, params, root), names, file_identity(layout.model_dir(k, root)))
     done = ranks.finished(run_id)

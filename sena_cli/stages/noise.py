@@ -43,7 +43,8 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
     pre = None  # `noise.space: image` corrupts before any processor
     if np_.space == "pixel_values":
         pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                                settings=params.model.processor)
+                                settings=params.model.processor,
+                                pad_to_square=params.model.pad_to_square, conversation=params.model.conversation)
     with publish(layout.noised_dir(k, root)) as out:
         index = []
         out.path(layout.noise_previews_dir(k, root)).mkdir()

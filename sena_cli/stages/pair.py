@@ -83,7 +83,8 @@ def run_pair(params: Params, k: int, root: Path = Path("."), progress: Progress 
     if pairs:
         # θ(K-1) as `train` holds it at step 0: fp32 weights, autocast to train.precision (vlm/model.py).
         vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                       dtype="float32", device=ranks.device, processor_settings=params.model.processor)
+                       dtype="float32", device=ranks.device, processor_settings=params.model.processor,
+                       pad_to_square=params.model.pad_to_square, conversation=params.model.conversation)
         precision = training_precision(params.train.precision, vlm.device)
         reference = {"tokenization": tokenization_id(vlm.chat, params.train.max_length, precision),
                      "precision": precision}

@@ -115,7 +115,8 @@ def run_qa(params: Params, k: int, root: Path = Path("."), progress: Progress = 
     corruption = Corruption(params, k, root)
     ranks = Ranks.start(layout.qa_work_dir(k, root))  # before any work: the processes must share the project folder
     vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor)
+                   dtype=params.model.dtype, device=ranks.device, processor_settings=params.model.processor,
+                   pad_to_square=params.model.pad_to_square, conversation=params.model.conversation)
     # The process count is not part of the run: chunks are the same however they are shared out.
     run_id = fingerprint(manifest, file_identity(layout.noised_dir(k, root), "**/*"),
                          tracked_params("qa", k, params, root), file_identity(layout.model_dir(k - 1, root)))

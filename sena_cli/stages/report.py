@@ -124,7 +124,8 @@ def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:
     params = for_iteration(params, k)
     corruption = Corruption(params, k, root)
     pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                            settings=params.model.processor)
+                            settings=params.model.processor,
+                            pad_to_square=params.model.pad_to_square, conversation=params.model.conversation)
     out = []
     for p in picked:
         clean_image = sampled_image_loader([p], root, k)(p["image"])

@@ -142,7 +142,8 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
 
     # The processor alone tells whether the stored reference log-probs fit this run.
     pre = load_preprocessor(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                            settings=params.model.processor)
+                            settings=params.model.processor,
+                            pad_to_square=params.model.pad_to_square, conversation=params.model.conversation)
     _check_reference(params, k, root, pre.chat)
     # Before the model: under a DeepSpeed launch this makes transformers' DeepSpeed config, so
     # that ZeRO-3 loads the weights sharded (from_pretrained honours is_deepspeed_zero3_enabled()).
@@ -159,7 +160,8 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     # fp32 master weights, autocast to train.precision inside the Trainer or DeepSpeed: the regime
     # in which `pair` computed the reference log-probs (vlm/model.py, deepspeed_config above).
     vlm = VLM.load(layout.model_dir(k - 1, root), trust_remote_code=params.model.trust_remote_code,
-                   dtype="float32", device=torch.device("cpu"), processor_settings=params.model.processor)
+                   dtype="float32", device=torch.device("cpu"), processor_settings=params.model.processor,
+                   pad_to_square=params.model.pad_to_square, conversation=params.model.conversation)
     # ZeRO-3 (deepspeed.zero.Init under from_pretrained) leaves each rank its shard only.
     sharded = {"weights sharded at load": True} if any(hasattr(p, "ds_id") for p in vlm.model.parameters()) else {}
     trainer = _build_trainer(params, k, root, vlm, pairs, config, work, resume, progress, ranks.is_main)
