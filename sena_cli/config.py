@@ -285,6 +285,17 @@ class PairParams:
     max_token_repeats: int = param(30, "a pair whose answer repeats a token more often is dropped", 1, BIG)
     max_non_alnum_ratio: float = param(0.5, "a pair whose answer has a larger share of non-alphanumeric "
                                        "characters is dropped", 0.0, 1.0)
+    degenerate_tokens: str = param("nltk", "tokens max_token_repeats counts: nltk = NLTK-style word tokens, "
+                                   "case-sensitive (the reference); words = lower-cased whitespace words",
+                                   choices=["nltk", "words"])
+    rejected_in_chosen_case: str = param("rejected", "a pair whose rejected answer is inside the chosen one is "
+                                         "dropped; rejected = only the rejected lower-cased (the reference: "
+                                         "'red' is kept against 'The Red circle'), both = both lower-cased",
+                                         choices=["rejected", "both"])
+    strip_answers: bool = param(False, "strip surrounding whitespace and newlines from answers before the "
+                                "filters compare them; false = as generated (the reference)")
+    alnum: str = param("ascii", "what max_non_alnum_ratio counts as alphanumeric: ascii = a-z, A-Z, 0-9 (the "
+                       "reference); unicode = str.isalnum", choices=["ascii", "unicode"])
     batch_size: int = param(8, "pairs per reference log-prob batch", 1, 65536)
 
 
