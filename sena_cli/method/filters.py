@@ -25,12 +25,14 @@ from sena_cli.method.questions import has_dropped_word, split_sentences
 ASCII_ALNUM = frozenset(string.ascii_letters + string.digits)
 # NLTK's word_tokenize without its data: Treebank-style word tokens by one regular expression, so no
 # punkt download is needed. Like NLTK: punctuation split off words, "..." and "--" one token, the
-# clitics n't 's 'm 'd 'll 're 've split off ("don't" -> do n't), numbers "3.5" and "1,000" and
-# hyphenated words kept whole. Unlike NLTK: quotes stay " (NLTK writes `` and ''), and a period
-# inside a word ("U.S.") is split off ("U", ".", "S", "."); neither changes a token's repeat count
-# by more than those few tokens.
+# clitics n't 's 'm 'd 'll 're 've split off ("don't" -> do n't), numbers "3.5", "1,000", "12:30"
+# and hyphenated words kept whole. Unlike NLTK: quotes stay " (NLTK writes `` and ''); a period
+# inside a word is split off ("U.S." -> U . S ., NLTK keeps "U.S." and splits only a sentence's
+# last period); "cannot", "gonna", "wanna" and "o'clock"-like words are not split as NLTK's
+# contraction lists split them (can not, gon na). Word tokens themselves are the same, so a
+# repeated word is counted the same; only punctuation and those rare words can count differently.
 _NLTK_LIKE = re.compile(r"""
-    \d+(?:[.,]\d+)+                   # 3.5, 1,000
+    \d+(?:[.,:]\d+)+                  # 3.5, 1,000, 12:30
   | \w+(?=n't\b)                      # do|n't
   | n't\b
   | '(?:s|m|d|ll|re|ve)\b             # 's 'm 'd 'll 're 've

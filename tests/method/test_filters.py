@@ -61,6 +61,7 @@ def test_word_tokens_are_nltk_like_without_nltk_data():
     assert word_tokens("The red circle, isn't it? It's 3.5 cm... well-known -- yes.") == [
         "The", "red", "circle", ",", "is", "n't", "it", "?", "It", "'s", "3.5", "cm", "...", "well-known",
         "--", "yes", "."]
+    assert word_tokens("At 12:30: 1,000 (red) $5!") == ["At", "12:30", ":", "1,000", "(", "red", ")", "$", "5", "!"]
 
 
 def test_each_rule_is_a_pair_key_with_the_reference_default():
