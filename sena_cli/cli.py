@@ -365,7 +365,8 @@ def profile(name: str = typer.Argument(..., help="A file profiles/NAME.yaml of o
         if not changed:
             out.print(f"profile {name}: {STATE.params_file} already has its values; nothing changed")
             return
-        _summary(f"profile {name} applied to {STATE.params_file}", {key: str(v) for key, v in changed.items()})
+        _summary(f"profile {name} applied to {STATE.params_file}",
+                 {key: "removed" if v is None else str(v) for key, v in changed.items()})
 
 
 @app.command("params")

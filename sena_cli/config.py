@@ -84,6 +84,15 @@ class ModelParams:
     processor: dict = param({}, "settings laid over the checkpoint's saved processor at every load, e.g. "
                             "{size: {shortest_edge: 3136, longest_edge: 1003520}} for Qwen2-VL or "
                             "{do_image_splitting: false} for SmolVLM; {} = the checkpoint's own")
+    pad_to_square: str = param("auto", "pad each image to a square of the processor's mean colour before the "
+                               "processor (LLaVA-1.5's `image_aspect_ratio pad`, the SENA reference) instead of "
+                               "its centre crop; auto = on for a LLaVA-1.5 checkpoint, off for any other",
+                               choices=["auto", "on", "off"])
+    conversation: str = param("auto", "the prompt format: vicuna_v1 = LLaVA-1.5's training conversation (its "
+                              "system prompt, 'USER: <image> … ASSISTANT:', answers ending with </s>; the "
+                              "SENA reference), checkpoint = the checkpoint's chat template; auto = vicuna_v1 "
+                              "for a LLaVA-1.5 checkpoint, checkpoint for any other",
+                              choices=["auto", "vicuna_v1", "checkpoint"])
 
     def check(self, p: Params, at: str) -> None:
         if "://" in self.base:  # a Path() of it would be a folder named 'https:' holding the token
@@ -288,6 +297,17 @@ class PairParams:
     max_token_repeats: int = param(30, "a pair whose answer repeats a token more often is dropped", 1, BIG)
     max_non_alnum_ratio: float = param(0.5, "a pair whose answer has a larger share of non-alphanumeric "
                                        "characters is dropped", 0.0, 1.0)
+    degenerate_tokens: str = param("nltk", "tokens max_token_repeats counts: nltk = NLTK-style word tokens, "
+                                   "case-sensitive (the reference); words = lower-cased whitespace words",
+                                   choices=["nltk", "words"])
+    rejected_in_chosen_case: str = param("rejected", "a pair whose rejected answer is inside the chosen one is "
+                                         "dropped; rejected = only the rejected lower-cased (the reference: "
+                                         "'red' is kept against 'The Red circle'), both = both lower-cased",
+                                         choices=["rejected", "both"])
+    strip_answers: bool = param(False, "strip surrounding whitespace and newlines from answers before the "
+                                "filters compare them; false = as generated (the reference)")
+    alnum: str = param("ascii", "what max_non_alnum_ratio counts as alphanumeric: ascii = a-z, A-Z, 0-9 (the "
+                       "reference); unicode = str.isalnum", choices=["ascii", "unicode"])
     batch_size: int = param(8, "pairs per reference log-prob batch", 1, 65536)
 
 

@@ -4,8 +4,9 @@
 given twice at any depth (the second would silently replace the first), anchors and aliases
 (refused as they are met, so an alias bomb cannot hang the loader), bytes that are not UTF-8,
 a file over 1 MiB. `apply_profile` lays a profile over a YAML file as a document (ruamel's
-round trip), so comments, key order and untouched keys stay. Neither knows parameter names:
-the caller passes the validator.
+round trip), so comments, key order and untouched keys stay; a profile key set to null (`~`)
+is removed from the file (how `profiles/paper.yaml` takes out the embedded profile's
+per-iteration learning rates). Neither knows parameter names: the caller passes the validator.
 """
 
 from __future__ import annotations
@@ -96,10 +97,13 @@ def _refuse_duplicate_keys(node, prefix: str) -> None:
 
 
 def merge(base: dict, override: dict) -> dict:
-    """base with override's keys laid over it, mappings merged key by key."""
+    """base with override's keys laid over it, mappings merged key by key; a key set to None is removed."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return out
 
 
@@ -107,7 +111,8 @@ Validate = Callable[[Any, str], dict]  # (data, source) -> every setting as a pl
 
 
 def apply_profile(params_file: str | Path, profile_file: str | Path, validate: Validate) -> dict:
-    """Lay profile_file's keys over params_file, in place; returns the changed keys and their new values.
+    """Lay profile_file's keys over params_file, in place; returns the changed keys and their new values
+    (None for a key removed).
 
     The file is edited as a YAML document, not rewritten from the settings: its comments, key
     order and every key the profile does not name stay as they are. The result is validated
@@ -134,6 +139,7 @@ def apply_profile(params_file: str | Path, profile_file: str | Path, validate: V
     document.preserve_quotes = True
     document.width = 100  # the width params.yaml is written at, so long strings keep their line breaks
     document.indent(mapping=2, sequence=2, offset=0)
+    document.representer.add_representer(float, _float)
     try:
         tree = document.load(params_file.read_text())
     except RoundTripError:
@@ -146,13 +152,28 @@ def apply_profile(params_file: str | Path, profile_file: str | Path, validate: V
                         f"apply {profile_file} by hand")
     atomic_write_text(params_file, out.getvalue())
     before, after = leaves(base), leaves(merged)
-    return {key: after[key] for key in after if before.get(key) != after[key]}
+    changed = {key: after[key] for key in after if before.get(key) != after[key]
+               and not (after[key] == {} and any(k.startswith(key + ".") for k in before))}
+    removed = {key: None for key in before if key not in after and not any(k.startswith(key + ".") for k in after)}
+    return {**changed, **removed}
+
+
+def _float(representer, value: float):
+    """A float as YAML 1.1 (PyYAML) reads it back: 2e-06 would be a string there, 2.0e-06 is a number."""
+    text = repr(value)
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        text = f"{mantissa}.0e{exponent if exponent[0] in '+-' else '+' + exponent}"
+    return representer.represent_scalar("tag:yaml.org,2002:float", text)
 
 
 def _lay_over(tree, overrides: dict):
-    """Set overrides' leaves inside a round-trip YAML mapping, keeping everything else of it."""
+    """Set overrides' leaves inside a round-trip YAML mapping, keeping everything else of it; remove
+    those set to None."""
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+        if value is None:
+            tree.pop(key, None)
+        elif isinstance(value, dict) and isinstance(tree.get(key), dict):
             _lay_over(tree[key], value)
         else:
             tree[key] = value

@@ -285,3 +285,56 @@ def test_qa_under_two_processes_writes_what_one_writes(family, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (root / "data/iter1/qa/records.jsonl").read_bytes() == \
         (family.root / "data/iter1/qa/records.jsonl").read_bytes()
+
+
+# ---------------------------------------------------------------- LLaVA-1.5 as it was trained
+
+VICUNA_V1_PROMPT = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+                    "helpful, detailed, and polite answers to the human's questions. USER: <image>\n{} ASSISTANT:")
+
+
+def expand2square(image: Image.Image, background: tuple) -> Image.Image:
+    """LLaVA's llava/mm_utils.py expand2square, as the reference runs it (image_aspect_ratio pad)."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    result = Image.new(image.mode, (side, side), background)
+    result.paste(image, ((side - width) // 2, (side - height) // 2))
+    return result
+
+
+@pytest.mark.parametrize("family", ["llava-1.5"], indirect=True)
+def test_llava15_is_fed_as_trained_padded_to_a_square_with_the_vicuna_v1_conversation(family, micro_project):
+    """llava-1.5's defaults: the vicuna_v1 prompt, answers ending </s>, non-square images padded
+    (not centre-cropped); each turned off by its own key; the embedded θ0 keeps its own format."""
+    from transformers import CLIPImageProcessor
+
+    from sena_cli.vlm import load_preprocessor
+
+    vlm = _vlm(family)
+    assert vlm.chat.prompt("What is it?") == VICUNA_V1_PROMPT.format("What is it?")
+    assert vlm.chat.completion("What is it?", "A cat.") == " A cat.</s>"
+    # the pixels of a portrait: the independent expand2square + the checkpoint's processor, no crop
+    clip = CLIPImageProcessor.from_pretrained(layout.model_dir(0, family.root))
+    for name in ("portrait", "panorama"):
+        image = open_rgb(family.root / "pool" / f"{name}.png")
+        padded = expand2square(image, tuple(int(x * 255) for x in clip.image_mean))
+        expected = clip(padded, do_center_crop=False, return_tensors="pt").pixel_values[0]
+        assert expected.shape == (3, 336, 336)
+        assert torch.equal(vlm.pre.pictures(image)[0], expected)
+        cropped = load_preprocessor(layout.model_dir(0, family.root), pad_to_square="off").pictures(image)[0]
+        assert not torch.equal(cropped, expected)
+        assert torch.equal(cropped, clip(image, return_tensors="pt").pixel_values[0])
+    # the stages ran with it: noise recorded the padded pictures' identity, θ1 is saved as fed
+    off = load_preprocessor(layout.model_dir(0, family.root), conversation="checkpoint")
+    assert off.chat.prompt("What is it?") == "USER: <image>\nWhat is it? ASSISTANT:"
+    assert load_preprocessor(layout.model_dir(1, family.root), conversation="checkpoint").chat.prompt("Hi") == \
+        VICUNA_V1_PROMPT.format("Hi")
+    embedded = load_preprocessor(micro_project / "models" / "iter0")
+    assert "A chat between" not in embedded.chat.prompt("Hi")
+    assert type(embedded.processor.image_processor).__name__ == "CLIPImageProcessor"
+    with pytest.raises(SenaError, match="model.conversation: vicuna_v1"):
+        from tests.families import build_qwen2vl
+
+        load_preprocessor(build_qwen2vl(family.root.parent / "qwen-for-vicuna"), conversation="vicuna_v1")

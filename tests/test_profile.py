@@ -1,6 +1,7 @@
 """`sena profile NAME` edits params.yaml in place: comments, key order and other keys stay."""
 
 import difflib
+import re
 import shutil
 from pathlib import Path
 
@@ -86,3 +87,66 @@ def test_sena_profile_reports_the_changed_keys(tmp_path, monkeypatch):
     assert again.exit_code == 0 and "nothing changed" in again.output
     missing = runner.invoke(app, ["profile", "nope"])
     assert missing.exit_code == 1 and "profiles/nope.yaml: profile not found" in missing.output
+
+
+# ---------------------------------------------------------------- the paper's settings in one command
+
+PAPERS = sorted(p.stem for p in (REPO / "profiles").glob("paper*.yaml"))
+# What a paper profile leaves to the user (the pool, the benchmark files) or does not concern (the
+# embedded world and θ0), and the model section each family profile sets itself.
+NOT_THE_PAPERS = ("model.", "world.", "base.", "sample.pool", "sample.image_root", "eval.")
+PAPER_EVAL = ("eval.batch_size", "eval.max_new_tokens", "eval.chair_prompt", "eval.yes_no_parsing")
+
+
+def test_sena_profile_paper_trains_every_iteration_at_the_papers_lr(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    before = runner.invoke(app, ["params", "--iter", "3"], env={"COLUMNS": "200"})
+    assert re.search(r"train\.lr\s*│\s*7\.5e-06", before.output), before.output  # the trap: the embedded lr
+    applied = runner.invoke(app, ["profile", "paper"], env={"COLUMNS": "200"})
+    assert applied.exit_code == 0, applied.output
+    assert re.search(r"iterations\.3\.train\.lr\s*│\s*removed", applied.output)
+    for k in (1, 2, 3):
+        shown = runner.invoke(app, ["params", "--iter", str(k)], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0 and re.search(r"train\.lr\s*│\s*2e-06", shown.output), shown.output
+    assert "lr" not in yaml.safe_load((tmp_path / "params.yaml").read_text())["iterations"]["3"]["train"]
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_each_paper_profile_sets_every_method_key_to_the_papers_value(name, tmp_path):
+    """The code's defaults are the paper's (config.py): after the profile, every key but the model,
+    the user's pool and benchmark files, and the embedded world's, is its default, every iteration."""
+    from sena_cli.config import Params, for_iteration
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    apply_profile(params, REPO / "profiles" / f"{name}.yaml")
+    loaded = load_params(params)
+    defaults = _leaves(to_dict(Params()))
+    for k in range(1, loaded.loop.iterations + 1):
+        effective = _leaves(to_dict(for_iteration(loaded, k)))
+        method = [key for key in defaults if key != "iterations"
+                  and (not key.startswith(NOT_THE_PAPERS) or key in PAPER_EVAL)]
+        differ = {key for key in method if effective[key] != defaults[key]}
+        assert not differ, f"{name}, iteration {k}"
+    assert loaded.model.base != "embedded"
+    # the family profiles are paper.yaml with their own model section
+    paper = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
+    this = yaml.safe_load((REPO / "profiles" / f"{name}.yaml").read_text())
+    assert {k: v for k, v in this.items() if k != "model"} == {k: v for k, v in paper.items() if k != "model"}
+
+
+def test_a_profile_key_set_to_null_is_removed_and_reported(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("loop:\n  iterations: 3\ntrain:\n  lr: 1.0e-05  # mine\niterations:\n"
+                      "  '3':\n    train:\n      lr: 7.5e-06\n      beta: 0.2\n")
+    profile = tmp_path / "p.yaml"
+    profile.write_text("train:\n  lr: 2.0e-06\niterations:\n  '3':\n    train:\n      lr: null\n")
+
+    changed = apply_profile(params, profile)
+
+    assert changed == {"train.lr": 2e-06, "iterations.3.train.lr": None}
+    assert params.read_text() == ("loop:\n  iterations: 3\ntrain:\n  lr: 2.0e-06  # mine\niterations:\n"
+                                  "  '3':\n    train:\n      beta: 0.2\n")

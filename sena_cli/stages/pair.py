@@ -44,8 +44,10 @@ from sena_cli.tracked import tracked_params
 
 
 def filter_pairs(params: Params, records: list[dict]) -> tuple[list[dict], dict[str, int]]:
-    filters = filter_reasons(params.pair.max_token_repeats, params.pair.max_non_alnum_ratio,
-                             params.qa.drop_question_words)
+    pp = params.pair
+    filters = filter_reasons(pp.max_token_repeats, pp.max_non_alnum_ratio, params.qa.drop_question_words,
+                             degenerate_tokens=pp.degenerate_tokens, rejected_in_chosen_case=pp.rejected_in_chosen_case,
+                             strip_answers=pp.strip_answers, alnum=pp.alnum)
     counts = {name: 0 for name, _ in filters}
     kept = []
     for r in records:

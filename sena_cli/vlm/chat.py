@@ -13,6 +13,11 @@ model ends its own answers:
   model's EOS appended (`</s>`), as the reference trains on it;
 - completion tokens are the tail of the tokens of prompt + completion, so an answer is split
   into tokens the way the model itself writes it after the prompt.
+
+A checkpoint's chat template is not always the conversation its model was trained on: the
+llava-hf LLaVA-1.5 template has no system prompt, while LLaVA-1.5 (and the SENA reference,
+run.sh) trained and generated with the vicuna_v1 conversation. `CONVERSATIONS` holds such
+conversations as chat templates, which `model.conversation` puts in place of the checkpoint's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sena_cli.errors import SenaError
+
+# LLaVA's conv_vicuna_v1 (llava/conversation.py, SeparatorStyle.TWO, seps " " and "</s>"): the system
+# prompt, then "USER: <image>\n{prompt} ASSISTANT:" and answers ending with "</s>", the image first
+# as LLaVA's eval scripts put it (DEFAULT_IMAGE_TOKEN + "\n" + question).
+VICUNA_V1_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+                    "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+VICUNA_V1 = (
+    "{% set system = namespace(text='" + VICUNA_V1_SYSTEM.replace("'", "\\'") + "') %}"
+    "{% for message in messages if message['role'] == 'system' %}"
+    "{% set system.text = message['content'] if message['content'] is string else "
+    "(message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ')) %}"
+    "{% endfor %}{{ system.text + ' ' }}"
+    "{% for message in messages if message['role'] != 'system' %}"
+    "{{ ('USER' if message['role'] == 'user' else 'ASSISTANT') + ': ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{{ message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') }}"
+    "{% endif %}{{ ' ' if message['role'] == 'user' else '</s>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+CONVERSATIONS = {"vicuna_v1": VICUNA_V1}
 
 
 def _ids(value) -> list[int]:

@@ -22,8 +22,8 @@ from PIL import Image
 from sena_cli.artifacts import to_rgb
 from sena_cli.errors import SenaError
 from sena_cli.frame import POINTER, made_by, read_json
-from sena_cli.vlm.chat import ChatFormat
-from sena_cli.vlm.pixels import PixelLayout
+from sena_cli.vlm.chat import CONVERSATIONS, ChatFormat
+from sena_cli.vlm.pixels import PixelLayout, square_padded
 
 if TYPE_CHECKING:
     from sena_cli.config import ModelParams
@@ -253,10 +253,14 @@ class Preprocessor:
     @classmethod
     def from_params(cls, model: ModelParams, path: str | Path) -> Preprocessor:
         """The preprocessor of the model at `path` as the `model.*` params load it, without the weights."""
-        return load_preprocessor(path, trust_remote_code=model.trust_remote_code, settings=model.processor)
+        return load_preprocessor(path, trust_remote_code=model.trust_remote_code, settings=model.processor,
+                                 pad_to_square=model.pad_to_square, conversation=model.conversation)
 
 
-def load_processor(path: str | Path, *, trust_remote_code: bool = False, settings: dict | None = None):
+def load_processor(path: str | Path, *, trust_remote_code: bool = False, settings: dict | None = None,
+                   pad_to_square: str = "auto", conversation: str = "auto"):
+    """The checkpoint's processor with model.processor's settings laid over it, fed as its model was
+    trained (model.pad_to_square, model.conversation; 'auto' = the family's own, see as_trained)."""
     from transformers import AutoProcessor
 
     target = _where(path)
@@ -268,6 +272,39 @@ def load_processor(path: str | Path, *, trust_remote_code: bool = False, setting
             raise SenaError(f"{target}: no usable processor saved with the model ({exc.__class__.__name__}); "
                             "save it with processor.save_pretrained") from None
     _check_settings(processor, settings)
+    return as_trained(processor, target, pad_to_square, conversation, trust_remote_code)
+
+
+def is_llava15(target: Path | str, processor, trust_remote_code: bool = False) -> bool:
+    """LLaVA-1.5 (llava-hf/llava-1.5-*-hf): a LlavaProcessor, a Llama language model and the 336-px
+    CLIP ViT-L/14 tower. The embedded θ0 (48-px images, sena's own template) is not one."""
+    from transformers import AutoConfig
+
+    if type(processor).__name__ != "LlavaProcessor":
+        return False
+    with _quiet_transformers():
+        config = AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code)
+    vision, text = getattr(config, "vision_config", None), getattr(config, "text_config", None)
+    return (config.model_type == "llava" and getattr(text, "model_type", None) == "llama"
+            and getattr(vision, "image_size", None) == 336 and getattr(vision, "patch_size", None) == 14)
+
+
+def as_trained(processor, target: Path | str, pad_to_square: str, conversation: str, trust_remote_code: bool = False):
+    """The processor fed as the model was trained: 'auto' is LLaVA-1.5's training setup for a LLaVA-1.5
+    checkpoint (images padded to a square, the vicuna_v1 conversation; the SENA reference's run.sh
+    `image_aspect_ratio pad`), the checkpoint's own processor and template for any other."""
+    family = None
+    if "auto" in (pad_to_square, conversation):
+        family = is_llava15(target, processor, trust_remote_code)
+    pad = family if pad_to_square == "auto" else pad_to_square == "on"
+    if pad or type(getattr(processor, "image_processor", None)).__name__.startswith("LlavaImageProcessor"):
+        processor.image_processor = square_padded(processor.image_processor, pad)
+    name = ("vicuna_v1" if family else "checkpoint") if conversation == "auto" else conversation
+    if name != "checkpoint":
+        if type(processor).__name__ != "LlavaProcessor":
+            raise SenaError(f"model.conversation: {name} is LLaVA's conversation; {type(processor).__name__} writes "
+                            "its image tokens otherwise, so set model.conversation: checkpoint")
+        processor.chat_template = CONVERSATIONS[name]
     return processor
 
 
@@ -283,12 +320,13 @@ def _check_settings(processor, settings: dict) -> None:
                             "(see the checkpoint's preprocessor_config.json for what it has)")
 
 
-def load_preprocessor(path: str | Path, *, trust_remote_code: bool = False, settings: dict | None = None
-                      ) -> Preprocessor:
+def load_preprocessor(path: str | Path, *, trust_remote_code: bool = False, settings: dict | None = None,
+                      pad_to_square: str = "auto", conversation: str = "auto") -> Preprocessor:
     """The processor of a model with its chat format, without loading the weights (for `sena noise`)."""
     from transformers import GenerationConfig
 
-    processor = load_processor(path, trust_remote_code=trust_remote_code, settings=settings)
+    processor = load_processor(path, trust_remote_code=trust_remote_code, settings=settings,
+                               pad_to_square=pad_to_square, conversation=conversation)
     target = resolve_model(path)
     generation_config = None
     # As from_pretrained gives a model its generation config: generation_config.json, else config.json.
@@ -322,17 +360,20 @@ class VLM:
     @classmethod
     def from_params(cls, model: ModelParams, path: str | Path, *, dtype: str,
                     device: torch.device | None = None) -> VLM:
-        """The model at `path` as the `model.*` params load it (remote code, processor settings): how
+        """The model at `path` as the `model.*` params load it (remote code, processor settings, how it
+        is fed: pad_to_square, conversation): how
         every stage loads one. `dtype` is the stage's: model.dtype for qa and eval, "float32" for pair
         and train (fp32 weights under autocast); a stage that does not pass model.dtype does not read
         it, so a change of it reruns neither (dvc.yaml tracks it for qa and eval only)."""
         return cls.load(path, trust_remote_code=model.trust_remote_code, dtype=dtype, device=device,
-                        processor_settings=model.processor)
+                        processor_settings=model.processor, pad_to_square=model.pad_to_square,
+                        conversation=model.conversation)
 
     @classmethod
     def load(
         cls, path: str | Path, *, trust_remote_code: bool = False, dtype: str = "auto",
         device: torch.device | None = None, processor_settings: dict | None = None,
+        pad_to_square: str = "auto", conversation: str = "auto",
     ) -> VLM:
         from transformers import AutoModelForImageTextToText
         from transformers.integrations import is_deepspeed_zero3_enabled
@@ -354,7 +395,8 @@ class VLM:
                 raise SenaError(
                     f"{target}: model type '{kind}' is not an image-text-to-text model; point to a VLM checkpoint"
                 ) from exc
-        processor = load_processor(path, trust_remote_code=trust_remote_code, settings=processor_settings)
+        processor = load_processor(path, trust_remote_code=trust_remote_code, settings=processor_settings,
+                                   pad_to_square=pad_to_square, conversation=conversation)
         if is_deepspeed_zero3_enabled():  # loaded sharded by deepspeed.zero.Init, which placed the shards
             return cls(model, processor, device)
         return cls(model.to(device), processor, device)

@@ -10,6 +10,10 @@ normalised picture (C, H, W) the model receives:
   the same picture, so they get the same noise.
 `pictures()` reads the pictures of every image of a batch, `with_pictures()` writes them
 back in the processor's layout; one round trip gives back the processor's tensor exactly.
+
+`square_padded` gives a LLaVA image processor LLaVA-1.5's `image_aspect_ratio pad`: each image
+padded to a square of the processor's mean colour before resizing (LLaVA's expand2square), so
+the whole picture is seen instead of its centre crop; the padded picture is what noise corrupts.
 """
 
 from __future__ import annotations
@@ -20,6 +24,26 @@ import numpy as np
 import torch
 
 from sena_cli.errors import SenaError
+
+
+def square_padded(image_processor, on: bool):
+    """The CLIP/LLaVA image processor that pads to a square (on) or not, settings otherwise kept.
+
+    transformers' LlavaImageProcessor with do_pad is LLaVA's expand2square: background
+    int(mean * 255) per channel, the image pasted at ((side - w) // 2, (side - h) // 2)."""
+    import transformers
+
+    name = type(image_processor).__name__
+    if name.startswith("LlavaImageProcessor"):
+        image_processor.do_pad = on
+        return image_processor
+    if not on:
+        return image_processor
+    if not name.startswith("CLIPImageProcessor"):
+        raise SenaError(f"model.pad_to_square: on needs a CLIP or LLaVA image processor, the checkpoint has {name}; "
+                        "set model.pad_to_square: off")
+    cls = getattr(transformers, name.replace("CLIPImageProcessor", "LlavaImageProcessor"))  # same backend (Pil or not)
+    return cls.from_dict(image_processor.to_dict(), do_pad=True)
 
 
 class PixelLayout:
