@@ -102,6 +102,10 @@ def test_sena_profile_paper_trains_every_iteration_at_the_papers_lr(tmp_path, mo
     shutil.copytree(REPO / "profiles", tmp_path / "profiles")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
+    from sena_cli import cli
+
+    # rich reads COLUMNS when the console is made (at import, maybe by an earlier test): set the width itself
+    monkeypatch.setattr(cli.out, "width", 200)
     runner = CliRunner()
     before = runner.invoke(app, ["params", "--iter", "3"], env={"COLUMNS": "200"})
     assert re.search(r"train\.lr\s*│\s*7\.5e-06", before.output), before.output  # the trap: the embedded lr
