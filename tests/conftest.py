@@ -48,11 +48,11 @@ SLOW = {
     "tests/stages/test_report.py::test_the_page_stays_small_for_big_photos[image]": "24 s",
 }
 
-# Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families):
-# collected first, so that under `pytest -n 2` a worker starts on each at once instead of finding one left
-# at the end.
+# Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families, the
+# benchmark scripts' tiny runs): collected first, so that under `pytest -n 2` the workers start on them at once
+# instead of one finding them left at the end.
 LONG_FIRST = ("tests/test_pipeline.py", "tests/test_deepspeed.py", "tests/test_families.py",
-              "tests/robustness/test_interrupt.py")
+              "tests/test_benchmark_scripts.py", "tests/robustness/test_interrupt.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: the slow mark must be there when `-m "not slow"` looks
@@ -70,7 +70,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: (rank.get(item.nodeid.split("::", 1)[0], len(rank)), order[id(item)]))
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own, which would answer first
 def pytest_xdist_make_scheduler(config, log):
     """Under `pytest -n N`: a file's tests stay on one worker, in file order (a module fixture such as the
     pipeline's reduced run is built once; test_pipeline.py's tests build on each other), except the benchmark
