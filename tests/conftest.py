@@ -47,19 +47,19 @@ SLOW = {
     "tests/stages/test_report.py::test_the_page_stays_small_for_big_photos[image]": "24 s",
 }
 
-# Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families):
-# collected first, so that under `pytest -n 2` a worker starts on each at once instead of finding one left
-# at the end.
+# Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families, the
+# benchmark scripts' tiny runs): collected first, so that under `pytest -n 2` the workers start on them at once
+# instead of one finding them left at the end.
 LONG_FIRST = ("tests/test_pipeline.py", "tests/test_deepspeed.py", "tests/test_families.py",
-              "tests/robustness/test_interrupt.py")
+              "tests/test_benchmark_scripts.py", "tests/robustness/test_interrupt.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: the slow mark must be there when `-m "not slow"` looks
 def pytest_collection_modifyitems(config, items):
-    seen = {item.nodeid.split("::", 1)[0] for item in items}
-    named = {item.nodeid for item in items} | {item.nodeid.split("[", 1)[0] for item in items}
-    for key in SLOW:
-        if "::" in key and key.split("::", 1)[0] in seen and key not in named:
+    modules = {item.nodeid.split("::", 1)[0]: item.module for item in items if getattr(item, "module", None)}
+    for key in SLOW:  # a renamed test must not slip into the fast tier unnoticed
+        path, _, name = key.partition("::")
+        if name and path in modules and not hasattr(modules[path], name.split("[", 1)[0]):
             raise pytest.UsageError(f"tests/conftest.py: SLOW names {key}, which no longer exists; update the list")
     for item in items:
         if {item.nodeid, item.nodeid.split("[", 1)[0], item.nodeid.split("::", 1)[0]} & SLOW.keys():
@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: (rank.get(item.nodeid.split("::", 1)[0], len(rank)), order[id(item)]))
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own, which would answer first
 def pytest_xdist_make_scheduler(config, log):
     """Under `pytest -n N`: a file's tests stay on one worker, in file order (a module fixture such as the
     pipeline's reduced run is built once; test_pipeline.py's tests build on each other), except the benchmark
