@@ -335,6 +335,6 @@ def test_llava15_is_fed_as_trained_padded_to_a_square_with_the_vicuna_v1_convers
     assert "A chat between" not in embedded.chat.prompt("Hi")
     assert type(embedded.processor.image_processor).__name__ == "CLIPImageProcessor"
     with pytest.raises(SenaError, match="model.conversation: vicuna_v1"):
-        from tests.families import build_qwen2vl
+        from sena_fixtures.families import build_qwen2vl
 
         load_preprocessor(build_qwen2vl(family.root.parent / "qwen-for-vicuna"), conversation="vicuna_v1")
