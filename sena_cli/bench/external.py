@@ -6,7 +6,6 @@ Each benchmark's own runner, section and record live in its module (coco_pope.py
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -14,9 +13,8 @@ from PIL import Image, UnidentifiedImageError
 from sena_cli.artifacts import to_rgb
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
+from sena_cli.progress import Tick
 from sena_cli.vlm import VLM
-
-Tick = Callable[[int], None]
 
 
 def need(value: str, key: str) -> Path:

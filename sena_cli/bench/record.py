@@ -21,8 +21,6 @@ from typing import Any
 
 from sena_cli.config import build
 
-Tick = Callable[[int], None]
-
 
 @dataclass(frozen=True)
 class Chart:

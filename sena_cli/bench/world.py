@@ -13,7 +13,6 @@ are what the benchmark registry (bench/registry.py) finds.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -27,12 +26,11 @@ from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.frame import read_jsonl
 from sena_cli.method.prompts import with_suffix
+from sena_cli.progress import Tick
 from sena_cli.vlm import VLM
 from sena_cli.world.build import POPE_SPLITS
 from sena_cli.world.language import ask, parse_question
 from sena_cli.world.scenes import Scene
-
-Tick = Callable[[int], None]
 
 
 class WorldEvalSet:
