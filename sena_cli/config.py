@@ -375,9 +375,10 @@ class JudgeParams:
 
 @dataclass
 class EvalParams:
-    benchmarks: list[str] = param(["world_pope", "world_chair", "world_vqa", "world_questions"],
-                                  "benchmarks θK is scored on (names: `sena params` lists them; checked "
-                                  "by the benchmark registry)")
+    benchmarks: list[str] = param([], "benchmarks θK is scored on (names: `sena params` lists them; checked by "
+                                  "the benchmark registry); [] = the synthetic world's (world_pope, world_chair, "
+                                  "world_vqa, world_questions) for the embedded θ0, refused for a real model.base: "
+                                  "name real ones, e.g. [coco_pope, amber, mmbench]")
     batch_size: int = param(32, "images per generation batch", 1, 65536)
     max_new_tokens: int = param(512, "longest answer; CHAIR/AMBER captions are long (reference: 512)", 1, 131_072)
     chair_prompt: str = param("", "CHAIR's caption prompt; empty = the first of qa.prompts.describe_instructions")
