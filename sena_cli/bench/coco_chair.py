@@ -97,9 +97,10 @@ def run(ctx, vlm: VLM, tick: Tick, tools=None):
 
 
 def count(ctx) -> int:
-    language(ctx)  # before the model loads
     chair_lib.read_synonyms(need(ctx.settings("coco_chair", CocoChairFiles).synonyms, "eval.coco_chair.synonyms"))
-    return len(_coco_chair_set(ctx)[0])
+    images = _coco_chair_set(ctx)[0]
+    language(ctx)  # after the files' own checks, before the model loads
+    return len(images)
 
 
 BENCHMARK = Benchmark(

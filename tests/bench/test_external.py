@@ -300,15 +300,19 @@ def test_coco_chair_without_nltk_is_refused_before_the_model_unless_stand_ins_ar
         pytest.skip("nltk is installed here")
     except ImportError:
         pass
-    synonyms = tmp_path / "synonyms.txt"
-    synonyms.write_text("dog, puppy\n")
-    params = params_from_dict({"eval": {"coco_chair": {"synonyms": str(synonyms)}}})
+    files = {"synonyms": str(tmp_path / "synonyms.txt"), "instances": [str(tmp_path / "instances.json")],
+             "captions": [str(tmp_path / "captions.json")]}
+    (tmp_path / "synonyms.txt").write_text("dog, puppy\n")
+    (tmp_path / "instances.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": 18}],
+        "categories": [{"id": 18, "name": "dog"}]}))
+    (tmp_path / "captions.json").write_text(json.dumps({"annotations": [{"image_id": 1, "caption": "A dog."}]}))
+    params = params_from_dict({"eval": {"coco_chair": files}})
     with pytest.raises(SenaError) as err:
         coco_chair.count(Context(params))
     assert str(err.value) == (
         "eval.coco_chair: CHAIR's tokenizer needs NLTK and its punkt data, missing here; install them (pip install "
         '"sena-cli[bench]" && python -m nltk.downloader punkt punkt_tab), or set '
         "eval.coco_chair.language_standins: true to score with sena's stand-in (not CHAIR's numbers)")
-    params = params_from_dict({"eval": {"coco_chair": {"synonyms": str(synonyms), "language_standins": True}}})
-    with pytest.raises(SenaError, match="'eval.coco_chair.instances' and 'eval.coco_chair.captions' must list"):
-        coco_chair.count(Context(params))  # past the language check, on to the files
+    params = params_from_dict({"eval": {"coco_chair": {**files, "language_standins": True}}})
+    assert coco_chair.count(Context(params)) == 1
