@@ -274,6 +274,17 @@ def test_a_weight_float16_cannot_hold_is_refused_not_saved_as_infinity(tmp_path)
     assert _header_dtypes(tmp_path) == {"F16": 1, "F32": 1}
 
 
+def test_the_base_dtype_is_read_per_weight_from_the_headers_and_the_most_bytes_decide(tmp_path):
+    from safetensors.torch import save_file
+
+    from sena_cli.vlm import saved_dtypes
+
+    save_file({"big": torch.zeros(100, dtype=torch.bfloat16), "norm": torch.zeros(10),
+               "ids": torch.zeros(50, dtype=torch.int64)}, str(tmp_path / "model.safetensors"))
+    assert saved_dtypes(tmp_path) == ({"big": "bfloat16", "norm": "float32"}, "bfloat16")  # 200 bytes against 40
+    assert saved_dtypes(tmp_path / "empty") == ({}, None)
+
+
 def test_checkpoints_are_removed_after_the_save_unless_kept(paired_project, micro_dict):
     run_train(train_params(micro_dict, checkpoint_steps=2), 1, root=paired_project)
     assert not (paired_project / "data/iter1/train.partial").exists()
