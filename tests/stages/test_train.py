@@ -274,6 +274,18 @@ def test_a_weight_float16_cannot_hold_is_refused_not_saved_as_infinity(tmp_path)
     assert _header_dtypes(tmp_path) == {"F16": 1, "F32": 1}
 
 
+def test_an_overflow_in_the_saved_dtype_leaves_theta_k_unwritten(paired_project, micro_dict, monkeypatch):
+    import sena_cli.vlm
+
+    monkeypatch.setattr(sena_cli.vlm, "cast_saved_weights", lambda folder, dtypes, default: "lm_head.weight")
+    with pytest.raises(SenaError) as err:
+        run_train(train_params(micro_dict, save_dtype="float16"), 1, root=paired_project)
+    assert str(err.value) == ("θ1 not written: its weight lm_head.weight overflows float16; set train.save_dtype to "
+                              f"bfloat16 or float32 and rerun `sena train --iter 1`; {paired_project / 'models/iter1'} "
+                              "is left as it was")
+    assert not (paired_project / "models/iter1").exists() and not list((paired_project / "models").glob(".iter1*"))
+
+
 def test_the_base_dtype_is_read_per_weight_from_the_headers_and_the_most_bytes_decide(tmp_path):
     from safetensors.torch import save_file
 
