@@ -50,9 +50,19 @@ from sena_cli.vlm import VLM
 
 Similar = Callable[[str, str], bool]
 BENCH_EXTRA = 'pip install "sena-cli[bench]"'  # nltk and spaCy, pinned in constraints.txt
-NLTK_INSTALL = (f"{BENCH_EXTRA} && python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger "
-                "averaged_perceptron_tagger_eng wordnet")
-SPACY_INSTALL = f"{BENCH_EXTRA} && python -m spacy download en_core_web_lg"
+NLTK_DATA = ("python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger averaged_perceptron_tagger_eng "
+             "wordnet")
+SPACY_DATA = "python -m spacy download en_core_web_lg"
+NLTK_INSTALL = f"{BENCH_EXTRA} && {NLTK_DATA}"
+SPACY_INSTALL = f"{BENCH_EXTRA} && {SPACY_DATA}"
+
+
+def how_to_get(package: str, data: str) -> str:
+    """The command that fetches a language package's data, after installing the bench extra if the
+    package itself is missing."""
+    import importlib.util
+
+    return data if importlib.util.find_spec(package) else f"{BENCH_EXTRA} && {data}"
 YES_NO_PARSINGS = ("exact", "pope")
 
 # The discriminative types and the counter prefix each one uses (as in AMBER's metrics.txt).
@@ -333,8 +343,9 @@ def language(ctx) -> tuple[Callable[[str], list[str]], Similar, dict[str, str]]:
         similar, similar_note = spacy_similarity(a.similarity)
         notes = {key: note for key, note in (("generative_nouns", noun_note), ("generative_similarity", similar_note))
                  if note}
-        missing = ([f"NLTK and its data ({NLTK_INSTALL})"] if noun_note else []) + (
-            [f"spaCy's en_core_web_lg ({SPACY_INSTALL})"] if similar_note and a.similarity > 0 else [])
+        missing = ([f"NLTK and its data ({how_to_get('nltk', NLTK_DATA)})"] if noun_note else []) + (
+            [f"spaCy's en_core_web_lg ({how_to_get('spacy', SPACY_DATA)})"] if similar_note and a.similarity > 0
+            else [])
         generative = any(data_of(ctx).annotation(q["id"])["type"] == "generative" for q in data_of(ctx).queries)
         if missing and generative and not a.language_standins:
             raise SenaError(f"eval.amber: AMBER's generative scores need {' and '.join(missing)}, missing here; "

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from sena_cli.errors import SenaError
 
-NLTK_INSTALL = 'pip install "sena-cli[bench]" && python -m nltk.downloader punkt punkt_tab'
+NLTK_DATA = "python -m nltk.downloader punkt punkt_tab"
+NLTK_INSTALL = f'pip install "sena-cli[bench]" && {NLTK_DATA}'
 PATTERN_INSTALL = "pip install Pattern"
 
 # MSCOCO's two-word names and CHAIR's special cases: a qualifier before an animal or a vehicle

@@ -4,6 +4,7 @@ synonym list and rules (bench/chair.py, shared with world_chair). Its section, r
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 from sena_cli.bench import chair as chair_lib
@@ -66,8 +67,9 @@ def language(ctx):
     eval.coco_chair.language_standins is set (Pattern's stand-in is only noted)."""
     tokenize, singularize, notes = chair_lib.language_tools()
     if "tokenize" in notes and not ctx.settings("coco_chair", CocoChairFiles).language_standins:
+        fetch = chair_lib.NLTK_DATA if importlib.util.find_spec("nltk") else chair_lib.NLTK_INSTALL
         raise SenaError(f"eval.coco_chair: CHAIR's tokenizer needs NLTK and its punkt data, missing here; install "
-                        f"them ({chair_lib.NLTK_INSTALL}), or set eval.coco_chair.language_standins: true to "
+                        f"them ({fetch}), or set eval.coco_chair.language_standins: true to "
                         "score with sena's stand-in (not CHAIR's numbers)")
     return tokenize, singularize, notes
 
