@@ -333,6 +333,13 @@ class TrainParams:
     lora_alpha: int = param(32, "LoRA alpha", 1, 1_048_576)
     lora_dropout: float = param(0.05, "LoRA dropout", 0.0, 1.0, hi_open=True)
     checkpoint_steps: int = param(50, "optimizer steps between resumable checkpoints (0 = none)", 0, BIG)
+    keep_checkpoints: bool = param(False, "keep the last resumable checkpoint (weights and optimizer states, "
+                                   "12-16 bytes per trained parameter) after θK is saved, in "
+                                   "data/iterK/train.checkpoints/ (not a DVC output); false = removed")
+    save_dtype: str = param("base", "dtype θK's weights are saved in: base = each weight in θ(K-1)'s dtype (bf16 "
+                            "for a bf16 checkpoint, so θK is the base's size); training itself "
+                            "stays fp32 master weights under autocast (train.precision)",
+                            choices=["base", "float32", "bfloat16", "float16"])
     evaluate_pairs: bool = param(True, "after training, score θK on its own pairs (a measurement only)")
     seed: int = seed()
 
@@ -368,9 +375,10 @@ class JudgeParams:
 
 @dataclass
 class EvalParams:
-    benchmarks: list[str] = param(["world_pope", "world_chair", "world_vqa", "world_questions"],
-                                  "benchmarks θK is scored on (names: `sena params` lists them; checked "
-                                  "by the benchmark registry)")
+    benchmarks: list[str] = param([], "benchmarks θK is scored on (names: `sena params` lists them; checked by "
+                                  "the benchmark registry); [] = the synthetic world's (world_pope, world_chair, "
+                                  "world_vqa, world_questions) for the embedded θ0, refused for a real model.base: "
+                                  "name real ones, e.g. [coco_pope, amber, mmbench]")
     batch_size: int = param(32, "images per generation batch", 1, 65536)
     max_new_tokens: int = param(512, "longest answer; CHAIR/AMBER captions are long (reference: 512)", 1, 131_072)
     chair_prompt: str = param("", "CHAIR's caption prompt; empty = the first of qa.prompts.describe_instructions")

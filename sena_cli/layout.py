@@ -162,6 +162,12 @@ def train_work_dir(k: int, root: Path = Path(".")) -> Path:
     return iter_dir(k, root) / "train.partial"
 
 
+def train_checkpoints_dir(k: int, root: Path = Path(".")) -> Path:
+    """The last checkpoint of θk's training, kept after θk is saved when train.keep_checkpoints asks; not a
+    DVC output."""
+    return iter_dir(k, root) / "train.checkpoints"
+
+
 # ---------------------------------------------------------------- eval and after
 
 

@@ -223,6 +223,9 @@ def build_smolvlm(out: Path) -> Path:
 
 
 FAMILIES = {"llava-1.5": build_llava15, "qwen2-vl": build_qwen2vl, "smolvlm": build_smolvlm}
+# The dtype each family's published checkpoint is saved in (llava-hf/llava-1.5-7b-hf: float16;
+# Qwen/Qwen2-VL-7B-Instruct, HuggingFaceTB/SmolVLM-Instruct: bfloat16); the builders above save float32.
+PUBLISHED_DTYPES = {"llava-1.5": "float16", "qwen2-vl": "bfloat16", "smolvlm": "bfloat16"}
 # What the tests lay over the published processor settings to keep CPU time small (a user sets the
 # same keys with `model.processor`); LLaVA-1.5 has a fixed geometry and needs none.
 TEST_PROCESSOR_SETTINGS = {"llava-1.5": {},

@@ -27,7 +27,7 @@ from sena_cli.config import Params, params_from_dict
 from sena_cli.errors import SenaError
 from sena_cli.frame import read_jsonl
 from sena_cli.method.noise import Corruption
-from sena_fixtures.families import FAMILIES, TEST_PROCESSOR_SETTINGS
+from sena_fixtures.families import FAMILIES, PUBLISHED_DTYPES, TEST_PROCESSOR_SETTINGS
 from tests.conftest import full_params_yaml
 from tests.helpers import torchrun
 
@@ -211,6 +211,34 @@ def test_train_refuses_pairs_made_under_other_tokenization_settings(family, tmp_
     with pytest.raises(SenaError, match="rerun `sena pair --iter 1`"):
         run_train(params, 1, root=root)
     assert not (root / "models" / "iter1").exists()
+
+
+def test_theta1_is_saved_in_the_dtype_of_a_16_bit_base(family, tmp_path):
+    """θ0 in the family's published dtype (fp16 LLaVA-1.5, bf16 Qwen2-VL and SmolVLM): θ1 is saved in it,
+    every weight in θ0's dtype and θ0's size; train.save_dtype float32 (the old behaviour) doubles it."""
+    from sena_cli.stages.train import run_train
+    from sena_cli.vlm import cast_saved_weights, saved_dtypes
+
+    root = shutil.copytree(family.root, tmp_path / "p", symlinks=True)
+    shutil.rmtree(root / "models" / "iter1")
+    theta0, theta1 = root / "models/iter0", root / "models/iter1"
+    assert cast_saved_weights(theta0, {}, PUBLISHED_DTYPES[family.name]) is None
+
+    def size(folder):
+        return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+    run_train(params_from_dict(family_overrides(family.name, family.overrides, train={"save_dtype": "float32"})),
+              1, root=root)
+    fp32 = size(theta1)
+    assert set(saved_dtypes(theta1)[0].values()) == {"float32"}
+    run_train(family.params, 1, root=root)
+    assert saved_dtypes(theta1) == saved_dtypes(theta0) and saved_dtypes(theta1)[1] == PUBLISHED_DTYPES[family.name]
+    assert abs(size(theta1) - size(theta0)) < 1024 and fp32 > 1.9 * size(theta1)
+    from sena_cli.vlm import VLM
+
+    VLM.from_params(family.params.model, theta1, dtype="auto", device=torch.device("cpu"))  # loads as saved
+    print(f"\n{family.name} {PUBLISHED_DTYPES[family.name]} θ0 {size(theta0):,} B; θ1 saved float32 {fp32:,} B, "
+          f"saved as base {size(theta1):,} B")
 
 
 # ---------------------------------------------------------------- corrupted inputs

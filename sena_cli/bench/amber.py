@@ -25,10 +25,12 @@ from metrics.txt (denominators at 0.001), and F1 comes from the rounded precisio
 with AMBER's small constant in the denominator. Blocks with no question are left out (AMBER's
 script prints 0 for them).
 
-The noun extractor and the similarity need language data that sena does not ship (NLTK data,
-spaCy's en_core_web_lg). When it is missing, the metrics say which part fell back and how,
-under amber.fallback; the scoring below takes extracted nouns and a similarity function, so it
-is testable without them.
+The noun extractor and the similarity need NLTK and spaCy (`pip install "sena-cli[bench]"`) and
+their data (NLTK's tokenizer, tagger and WordNet; spaCy's en_core_web_lg), which sena does not
+ship. Without them the generative scores are refused in one line saying how to fetch them, before
+the model loads; `eval.amber.language_standins: true` (a named deviation) scores with sena's
+stand-ins instead and the metrics say which part fell back and how, under amber.fallback. The
+scoring below takes extracted nouns and a similarity function, so it is testable without them.
 """
 
 from __future__ import annotations
@@ -47,9 +49,20 @@ from sena_cli.frame import ANY, TEXT, TEXTS, WHOLE, Each, fault, given, one_of, 
 from sena_cli.vlm import VLM
 
 Similar = Callable[[str, str], bool]
-NLTK_INSTALL = ("pip install nltk && python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger "
-                "averaged_perceptron_tagger_eng wordnet")
-SPACY_INSTALL = "pip install spacy && python -m spacy download en_core_web_lg"
+BENCH_EXTRA = 'pip install "sena-cli[bench]"'  # nltk and spaCy, pinned in constraints.txt
+NLTK_DATA = ("python -m nltk.downloader punkt punkt_tab averaged_perceptron_tagger averaged_perceptron_tagger_eng "
+             "wordnet")
+SPACY_DATA = "python -m spacy download en_core_web_lg"
+NLTK_INSTALL = f"{BENCH_EXTRA} && {NLTK_DATA}"
+SPACY_INSTALL = f"{BENCH_EXTRA} && {SPACY_DATA}"
+
+
+def how_to_get(package: str, data: str) -> str:
+    """The command that fetches a language package's data, after installing the bench extra if the
+    package itself is missing."""
+    import importlib.util
+
+    return data if importlib.util.find_spec(package) else f"{BENCH_EXTRA} && {data}"
 YES_NO_PARSINGS = ("exact", "pope")
 
 # The discriminative types and the counter prefix each one uses (as in AMBER's metrics.txt).
@@ -307,12 +320,40 @@ class AmberFiles:
     yes_no_parsing: str = param("exact", "discriminative answers: 'exact' = AMBER's rule (only Yes and No "
                                 "count); 'pope' = POPE's parsing first (not AMBER's numbers)",
                                 choices=list(YES_NO_PARSINGS))
+    language_standins: bool = param(False, "without NLTK/spaCy or their data, score the generative queries with "
+                                    "sena's stand-ins (a lower-case word split, exact matching; flagged under "
+                                    "amber.fallback; far from AMBER's numbers); false = refused in one line saying "
+                                    "how to install them (AMBER: NLTK and spaCy)")
 
 
 def data_of(ctx) -> AmberData:
     a = ctx.settings("amber", AmberFiles)
-    return read_amber(need(a.queries, "eval.amber.queries"), need(a.annotations, "eval.amber.annotations"),
-                                need(a.relation, "eval.amber.relation"), need(a.safe_words, "eval.amber.safe_words"))
+    return ctx.once(("amber", "data"), lambda: read_amber(
+        need(a.queries, "eval.amber.queries"), need(a.annotations, "eval.amber.annotations"),
+        need(a.relation, "eval.amber.relation"), need(a.safe_words, "eval.amber.safe_words")))
+
+
+def language(ctx) -> tuple[Callable[[str], list[str]], Similar, dict[str, str]]:
+    """(noun extractor, similarity, notes of the stand-ins used), made once an evaluation. Refused in one
+    line, when a generative query is to be scored, if NLTK or spaCy is missing and
+    eval.amber.language_standins is not set."""
+    def make():
+        a = ctx.settings("amber", AmberFiles)
+        nouns, noun_note = nltk_nouns()
+        similar, similar_note = spacy_similarity(a.similarity)
+        notes = {key: note for key, note in (("generative_nouns", noun_note), ("generative_similarity", similar_note))
+                 if note}
+        missing = ([f"NLTK and its data ({how_to_get('nltk', NLTK_DATA)})"] if noun_note else []) + (
+            [f"spaCy's en_core_web_lg ({how_to_get('spacy', SPACY_DATA)})"] if similar_note and a.similarity > 0
+            else [])
+        generative = any(data_of(ctx).annotation(q["id"])["type"] == "generative" for q in data_of(ctx).queries)
+        if missing and generative and not a.language_standins:
+            raise SenaError(f"eval.amber: AMBER's generative scores need {' and '.join(missing)}, missing here; "
+                            "install them, or set eval.amber.language_standins: true to score with sena's "
+                            "stand-ins (not AMBER's numbers)")
+        return nouns, similar, notes
+
+    return ctx.once(("amber", "language"), make)
 
 
 def run(ctx, vlm: VLM, tick: Tick, nouns: Callable[[str], list[str]] | None = None,
@@ -322,14 +363,14 @@ def run(ctx, vlm: VLM, tick: Tick, nouns: Callable[[str], list[str]] | None = No
     data = data_of(ctx)
     root = need(a.image_root, "eval.amber.image_root")
     notes = {}
-    if nouns is None:
-        nouns, note = nltk_nouns()
-        if note:
-            notes["generative_nouns"] = note
-    if similar is None:
-        similar, note = spacy_similarity(a.similarity)
-        if note:
-            notes["generative_similarity"] = note
+    if nouns is None or similar is None:
+        found_nouns, found_similar, found_notes = language(ctx)
+        if nouns is None:
+            nouns = found_nouns
+            notes.update({k: v for k, v in found_notes.items() if k == "generative_nouns"})
+        if similar is None:
+            similar = found_similar
+            notes.update({k: v for k, v in found_notes.items() if k == "generative_similarity"})
     images = [open_benchmark_image(root, q["image"], "eval.amber.image_root") for q in data.queries]
     answers = generate(vlm, images, [q["query"] for q in data.queries], params, tick)
     generative = [data.annotation(q["id"])["type"] == "generative" for q in data.queries]
@@ -342,6 +383,7 @@ def run(ctx, vlm: VLM, tick: Tick, nouns: Callable[[str], list[str]] | None = No
 
 
 def count(ctx) -> int:
+    language(ctx)  # before the model loads: NLTK and spaCy there, or the stand-ins asked for
     return len(data_of(ctx).queries)
 
 
@@ -354,4 +396,6 @@ BENCHMARK = Benchmark(
     (Chart("AMBER generative (%)", (("CHAIR", "generative.chair"), ("Cover", "generative.cover"),
                                     ("Hal", "generative.hal"), ("Cog", "generative.cog"))),
      Chart("AMBER discriminative (%)", (("accuracy", "discriminative.accuracy"), ("F1", "discriminative.f1")))),
-    order=12, section=AmberFiles)
+    order=12, section=AmberFiles,
+    source="github.com/junyangwang0410/AMBER (data/query/query_all.json, data/annotations.json, data/relation.json, "
+    "data/safe_words.txt; the images from the download link in its README)")

@@ -15,7 +15,10 @@ Two uses:
   `recall` is sena's addition (not in CHAIR): truth classes mentioned / truth classes.
 
 The tokenizer and the singulariser need packages sena does not require (NLTK with its punkt
-data; Pattern). Without them sena uses stand-ins and the metrics file says so (coco_chair.fallback).
+data, from `pip install "sena-cli[bench]"`; Pattern). COCO CHAIR without NLTK is refused in one
+line (coco_chair.py) unless eval.coco_chair.language_standins is set; without Pattern (whose
+install needs MySQL's client library) sena's singulariser stands in. Every stand-in used is
+named in the metrics file (coco_chair.fallback).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 
 from sena_cli.errors import SenaError
 
-NLTK_INSTALL = "pip install nltk && python -m nltk.downloader punkt punkt_tab"
+NLTK_DATA = "python -m nltk.downloader punkt punkt_tab"
+NLTK_INSTALL = f'pip install "sena-cli[bench]" && {NLTK_DATA}'
 PATTERN_INSTALL = "pip install Pattern"
 
 # MSCOCO's two-word names and CHAIR's special cases: a qualifier before an animal or a vehicle

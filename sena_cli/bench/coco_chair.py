@@ -4,6 +4,7 @@ synonym list and rules (bench/chair.py, shared with world_chair). Its section, r
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 from sena_cli.bench import chair as chair_lib
@@ -23,6 +24,9 @@ class CocoChairFiles:
     synonyms: str = param("", "data/synonyms.txt of CHAIR's repository (LisaAnne/Hallucination)")
     image_root: str = param("", "COCO images, named by the instance files' file_name")
     images: int = param(500, "the first N images by id in the instance files", 1, BIG)
+    language_standins: bool = param(False, "without NLTK's word_tokenize (or its punkt data), split words by a "
+                                    "regular expression (flagged under coco_chair.fallback; not CHAIR's numbers); "
+                                    "false = refused in one line saying how to install it")
 
 
 COCO_INSTANCES = {"images": [{"id": WHOLE, "file_name": TEXT}],
@@ -58,12 +62,24 @@ def _coco_chair_set(ctx):
     return chosen, {i: [names[cat] for cat in cats] for i, cats in classes.items()}, references
 
 
+def language(ctx):
+    """CHAIR's (tokenize, singularize, notes), refused in one line without NLTK unless
+    eval.coco_chair.language_standins is set (Pattern's stand-in is only noted)."""
+    tokenize, singularize, notes = chair_lib.language_tools()
+    if "tokenize" in notes and not ctx.settings("coco_chair", CocoChairFiles).language_standins:
+        fetch = chair_lib.NLTK_DATA if importlib.util.find_spec("nltk") else chair_lib.NLTK_INSTALL
+        raise SenaError(f"eval.coco_chair: CHAIR's tokenizer needs NLTK and its punkt data, missing here; install "
+                        f"them ({fetch}), or set eval.coco_chair.language_standins: true to "
+                        "score with sena's stand-in (not CHAIR's numbers)")
+    return tokenize, singularize, notes
+
+
 def run(ctx, vlm: VLM, tick: Tick, tools=None):
     params = ctx.params
     c = ctx.settings("coco_chair", CocoChairFiles)
     chosen, classes, references = _coco_chair_set(ctx)
     root = need(c.image_root, "eval.coco_chair.image_root")
-    tokenize, singularize, notes = tools or chair_lib.language_tools()
+    tokenize, singularize, notes = tools or language(ctx)
     chair = chair_lib.CocoChair(chair_lib.read_synonyms(need(c.synonyms, "eval.coco_chair.synonyms")),
                                 tokenize, singularize)
     unknown = sorted({n for names in classes.values() for n in names} - set(chair.node))
@@ -84,7 +100,9 @@ def run(ctx, vlm: VLM, tick: Tick, tools=None):
 
 def count(ctx) -> int:
     chair_lib.read_synonyms(need(ctx.settings("coco_chair", CocoChairFiles).synonyms, "eval.coco_chair.synonyms"))
-    return len(_coco_chair_set(ctx)[0])
+    images = _coco_chair_set(ctx)[0]
+    language(ctx)  # after the files' own checks, before the model loads
+    return len(images)
 
 
 BENCHMARK = Benchmark(
@@ -93,4 +111,7 @@ BENCHMARK = Benchmark(
     "sena_cli.bench.coco_chair:run", "sena_cli.bench.coco_chair:count",
     ("chair_s", "chair_i", "recall", "fallback.<part>"),
     (Chart("COCO CHAIR (lower is better)", (("CHAIR_s", "chair_s"), ("CHAIR_i", "chair_i"))),
-     Chart("COCO CHAIR recall (sena's)", (("recall", "recall"),))), order=11, section=CocoChairFiles)
+     Chart("COCO CHAIR recall (sena's)", (("recall", "recall"),))), order=11, section=CocoChairFiles,
+    source="COCO 2014 annotations (instances_val2014.json, captions_val2014.json in "
+    "images.cocodataset.org/annotations/annotations_trainval2014.zip), data/synonyms.txt of "
+    "github.com/LisaAnne/Hallucination, and the images: images.cocodataset.org/zips/val2014.zip")

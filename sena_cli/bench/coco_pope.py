@@ -73,4 +73,6 @@ def count(ctx) -> int:
 
 BENCHMARK = Benchmark("coco_pope", "coco_pope", ("eval.coco_pope.files", "eval.coco_pope.image_root"),
                       "sena_cli.bench.coco_pope:run", "sena_cli.bench.coco_pope:count",
-                      pope.METRICS, pope.charts("COCO POPE"), order=10, section=CocoPopeFiles)
+                      pope.METRICS, pope.charts("COCO POPE"), order=10, section=CocoPopeFiles,
+                      source="the question files from github.com/AoiDragon/POPE (output/coco/coco_pope_random.json, "
+                      "_popular, _adversarial); the images: COCO val2014, images.cocodataset.org/zips/val2014.zip")

@@ -105,4 +105,6 @@ BENCHMARK = Benchmark("llava_bench", "llava_bench", ("eval.llava_bench.*", "eval
                       "sena_cli.bench.llava_bench:run", "sena_cli.bench.llava_bench:count",
                       ("relative_score", "relative_score_<category>", "unparsed"),
                       (Chart("LLaVA-Bench relative score", (("relative", "relative_score"),)),), order=20,
-                      section=LlavaBenchFiles, judged=True, judge_prompt=RULE, prompt_version=PROMPT_VERSION)
+                      section=LlavaBenchFiles, judged=True, judge_prompt=RULE, prompt_version=PROMPT_VERSION,
+                      source="huggingface.co/datasets/liuhaotian/llava-bench-in-the-wild (questions.jsonl, "
+                      "answers_gpt4.jsonl, context.jsonl, images/)")

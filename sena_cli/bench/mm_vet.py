@@ -82,4 +82,5 @@ def count(ctx) -> int:
 BENCHMARK = Benchmark("mm_vet", "mm_vet", ("eval.mm_vet.*", "eval.judge"),
                       "sena_cli.bench.mm_vet:run", "sena_cli.bench.mm_vet:count",
                       ("total", "<capability>", "unparsed"), (Chart("MM-Vet", (("total", "total"),)),), order=21,
-                      section=MMVetFiles, judged=True, judge_prompt=RULE, prompt_version=PROMPT_VERSION)
+                      section=MMVetFiles, judged=True, judge_prompt=RULE, prompt_version=PROMPT_VERSION,
+                      source="github.com/yuweihao/MM-Vet (its release mm-vet.zip: mm-vet.json and images/)")

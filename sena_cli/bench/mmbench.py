@@ -285,4 +285,6 @@ def count(ctx) -> int:
 BENCHMARK = Benchmark("mmbench", "mmbench", ("eval.mmbench.tsv",),
                       "sena_cli.bench.mmbench:run", "sena_cli.bench.mmbench:count",
                       ("overall", "<l2-category>", "<category>", "<split>.<…> (several splits)"),
-                      (Chart("MMBench (circular)", (("overall", "overall"),)),), order=13, section=MMBenchFiles)
+                      (Chart("MMBench (circular)", (("overall", "overall"),)),), order=13, section=MMBenchFiles,
+                      source="VLMEvalKit's MMBench_DEV_EN.tsv (opencompass.openxlab.space/utils/VLMEval/"
+                      "MMBench_DEV_EN.tsv) or the dev TSV of github.com/open-compass/MMBench")

@@ -83,4 +83,6 @@ BENCHMARK = Benchmark("mmhal", "mmhal", ("eval.mmhal.*", "eval.judge"),
                       ("average_score", "hallucination_rate", "unparsed"),
                       (Chart("MMHal-Bench", (("average (0-6)", "average_score"),)),
                        Chart("MMHal-Bench hallucination rate", (("rate", "hallucination_rate"),))), order=22,
-                      section=MMHalFiles, judged=True, judge_prompt=RULE, prompt_version=PROMPT_VERSION)
+                      section=MMHalFiles, judged=True, judge_prompt=RULE, prompt_version=PROMPT_VERSION,
+                      source="huggingface.co/datasets/Shengcao1006/MMHal-Bench (response_template.json; the images "
+                      "its image_src names)")

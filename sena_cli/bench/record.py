@@ -4,7 +4,8 @@ A module of sena_cli/bench/ that defines `BENCHMARK` (or `BENCHMARKS`, a tuple o
 is found by the registry (bench/registry.py) and nothing else has to name it. The record
 holds everything about the benchmark: its name and metrics key, its params section (the
 keys of eval.<name>, declared with config's `param`), its runner and counter, its metric
-keys and headline charts, and for a judged one the judge's rubric and its version. The runner
+keys and headline charts, for a judged one the judge's rubric and its version, and where its
+files come from (`source`, said in the one line that refuses a missing one). The runner
 and counter are named as "module:function" (resolved when eval calls them), so that history
 and report, which read the records' charts, do not depend on the benchmarks' running code:
     run(ctx, vlm, tick) -> (metrics dict, per-question records)
@@ -42,6 +43,8 @@ class Benchmark:
     judged: bool = False  # needs eval.judge; skipped with a note without one
     judge_prompt: str = ""  # the judge's rubric (sena's wording of the benchmark's published one) ...
     prompt_version: str = ""  # ... and its version, stored with the scores: change them together
+    source: str = ""  # where its files come from, said whenever one of them is missing
+    embedded_default: bool = False  # scored when eval.benchmarks is [] and θ0 is the embedded one
 
     @property
     def headlines(self) -> list[str]:

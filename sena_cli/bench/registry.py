@@ -14,12 +14,14 @@ benchmark's section eval.<name> with config's own field validator, when `sena ev
 
 from __future__ import annotations
 
+import dataclasses
 import pkgutil
+import typing
 from pathlib import Path
 
 from sena_cli.bench.record import Benchmark, Chart, Context  # noqa: F401 - the names benchmarks use
 from sena_cli.config import build, check_value
-from sena_cli.errors import SenaError
+from sena_cli.errors import SenaError, redact
 
 
 def _discover() -> tuple[Benchmark, ...]:
@@ -54,6 +56,46 @@ def check_params(params, source: str = "params") -> dict:
                             f"a benchmark's section: {', '.join(SECTIONS)}")
     return {name: build(cls, params.eval.sections.get(name) or {}, f"eval.{name}.", source)
             for name, cls in SECTIONS.items()}
+
+
+def selected(params, source: str = "params") -> list[str]:
+    """The benchmarks θK is scored on: eval.benchmarks, or, when it is [], the synthetic world's for the
+    embedded θ0. A real model.base with [] is refused: shapes on 48-px images say nothing about it."""
+    if params.eval.benchmarks:
+        return list(params.eval.benchmarks)
+    if params.model.base == "embedded":
+        return [b.name for b in BENCHMARKS if b.embedded_default]
+    real = [b.name for b in BENCHMARKS if not b.run.startswith("sena_cli.bench.world:")]
+    raise SenaError(f"{source}: 'eval.benchmarks' is [], which scores the synthetic world (embedded θ0 only), and "
+                    f"model.base is a real model ({redact(params.model.base)}); name the benchmarks to score it on, "
+                    f"e.g. `eval.benchmarks: [coco_pope, amber, mmbench]`, with their files (docs/benchmarks.md; "
+                    f"one of: {', '.join(real)})")
+
+
+def file_keys(b: Benchmark) -> list[str]:
+    """The keys of eval.<name> that name a file or folder the benchmark reads (from its inputs;
+    `eval.<name>.*` is every text or list-of-text key without fixed choices)."""
+    if b.section is None:
+        return []
+    fields = {f.name: f for f in dataclasses.fields(b.section)}
+    hints = typing.get_type_hints(b.section)
+    paths = [name for name, f in fields.items() if hints[name] in (str, list[str]) and not f.metadata.get("choices")]
+    prefix = f"eval.{b.name}."
+    keys = [key.removeprefix(prefix) for key in b.inputs if key.startswith(prefix)]
+    return paths if "*" in keys else [key for key in keys if key in paths]
+
+
+def check_files(b: Benchmark, settings) -> None:
+    """Every file or folder `b` reads is set and there; else one line naming the key and where to get it."""
+    for name in file_keys(b):
+        value = getattr(settings, name)
+        key = f"eval.{b.name}.{name}"
+        if not value:
+            raise SenaError(f"'{key}' is empty; {b.name} reads files you download: {b.source}; set {key} to "
+                            f"where you put them")
+        for path in [value] if isinstance(value, str) else value:
+            if not Path(path).exists():
+                raise SenaError(f"{path}: not found ({key}); {b.name}'s files come from {b.source}")
 
 
 def judge_versions() -> dict[str, str]:

@@ -202,25 +202,30 @@ def count_dev(ctx) -> int:
 
 
 W = "sena_cli.bench.world"  # the records name their runner and counter as "module:function"
+WORLD = "drawn by `sena world` (the embedded default's synthetic world)"
 CHAIR_METRICS = ("chair_s", "chair_i", "recall", "caption_f1")
 BENCHMARKS = (
     Benchmark("world_pope", "pope", ("data/world/eval",),
               f"{W}:run_pope", f"{W}:count_pope", pope.METRICS, pope.charts("POPE"),
-              order=0),
+              order=0, source=WORLD, embedded_default=True),
     Benchmark("world_chair", "chair", ("data/world/eval", "eval.chair_prompt"),
               f"{W}:run_chair", f"{W}:count_chair", CHAIR_METRICS,
               (Chart("CHAIR (lower is better)", (("CHAIR_s", "chair_s"), ("CHAIR_i", "chair_i"))),
-               Chart("Caption recall and F1", (("recall", "recall"), ("caption F1", "caption_f1")))), order=1),
+               Chart("Caption recall and F1", (("recall", "recall"), ("caption F1", "caption_f1")))), order=1,
+              source=WORLD, embedded_default=True),
     Benchmark("world_vqa", "world_vqa", ("data/world/eval",),
               f"{W}:run_vqa", f"{W}:count_vqa", ("accuracy", "accuracy_<kind>"),
-              (Chart("World VQA accuracy", (("accuracy", "accuracy"),)),), order=2),
+              (Chart("World VQA accuracy", (("accuracy", "accuracy"),)),), order=2, source=WORLD,
+              embedded_default=True),
     Benchmark("world_questions", "world_questions", ("data/world/eval",),
               f"{W}:run_questions", f"{W}:count_questions",
               ("well_formed", "answerable", "distinct_forms"),
-              (Chart("Self-questions", (("well-formed", "well_formed"), ("answerable", "answerable"))),), order=3),
+              (Chart("Self-questions", (("well-formed", "well_formed"), ("answerable", "answerable"))),), order=3,
+              source=WORLD, embedded_default=True),
     Benchmark("world_dev", "world_dev", ("data/world/eval_dev", "eval.chair_prompt"),
               f"{W}:run_dev", f"{W}:count_dev",
               tuple(f"pope.{m}" for m in pope.METRICS) + tuple(f"chair.{m}" for m in CHAIR_METRICS),
               (Chart("Dev set (where settings are chosen)", (("POPE adv. F1", "pope.adversarial.f1"),
-                                                             ("CHAIR_i", "chair.chair_i"))),), order=4),
+                                                             ("CHAIR_i", "chair.chair_i"))),), order=4,
+              source=WORLD),
 )

@@ -39,13 +39,17 @@ def run_eval(
     progress: Progress = no_progress,
 ) -> dict:
     check_iteration(k, "eval", params.loop.iterations, first=0)
+    selected = registry.selected(params)  # [] with a real θ0 is refused before anything starts
     ranks = Ranks.start(layout.eval_work_dir(k, root))  # before any work: the processes must share the project folder
     # Judged benchmarks without a configured judge are skipped, each with one line saying how to enable it.
     # Rank 0 decides (it alone calls the judge); every rank runs what it decided.
     judge: dict = {}
-    names, skipped = ranks.from_main(lambda: _runnable(params, k, root, judge))
+    names, skipped = ranks.from_main(lambda: _runnable(params, selected, k, root, judge))
     benchmarks = [registry.get(name) for name in names]
     ctx = registry.Context(params, root, judge.get("judge") if ranks.is_main else _JudgeOnMain())
+    for b in benchmarks:  # each file set and there, or one line naming its key and where to get it
+        if b.section is not None:
+            registry.check_files(b, ctx.settings(b.name, b.section))
     # Read and check every benchmark file before loading the model and generating.
     counts = {b.name: b.counter()(ctx) for b in benchmarks}
     torch.manual_seed(params.loop.seed)
@@ -90,9 +94,10 @@ def run_eval(
                                     "batches run now": shards.run_now, "seconds": time.perf_counter() - started}
 
 
-def _runnable(params: Params, k: int, root: Path, judge: dict) -> tuple[list[str], dict[str, str]]:
+def _runnable(params: Params, selected: list[str], k: int, root: Path, judge: dict
+              ) -> tuple[list[str], dict[str, str]]:
     """(the benchmarks to run, {skipped judged benchmark: why}); puts the judge, if any, in `judge`."""
-    benchmarks = [registry.get(name) for name in params.eval.benchmarks]
+    benchmarks = [registry.get(name) for name in selected]
     if any(b.judged for b in benchmarks):
         try:
             judge["judge"] = judge_lib.Judge(params.eval.judge, journal=layout.judge_journal_file(k, root),

@@ -23,7 +23,7 @@ from PIL import Image
 from sena_cli import layout
 from sena_cli.artifacts import atomic_write_text, sampled_image_loader
 from sena_cli.bench import registry
-from sena_cli.config import Params, for_iteration
+from sena_cli.config import PER_ITERATION_SECTIONS, Params, for_iteration, to_dict
 from sena_cli.errors import SenaError
 from sena_cli.frame import METRICS, PAIR, PAIR_STATS, made_by, read_json, read_records
 from sena_cli.method.noise import Corruption
@@ -219,18 +219,74 @@ details{margin:8px 0} summary{cursor:pointer;font-weight:bold}
 """
 
 
+# The method's settings the header names, as each iteration runs them (its overrides applied).
+HEADER_SETTINGS = (("t", "noise.timestep"), ("β", "train.beta"), ("lr", "train.lr"),
+                   ("alignment weight", "train.alignment_weight"), ("self-questioning", "qa.self_questioning"),
+                   ("self-enhancement", "qa.self_enhancement"))
+
+
+def iteration_settings(params: Params) -> dict[int, dict[str, object]]:
+    """{k: {dotted key: value}} of the sections an iteration may override, as iteration k runs them
+    (config's per-iteration merge: the file's values with `iterations.k` laid over them)."""
+    def flat(value, prefix: str):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                yield from flat(inner, f"{prefix}.{key}")
+        else:
+            yield prefix, value
+
+    settings = {}
+    for k in range(1, params.loop.iterations + 1):
+        effective = to_dict(for_iteration(params, k))
+        settings[k] = {key: value for name in PER_ITERATION_SECTIONS for key, value in flat(effective[name], name)}
+    return settings
+
+
+def differing(settings: dict[int, dict[str, object]]) -> list[str]:
+    """The keys whose value is not the same in every iteration, in params order."""
+    first = next(iter(settings.values()), {})
+    return [key for key in first if any(s[key] != first[key] for s in settings.values())]
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def settings_html(params: Params) -> str:
+    """The header: the run's shape and each iteration's effective method settings (one value when every
+    iteration runs the same, else one per iteration), then a table of every key that differs."""
+    settings = iteration_settings(params)
+    parts = [f"model.base: {html.escape(params.model.base)}", f"{params.loop.iterations} iterations",
+             f"M = {params.sample.images_per_iteration} images per iteration"]
+    for label, key in HEADER_SETTINGS:
+        values = [_value(s[key]) for s in settings.values()]
+        shown = values[0] if len(set(values)) == 1 else (
+            " / ".join(values) + f" (iterations {' / '.join(map(str, settings))})")
+        parts.append(f"{label} = {html.escape(shown)}")
+    out = [f"<p class='cap'>{' · '.join(parts)}</p>"]
+    keys = differing(settings)
+    if not keys:
+        out.append("<p class='cap'>every iteration runs the same settings (no per-iteration overrides)</p>")
+        return "".join(out)
+    out.append("<table><tr><th class='l'>differs between iterations</th>"
+               + "".join(f"<th>iteration {k}</th>" for k in settings) + "</tr>")
+    for key in keys:
+        out.append(f"<tr><td class='l'>{html.escape(key)}</td>"
+                   + "".join(f"<td>{html.escape(_value(s[key]))}</td>" for s in settings.values()) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lambda n: None) -> str:
     n = params.loop.iterations
     metrics = {k: read_json(layout.metrics_file(k, root), made_by("eval", k), METRICS) for k in range(n + 1)
                if layout.metrics_file(k, root).is_file()}
     if not metrics:
         raise SenaError(f"{layout.metrics_file(0, root)}: no metrics yet; run `sena eval --iter 0` first")
-    body = [f"<h1>sena report</h1><p class='cap'>model.base: {html.escape(params.model.base)} · "
-            f"{n} iterations · M = {params.sample.images_per_iteration} images per iteration · "
-            f"t = {params.noise.timestep} · β = {params.train.beta} · lr = {params.train.lr} · "
-            f"alignment weight {params.train.alignment_weight} · self-questioning "
-            f"{'on' if params.qa.self_questioning else 'off'} · self-enhancement "
-            f"{'on' if params.qa.self_enhancement else 'off'}</p>"]
+    body = ["<h1>sena report</h1>", settings_html(params)]
 
     body += _headlines(metrics)
 
@@ -272,7 +328,8 @@ def render(params: Params, root: Path, samples_per_iteration: int = 6, tick=lamb
                          else "<span class='note'>no corrupted copy</span>")
             body.append(
                 f"<div class='pair'><div><img alt='clean' src='{p['clean_uri']}'><div class='cap'>clean</div></div>"
-                f"<div>{corrupted}<div class='cap'>corrupted (t = {params.noise.timestep})</div></div>"
+                f"<div>{corrupted}<div class='cap'>corrupted (t = {for_iteration(params, k).noise.timestep})</div>"
+                "</div>"
                 f"<div><div class='cap'>{html.escape(p['type'])} · {html.escape(p['id'])}</div>"
                 f"<p><b>prompt</b>: {html.escape(p['prompt'])}</p>"
                 f"<p class='chosen'><b>chosen</b>: {html.escape(p['chosen'])}</p>"

@@ -20,7 +20,13 @@ train.lr and train.beta and models/iterK is left as it was. Checkpoints go to
 data/iterK/train.partial/ so a killed run resumes (with the same process count: DeepSpeed's
 checkpoints are partitioned by rank). A checkpoint holds the weights and the optimizer's
 states, 12-16 bytes per trained parameter (~110 GB for a full-parameter 7B model under
-ZeRO-3): `train.checkpoint_steps` trades that cost against the steps a kill may lose.
+ZeRO-3): `train.checkpoint_steps` trades that cost against the steps a kill may lose. After θK is
+saved they are removed, or, with `train.keep_checkpoints`, the last one is moved to
+data/iterK/train.checkpoints/ (neither folder is a DVC output, so no checkpoint reaches the cache).
+
+Dtype: training holds fp32 master weights under autocast whatever the checkpoint's dtype; θK is
+then saved in `train.save_dtype`, by default each weight in θ(K-1)'s dtype, so a bf16 base gives a
+bf16 θK of the base's size (half the fp32 save) in models/, the DVC cache and the remote.
 """
 
 from __future__ import annotations
@@ -165,6 +171,7 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     started = time.perf_counter()
     run_id = fingerprint(tracked_params("train", k, params, root), pairs,
                          file_identity(layout.model_dir(k - 1, root)), ranks.world)
+    save_as = _save_dtypes(params, k, root)
     resume = ranks.from_main(lambda: _prepare_work_dir(work, run_id))
     # fp32 master weights, autocast to train.precision inside the Trainer or DeepSpeed: the regime
     # in which `pair` computed the reference log-probs (vlm/model.py, deepspeed_config above).
@@ -179,13 +186,41 @@ def run_train(params: Params, k: int, root: Path = Path("."), progress: Progress
     summary = _summary(trainer.state.log_history, final_eval, pairs, tp.per_device_batch_size, accumulation,
                        ranks.world, time.perf_counter() - started)
     _refuse_divergence(trainer.state.log_history + [final_eval], params, k, root, work, ranks)
-    _save_model(trainer, params, k, root, ranks, work)
+    _save_model(trainer, params, k, root, ranks, work, save_as)
+    kept = {}
     if ranks.is_main:  # the other ranks leave: nothing below needs them
         with publish(layout.train_dir(k, root)) as out:
             shutil.copytree(work / "live", out.path(layout.train_live_dir(k, root)))
             out.json(layout.train_summary_file(k, root), summary, TRAIN_SUMMARY)
+        kept = _keep_checkpoints(params, k, root, work)
         shutil.rmtree(work, ignore_errors=True)
-    return {**_rows(summary), **sharded, **resumed, **leftovers, "output": str(layout.model_dir(k, root))}
+    return {**_rows(summary), "saved as": save_as[1], **sharded, **resumed, **leftovers, **kept,
+            "output": str(layout.model_dir(k, root))}
+
+
+def _save_dtypes(params: Params, k: int, root: Path) -> tuple[dict[str, str], str]:
+    """What each floating weight of θK is saved as (train.save_dtype): ({name: dtype}, the default).
+
+    `base`: each weight in θ(K-1)'s dtype, read from its safetensors headers (a hub id: its config's
+    dtype); float32 when nothing says. Otherwise every floating weight in the named dtype."""
+    from sena_cli.vlm import saved_dtypes
+
+    if params.train.save_dtype != "base":
+        return {}, params.train.save_dtype
+    names, most = saved_dtypes(layout.model_dir(k - 1, root))
+    return names, most or "float32"
+
+
+def _keep_checkpoints(params: Params, k: int, root: Path, work: Path) -> dict:
+    """train.keep_checkpoints: the last checkpoint moved out of the work folder (which is then removed)."""
+    kept = layout.train_checkpoints_dir(k, root)
+    shutil.rmtree(kept, ignore_errors=True)  # an earlier run's: it is not this θK's
+    checkpoints = sorted((work / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not params.train.keep_checkpoints or not checkpoints:
+        return {}
+    kept.mkdir(parents=True)
+    os.replace(checkpoints[-1], kept / checkpoints[-1].name)
+    return {"checkpoint kept": str(kept / checkpoints[-1].name)}
 
 
 def _rows(summary: dict) -> dict:
@@ -335,13 +370,15 @@ def _build_trainer(params, k, root, vlm, pairs, config, work, resume, progress, 
     return trainer
 
 
-def _save_model(trainer, params: Params, k: int, root: Path, ranks: Ranks, work: Path) -> None:
-    """θK as a plain save_pretrained folder, written under a temporary name, checked, and renamed.
+def _save_model(trainer, params: Params, k: int, root: Path, ranks: Ranks, work: Path,
+                save_as: tuple[dict[str, str], str]) -> None:
+    """θK as a plain save_pretrained folder, written under a temporary name, checked, cast to its
+    saved dtype (`save_as`, from _save_dtypes), and renamed.
 
     Rank 0 writes alone after the collective gather; the other ranks do not wait for the write.
     Every floating tensor written is checked finite before the rename (read back one at a time:
-    seconds per GB), so a NaN θK never replaces models/iterK."""
-    from sena_cli.vlm import non_finite_weight
+    seconds per GB), so a NaN θK never replaces models/iterK; nor does one that float16 cannot hold."""
+    from sena_cli.vlm import cast_saved_weights, non_finite_weight
 
     target = layout.model_dir(k, root)
     staging = target.with_name(f".{target.name}.saving")
@@ -361,6 +398,11 @@ def _save_model(trainer, params: Params, k: int, root: Path, ranks: Ranks, work:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
             raise _diverged(params, k, root, f"its weight {name} is not finite after training")
+        if name := cast_saved_weights(staging, *save_as):
+            shutil.rmtree(staging, ignore_errors=True)
+            raise SenaError(f"θ{k} not written: its weight {name} overflows {save_as[0].get(name, save_as[1])}; "
+                            f"set train.save_dtype to bfloat16 or float32 and rerun `sena train --iter {k}`; "
+                            f"{layout.model_dir(k, root)} is left as it was")
         old = target.with_name(f".{target.name}.old")
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -9,14 +9,17 @@ from sena_cli.vlm.model import (  # noqa: E402 - the version check comes first
     VLM,
     Preprocessor,
     autocast,
+    cast_saved_weights,
     check_model_dir,
     load_preprocessor,
     load_processor,
     looks_local,
     non_finite_weight,
     resolve_model,
+    saved_dtypes,
     training_precision,
 )
 
-__all__ = ["POINTER_FILE", "VLM", "Preprocessor", "autocast", "check_model_dir", "load_preprocessor",
-           "load_processor", "looks_local", "non_finite_weight", "resolve_model", "training_precision"]
+__all__ = ["POINTER_FILE", "VLM", "Preprocessor", "autocast", "cast_saved_weights", "check_model_dir",
+           "load_preprocessor", "load_processor", "looks_local", "non_finite_weight", "resolve_model",
+           "saved_dtypes", "training_precision"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from sena_cli.artifacts import to_rgb
+from sena_cli.artifacts import atomic_write_text, to_rgb
 from sena_cli.errors import SenaError
 from sena_cli.frame import POINTER, made_by, read_json
 from sena_cli.vlm.chat import CONVERSATIONS, ChatFormat
@@ -167,6 +167,86 @@ def non_finite_weight(path: Path) -> str | None:
                 if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                     return name
     return None
+
+
+# safetensors' dtype names of floating tensors, and torch's
+_HEADER_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+
+
+def saved_dtypes(path: str | Path) -> tuple[dict[str, str], str | None]:
+    """The dtype of each floating tensor of a saved model, read from its safetensors headers only
+    (no weights), and the dtype holding most of its bytes: ({name: "bfloat16", ...}, "bfloat16").
+
+    `path` may be a pointer (θ0 of a real checkpoint): a hub id gives ({}, the config's dtype), read
+    from the local hub cache; ({}, None) when nothing says."""
+    target = resolve_model(path)
+    if isinstance(target, str):  # a hub id
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(target, "config.json")
+        if not isinstance(config, str):
+            return {}, None
+        data = json.loads(Path(config).read_text())
+        named = data.get("dtype") or data.get("torch_dtype")
+        return {}, named if named in _DTYPES else None
+    names: dict[str, str] = {}
+    size: dict[str, int] = {}
+    for file in sorted(Path(target).glob("*.safetensors")):
+        with open(file, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        for name, entry in header.items():
+            if name != "__metadata__" and entry["dtype"] in _HEADER_DTYPES:
+                names[name] = dtype = _HEADER_DTYPES[entry["dtype"]]
+                size[dtype] = size.get(dtype, 0) + entry["data_offsets"][1] - entry["data_offsets"][0]
+    return names, max(size, key=size.get) if size else None
+
+
+def cast_saved_weights(folder: Path, dtypes: dict[str, str], default: str) -> str | None:
+    """Rewrite a save_pretrained folder's floating tensors in place: each named in `dtypes` to that
+    dtype, any other to `default`; config.json's dtype becomes `default`. One safetensors file at a
+    time, each written under a temporary name and renamed. Returns the name of a tensor the cast made
+    non-finite (a float16 overflow), leaving that file as it was, or None."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    total = 0
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(file, framework="pt") as f:
+            metadata = f.metadata()
+            tensors, changed = {}, False
+            for name in f.keys():
+                tensor = f.get_tensor(name)
+                wanted = getattr(torch, dtypes.get(name, default))
+                if tensor.is_floating_point() and tensor.dtype != wanted:
+                    cast = tensor.to(wanted)
+                    if torch.isfinite(tensor).all() and not torch.isfinite(cast).all():
+                        return name
+                    tensor, changed = cast, True
+                tensors[name] = tensor
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        if not changed:
+            continue
+        tmp = file.with_name(f".{file.name}.tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, file)
+    index = Path(folder) / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        data.setdefault("metadata", {})["total_size"] = total
+        atomic_write_text(index, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    config = Path(folder) / "config.json"
+    if config.is_file():
+        atomic_write_text(config, json.dumps(_with_dtype(json.loads(config.read_text()), default), indent=2,
+                                             sort_keys=True) + "\n")
+    return None
+
+
+def _with_dtype(config, dtype: str):
+    """A model config with every dtype entry (top level and sub-configs) set to dtype."""
+    if isinstance(config, dict):
+        return {key: dtype if key in ("dtype", "torch_dtype") and isinstance(value, str) else _with_dtype(value, dtype)
+                for key, value in config.items()}
+    return config
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -145,7 +145,7 @@ def test_malformed_mmbench_tsv_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- AMBER
 
-def _amber_fixture(tmp_path):
+def _amber_fixture(tmp_path, **amber):
     for i in (1, 2, 3, 4):
         _draw(tmp_path / "image" / f"AMBER_{i}.jpg", "white")
     queries = [{"id": 1, "image": "AMBER_1.jpg", "query": "Describe this image."},
@@ -165,7 +165,7 @@ def _amber_fixture(tmp_path):
     return params_from_dict({"eval": {"amber": {
         "queries": str(tmp_path / "query_all.json"), "annotations": str(tmp_path / "annotations.json"),
         "relation": str(tmp_path / "relation.json"), "safe_words": str(tmp_path / "safe_words.txt"),
-        "image_root": str(tmp_path / "image")}}})
+        "image_root": str(tmp_path / "image"), **amber}}})
 
 
 def test_amber_scores_by_hand(tmp_path):
@@ -208,16 +208,32 @@ def test_amber_similarity_counts_near_synonyms_as_truth(tmp_path):
     assert similar["cover"] == round(1 / 4.001 * 100, 1)  # grass, in the first response of two
 
 
-def test_amber_without_language_data_falls_back_and_says_so_in_the_metrics(tmp_path):
+def test_amber_without_language_data_is_refused_before_the_model_unless_stand_ins_are_asked_for(tmp_path):
     try:
         import nltk  # noqa: F401
         pytest.skip("nltk is installed here")
     except ImportError:
         pass
     params = _amber_fixture(tmp_path)
+    with pytest.raises(SenaError) as err:
+        amber_lib.count(Context(params))  # eval counts every benchmark's questions before loading the model
+    message = str(err.value)
+    assert message.startswith("eval.amber: AMBER's generative scores need NLTK and its data (pip install "
+                              '"sena-cli[bench]" && python -m nltk.downloader punkt ')
+    assert "wordnet" in message and "python -m spacy download en_core_web_lg" in message
+    assert message.endswith("or set eval.amber.language_standins: true to score with sena's stand-ins "
+                            "(not AMBER's numbers)") and "\n" not in message
+    with pytest.raises(SenaError, match="language_standins"):
+        amber_lib.run(Context(params), ScriptedVLM(lambda t: "A dog."), lambda n: None)
+    # by hand, it still scores (the scoring takes the extractor and the similarity as arguments)
+    assert amber_lib.run(Context(params), ScriptedVLM(lambda t: "A dog."), lambda n: None, nouns=str.split,
+                         similar=lambda a, b: False)[0]["generative"]
+
+    params = _amber_fixture(tmp_path, language_standins=True)
+    assert amber_lib.count(Context(params)) == 4
     vlm = ScriptedVLM(lambda t: "A puppy on the grass.")
     metrics, _ = amber_lib.run(Context(params), vlm, lambda n: None)
-    assert "pip install nltk" in metrics["fallback"]["generative_nouns"]
+    assert 'pip install "sena-cli[bench]"' in metrics["fallback"]["generative_nouns"]
     assert "en_core_web_lg" in metrics["fallback"]["generative_similarity"]
     assert "exact matching" in metrics["fallback"]["generative_similarity"]
     assert metrics["generative"]["cover"] > 0  # puppy (dog) and grass found by the stand-in
@@ -266,7 +282,7 @@ def test_coco_chair_without_nltk_or_pattern_falls_back_and_says_so_in_the_metric
     try:
         import nltk  # noqa: F401
     except ImportError:
-        assert "pip install nltk" in notes["tokenize"]
+        assert 'pip install "sena-cli[bench]"' in notes["tokenize"]
         assert tokenize("two dogs, a cat.") == ["two", "dogs", ",", "a", "cat", "."]
     try:
         import pattern.en  # noqa: F401
@@ -274,3 +290,29 @@ def test_coco_chair_without_nltk_or_pattern_falls_back_and_says_so_in_the_metric
         assert "pip install Pattern" in notes["singularize"]
         assert [singularize(w) for w in ("dogs", "buses", "people", "glass", "benches")] == [
             "dog", "bus", "person", "glass", "bench"]
+
+
+def test_coco_chair_without_nltk_is_refused_before_the_model_unless_stand_ins_are_asked_for(tmp_path):
+    from sena_cli.bench import coco_chair
+
+    try:
+        import nltk  # noqa: F401
+        pytest.skip("nltk is installed here")
+    except ImportError:
+        pass
+    files = {"synonyms": str(tmp_path / "synonyms.txt"), "instances": [str(tmp_path / "instances.json")],
+             "captions": [str(tmp_path / "captions.json")]}
+    (tmp_path / "synonyms.txt").write_text("dog, puppy\n")
+    (tmp_path / "instances.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": 18}],
+        "categories": [{"id": 18, "name": "dog"}]}))
+    (tmp_path / "captions.json").write_text(json.dumps({"annotations": [{"image_id": 1, "caption": "A dog."}]}))
+    params = params_from_dict({"eval": {"coco_chair": files}})
+    with pytest.raises(SenaError) as err:
+        coco_chair.count(Context(params))
+    assert str(err.value) == (
+        "eval.coco_chair: CHAIR's tokenizer needs NLTK and its punkt data, missing here; install them (pip install "
+        '"sena-cli[bench]" && python -m nltk.downloader punkt punkt_tab), or set '
+        "eval.coco_chair.language_standins: true to score with sena's stand-in (not CHAIR's numbers)")
+    params = params_from_dict({"eval": {"coco_chair": {**files, "language_standins": True}}})
+    assert coco_chair.count(Context(params)) == 1

@@ -160,7 +160,8 @@ def test_malformed_pairs_and_qa_records(project, monkeypatch):
 def test_a_missing_benchmark_file(project, monkeypatch):
     text = _params_with(project, eval__benchmarks=["coco_pope"], eval__coco_pope={"files": ["nowhere/pope.json"],
                                                                                  "image_root": "coco"})
-    _fails(project, monkeypatch, ["eval", "--iter", "0"], "nowhere/pope.json: POPE question file not found", text)
+    _fails(project, monkeypatch, ["eval", "--iter", "0"], "nowhere/pope.json: not found (eval.coco_pope.files); "
+           "coco_pope's files come from the question files from github.com/AoiDragon/POPE", text)
 
 
 def test_disk_full_during_qa_is_one_line_and_publishes_nothing(project, monkeypatch):

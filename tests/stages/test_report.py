@@ -145,3 +145,24 @@ def test_standard_errors_are_those_of_proportions_over_their_recorded_n():
     assert standard_error(metrics, "world_dev.chair.chair_i") == pytest.approx((0.1 * 0.9 / 400) ** 0.5)
     assert standard_error(metrics, "pope.random.f1") is None  # no n: F1 is no proportion
     assert standard_error(metrics, "amber.generative.chair") is None  # a percentage, no n
+
+
+def test_the_header_shows_each_iterations_effective_settings_and_a_table_of_what_differs(tmp_path):
+    import json
+
+    from sena_cli.stages.report import render
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "iter0.json").write_text(json.dumps({"world_vqa": {"accuracy": 0.5}}))
+    params = params_from_dict({"train": {"lr": 2e-6}, "iterations": {
+        "2": {"train": {"lr": 1.5e-5}}, "3": {"train": {"lr": 7.5e-6}, "qa": {"self_enhancement": False}}}})
+    header = render(params, tmp_path).split("<h2>")[0]
+    assert "lr = 2e-06 / 1.5e-05 / 7.5e-06 (iterations 1 / 2 / 3)" in header  # not the file's train.lr alone
+    assert "self-enhancement = on / on / off (iterations 1 / 2 / 3)" in header
+    assert "β = 0.1 ·" in header and "t = 600 ·" in header  # the same in every iteration: said once
+    rows = re.findall(r"<tr><td class='l'>([^<]*)</td>((?:<td>[^<]*</td>)*)</tr>", header)
+    assert [(key, re.findall(r"<td>([^<]*)</td>", cells)) for key, cells in rows] == [
+        ("qa.self_enhancement", ["on", "on", "off"]), ("train.lr", ["2e-06", "1.5e-05", "7.5e-06"])]
+
+    same = render(params_from_dict({"train": {"lr": 2e-6}}), tmp_path).split("<h2>")[0]
+    assert "lr = 2e-06 ·" in same and "every iteration runs the same settings" in same and "<table>" not in same

@@ -224,6 +224,92 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(paired_project, micro_di
     assert (paired_project / "models/iter1/model.safetensors").is_file()
 
 
+def _header_dtypes(folder):
+    """{dtype name in the safetensors header: tensors} of a saved model, read without the weights."""
+    header = {}
+    for file in folder.glob("*.safetensors"):
+        with open(file, "rb") as f:
+            header.update(json.loads(f.read(int.from_bytes(f.read(8), "little"))))
+    header.pop("__metadata__", None)
+    counts = {}
+    for entry in header.values():
+        counts[entry["dtype"]] = counts.get(entry["dtype"], 0) + 1
+    return counts
+
+
+def test_theta_k_is_saved_in_the_base_dtype_unless_told(paired_project, micro_dict):
+    """A bf16 θ0 gives a bf16 θ1 of θ0's size (trained in fp32 under autocast); save_dtype float32 gives fp32."""
+    from sena_cli.vlm import cast_saved_weights
+
+    theta0 = paired_project / "models/iter0"
+    assert _header_dtypes(theta0).keys() == {"F32"}  # the micro θ0 as built
+    assert cast_saved_weights(theta0, {}, "bfloat16") is None
+    assert _header_dtypes(theta0).keys() == {"BF16"}
+    info = run_train(train_params(micro_dict), 1, root=paired_project)
+    theta1 = paired_project / "models/iter1"
+    assert info["saved as"] == "bfloat16"
+    assert _header_dtypes(theta1) == _header_dtypes(theta0)
+    assert json.loads((theta1 / "config.json").read_text()).get("dtype", "bfloat16") == "bfloat16"
+    size = (theta1 / "model.safetensors").stat().st_size
+    assert abs(size - (theta0 / "model.safetensors").stat().st_size) < 1024
+    before, after = load_file(theta0 / "model.safetensors"), load_file(theta1 / "model.safetensors")
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # trained, not copied
+    VLM.load(theta1, dtype="float32")
+
+    run_train(train_params(micro_dict, save_dtype="float32"), 1, root=paired_project)
+    assert _header_dtypes(theta1).keys() == {"F32"}
+    assert (theta1 / "model.safetensors").stat().st_size > 1.9 * size
+
+
+def test_a_weight_float16_cannot_hold_is_refused_not_saved_as_infinity(tmp_path):
+    from safetensors.torch import save_file
+
+    from sena_cli.vlm import cast_saved_weights
+
+    save_file({"small": torch.ones(3), "huge": torch.full((2,), 1e6)}, str(tmp_path / "model.safetensors"))
+    before = (tmp_path / "model.safetensors").read_bytes()
+    assert cast_saved_weights(tmp_path, {}, "float16") == "huge"
+    assert (tmp_path / "model.safetensors").read_bytes() == before  # left as it was
+    assert cast_saved_weights(tmp_path, {"huge": "float32"}, "float16") is None  # each weight its own dtype
+    assert _header_dtypes(tmp_path) == {"F16": 1, "F32": 1}
+
+
+def test_an_overflow_in_the_saved_dtype_leaves_theta_k_unwritten(paired_project, micro_dict, monkeypatch):
+    import sena_cli.vlm
+
+    monkeypatch.setattr(sena_cli.vlm, "cast_saved_weights", lambda folder, dtypes, default: "lm_head.weight")
+    with pytest.raises(SenaError) as err:
+        run_train(train_params(micro_dict, save_dtype="float16"), 1, root=paired_project)
+    assert str(err.value) == ("θ1 not written: its weight lm_head.weight overflows float16; set train.save_dtype to "
+                              f"bfloat16 or float32 and rerun `sena train --iter 1`; {paired_project / 'models/iter1'} "
+                              "is left as it was")
+    assert not (paired_project / "models/iter1").exists() and not list((paired_project / "models").glob(".iter1*"))
+
+
+def test_the_base_dtype_is_read_per_weight_from_the_headers_and_the_most_bytes_decide(tmp_path):
+    from safetensors.torch import save_file
+
+    from sena_cli.vlm import saved_dtypes
+
+    save_file({"big": torch.zeros(100, dtype=torch.bfloat16), "norm": torch.zeros(10),
+               "ids": torch.zeros(50, dtype=torch.int64)}, str(tmp_path / "model.safetensors"))
+    assert saved_dtypes(tmp_path) == ({"big": "bfloat16", "norm": "float32"}, "bfloat16")  # 200 bytes against 40
+    assert saved_dtypes(tmp_path / "empty") == ({}, None)
+
+
+def test_checkpoints_are_removed_after_the_save_unless_kept(paired_project, micro_dict):
+    run_train(train_params(micro_dict, checkpoint_steps=2), 1, root=paired_project)
+    assert not (paired_project / "data/iter1/train.partial").exists()
+    assert not (paired_project / "data/iter1/train.checkpoints").exists()
+    info = run_train(train_params(micro_dict, checkpoint_steps=2, keep_checkpoints=True), 1, root=paired_project)
+    kept = list((paired_project / "data/iter1/train.checkpoints").iterdir())
+    assert [p.name for p in kept] == ["checkpoint-3"] and info["checkpoint kept"] == str(kept[0])
+    assert (kept[0] / "trainer_state.json").is_file()
+    assert not (paired_project / "data/iter1/train.partial").exists()
+    run_train(train_params(micro_dict, checkpoint_steps=2), 1, root=paired_project)
+    assert not (paired_project / "data/iter1/train.checkpoints").exists()  # an earlier run's is not this θ1's
+
+
 def test_refusals(paired_project, micro_dict):
     pairs = paired_project / "data/iter1/pairs/pairs.jsonl"
     with pytest.raises(SenaError, match="train.global_batch_size 6 cannot be reached .* multiple of 4"):
