@@ -201,7 +201,7 @@ def test_stages_run_by_hand_and_under_a_launcher_leave_dvc_repro_nothing_to_reru
     d["launch"] = {"qa": str(script), "pair": str(script)}
     (root / "params.yaml").write_text(full_params_yaml(d))
     _dvc("init", "--no-scm", "-q", cwd=root)
-    _dvc("repro", "sample@1", cwd=root)  # code, world, base, pool, sample@1
+    _dvc("repro", "sample@1", "base", cwd=root)  # code, world, pool, sample@1, base
 
     _sena("noise", "--iter", "1", cwd=root)  # by hand, one process
     _sena("qa", "--iter", "1", cwd=root)  # by hand, under launch.qa
