@@ -88,6 +88,9 @@ def test_noise_refuses_an_image_too_long_for_any_pair_in_one_line_naming_both_ke
     assert "train.max_length = 2048" in message and "model.processor" in message
     assert "pool/photo.png at 1920x1080, is 2691 image tokens" in message, message
     assert not layout.noised_dir(1, root).exists()  # nothing published
+    image_space = params_from_dict({"train": {"max_length": 2048}, "noise": {"space": "image", "previews": 0}})
+    with pytest.raises(SenaError, match="is 2691 image tokens"):  # corrupting the 0-255 image changes nothing here
+        run_noise(image_space, 1, root=root)
 
     # the fix it names: fewer image tokens (Qwen2-VL's max pixels) or a longer train.max_length
     fewer = params_from_dict({"model": {"processor": TEST_PROCESSOR_SETTINGS["qwen2-vl"]}, "noise": {"previews": 0}})

@@ -51,9 +51,12 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
     np_ = params.noise
     sched = scheduler(np_)
     started = time.perf_counter()
-    processor = Preprocessor.from_params(params.model, layout.model_dir(k - 1, root))
-    refuse_too_long(processor, manifest, params.train.max_length, k, root)  # before any work, and before qa
-    pre = processor if np_.space == "pixel_values" else None  # `noise.space: image` corrupts before any processor
+    pre = None  # `noise.space: image` corrupts before any processor, and needs θ(K-1) only for the length check
+    model = layout.model_dir(k - 1, root)
+    if np_.space == "pixel_values" or model.exists():  # dvc repro always has it (a dep of noise@K)
+        processor = Preprocessor.from_params(params.model, model)
+        refuse_too_long(processor, manifest, params.train.max_length, k, root)  # before any work, and before qa
+        pre = processor if np_.space == "pixel_values" else None
     with publish(layout.noised_dir(k, root)) as out:
         index = []
         out.path(layout.noise_previews_dir(k, root)).mkdir()
