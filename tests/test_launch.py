@@ -189,7 +189,6 @@ def _ran(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-@pytest.mark.slow
 def test_stages_run_by_hand_and_under_a_launcher_leave_dvc_repro_nothing_to_rerun(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
