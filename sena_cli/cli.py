@@ -170,7 +170,7 @@ def _record(stage: str, k: int | None) -> None:
     """A stage run by hand in a DVC project goes into dvc.lock (`dvc commit`), so `dvc repro` does not rerun it."""
     from sena_cli.launch import record_hand_run
 
-    warning = record_hand_run(stage, k)
+    warning = record_hand_run(stage, k, params_file=STATE.params_file)
     if warning:
         console.print(f"[yellow]warning:[/] {redact(warning)}", highlight=False, markup=False, soft_wrap=True)
 

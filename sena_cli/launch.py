@@ -94,8 +94,10 @@ def should_record(env: dict | None = None) -> bool:
     return int(env.get("RANK", "0") or 0) == 0
 
 
-def record_hand_run(stage: str, k: int | None, root: Path = Path(".")) -> str | None:
+def record_hand_run(stage: str, k: int | None, root: Path = Path("."),
+                    params_file: str | Path | None = None) -> str | None:
     """`dvc commit --force <stage>@K` after a hand run in a DVC project, so `dvc repro` reruns nothing.
+    `params_file` is the file the run read (root/params.yaml when None).
 
     Returns None when recorded or nothing to record, else a one-line warning with the command to run."""
     from sena_cli.tracked import stage_definition
@@ -109,6 +111,11 @@ def record_hand_run(stage: str, k: int | None, root: Path = Path(".")) -> str | 
             return None  # a stage this project's dvc.yaml does not have (or another iteration count)
     except SenaError as exc:
         return f"{name} not recorded in dvc.lock ({exc}); after fixing it run `dvc commit --force {name}`"
+    if params_file is not None and Path(params_file).resolve() != (root / DEFAULT_PARAMS_FILE).resolve():
+        # dvc.lock would pair params.yaml's values with outputs made from another file's
+        return (f"{name} not recorded in dvc.lock: it ran with {params_file}, and DVC tracks {DEFAULT_PARAMS_FILE}; "
+                f"`dvc repro` will run it again (copy the settings into {DEFAULT_PARAMS_FILE} and run "
+                f"`dvc commit --force {name}` if they are the same)")
     command = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", name]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:

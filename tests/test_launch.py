@@ -158,6 +158,8 @@ def test_a_failed_record_warns_with_the_command_to_run(tmp_path, monkeypatch):
     assert warning is not None and warning.startswith("qa@1 not recorded in dvc.lock (")
     assert "run `dvc commit --force qa@1`" in warning
     assert launch.record_hand_run("qa", 9, tmp_path) is None  # not a stage of this dvc.yaml: nothing to record
+    other = launch.record_hand_run("qa", 1, tmp_path, params_file=tmp_path / "other.yaml")
+    assert other is not None and "it ran with" in other and "DVC tracks params.yaml" in other
     assert launch.record_hand_run("qa", 1, tmp_path / "elsewhere") is None  # not a DVC project
 
 
