@@ -47,9 +47,7 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
 
     check_iteration(k, "noise", params.loop.iterations)
     manifest = read_manifest(k, root)
-    tick = progress(f"corrupting iteration {k}", len(manifest))
     np_ = params.noise
-    sched = scheduler(np_)
     started = time.perf_counter()
     pre = None  # `noise.space: image` corrupts before any processor, and needs θ(K-1) only for the length check
     model = layout.model_dir(k - 1, root)
@@ -57,6 +55,8 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
         processor = Preprocessor.from_params(params.model, model)
         refuse_too_long(processor, manifest, params.train.max_length, k, root)  # before any work, and before qa
         pre = processor if np_.space == "pixel_values" else None
+    tick = progress(f"corrupting iteration {k}", len(manifest))
+    sched = scheduler(np_)
     with publish(layout.noised_dir(k, root)) as out:
         index = []
         out.path(layout.noise_previews_dir(k, root)).mkdir()
