@@ -168,11 +168,13 @@ def _launched(params: Params, stage: str, k: int | None) -> bool:
 
 def _record(stage: str, k: int | None) -> None:
     """A stage run by hand in a DVC project goes into dvc.lock (`dvc commit`), so `dvc repro` does not rerun it."""
+    from rich.markup import escape
+
     from sena_cli.launch import record_hand_run
 
     warning = record_hand_run(stage, k, params_file=STATE.params_file)
     if warning:
-        console.print(f"[yellow]warning:[/] {redact(warning)}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(redact(warning))}", highlight=False, soft_wrap=True)
 
 
 def _run_stage(title: str, run: Callable[..., dict], k: int, hide: tuple[str, ...] = ()) -> dict | None:

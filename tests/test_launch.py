@@ -163,6 +163,21 @@ def test_a_failed_record_warns_with_the_command_to_run(tmp_path, monkeypatch):
     assert launch.record_hand_run("qa", 1, tmp_path / "elsewhere") is None  # not a DVC project
 
 
+def test_a_hand_run_that_cannot_be_recorded_says_so_in_one_yellow_line(tmp_path, monkeypatch):
+    script = _fake_launcher(tmp_path)
+    (tmp_path / ".dvc").mkdir()  # looks like a DVC project, is none: `dvc commit` fails
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(full_params_yaml({"launch": {"qa": str(script)}}))
+    monkeypatch.chdir(tmp_path)
+    for name in ("WORLD_SIZE", "SENA_LAUNCHED", "DVC_STAGE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    result = runner.invoke(app, ["qa", "--iter", "1"])
+    assert result.exit_code == 0, result.output  # the stage's work stands
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: qa@1 not recorded in dvc.lock ("), result.output
+    assert lines[0].endswith("run `dvc commit --force qa@1` or `dvc repro` will run it again"), result.output
+
+
 # ---------------------------------------------------------------- hand runs, launches and dvc repro (slow)
 
 
