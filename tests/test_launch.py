@@ -237,3 +237,27 @@ def test_stages_run_by_hand_and_under_a_launcher_leave_dvc_repro_nothing_to_reru
     (root / "params.yaml").write_text(full_params_yaml(d))
     assert _ran(_dvc("repro", "pair@1", cwd=root)) == {"pool"}
     assert len(_launched(tmp_path)) == 2
+
+
+def test_a_real_torchrun_launcher_runs_qa_on_two_processes_as_one_would(micro_project, micro_dict, tmp_path):
+    """launch.qa = torchrun with 2 processes (CPU, gloo): `sena qa` reruns itself under it, the ranks
+    share the chunks, and the records are byte-identical to one process's."""
+    import socket
+
+    from sena_cli.stages.qa import run_qa
+    from tests.stages.test_qa import _noised_project
+
+    project, params = _noised_project(micro_project, micro_dict, tmp_path / "p", images=8, batch_size=2)
+    single = shutil.copytree(project, tmp_path / "single")
+    run_qa(params, 1, root=single)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = yaml.safe_load((project / "params.yaml").read_text())
+    d["launch"]["qa"] = (f"{shlex.quote(sys.executable)} -m torch.distributed.run --nproc_per_node 2 "
+                         f"--master_addr 127.0.0.1 --master_port {port}")
+    (project / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    out = _sena("qa", "--iter", "1", cwd=project)
+    records = "data/iter1/qa/records.jsonl"
+    assert (project / records).read_bytes() == (single / records).read_bytes()
+    assert out.count("chunks run now") == 2, out[-3000:]  # each rank's summary: two processes ran
