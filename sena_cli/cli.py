@@ -219,6 +219,7 @@ def code_fingerprints() -> None:
                     atomic_write_text(tmp / layout.code_file(command).name, fingerprint_text(files))
         _summary(f"code fingerprints written to {layout.code_dir()}", {c: f"{len(f)} files" for c, f in prints.items()},
                  time.perf_counter() - started)
+        _record("code", None)
 
 
 # ---------------------------------------------------------------- embedded default

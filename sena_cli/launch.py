@@ -116,7 +116,7 @@ def record_hand_run(stage: str, k: int | None, root: Path = Path("."),
         return (f"{name} not recorded in dvc.lock: it ran with {params_file}, and DVC tracks {DEFAULT_PARAMS_FILE}; "
                 f"`dvc repro` will run it again (copy the settings into {DEFAULT_PARAMS_FILE} and run "
                 f"`dvc commit --force {name}` if they are the same)")
-    command = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", name]
+    command = [sys.executable, "-m", "dvc", "commit", "--force", name]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:
         proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
