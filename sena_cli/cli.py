@@ -151,16 +151,46 @@ def _lock(stage: str, k: int | None = None) -> Iterator[None]:
         yield
 
 
-def _run_stage(title: str, run: Callable[..., dict], k: int, hide: tuple[str, ...] = ()) -> dict:
-    """Run one loop stage with progress bars and print its summary table."""
+def _launched(params: Params, stage: str, k: int | None) -> bool:
+    """Rerun the command under launch.<stage> when one is set (sena_cli/launch.py); True when it ran there.
+
+    A failed launch is one line (its processes printed their own errors above it)."""
+    from sena_cli.launch import relaunch
+
+    status = relaunch(params, stage, k, STATE.params_file, STATE.debug)
+    if status is None:
+        return False
+    if status:
+        _fail(f"launch.{stage} ({getattr(params.launch, stage)}): the launched `sena {stage}` exited with status "
+              f"{status}; see its errors above", status if 0 < status < 256 else 1)
+    return True
+
+
+def _record(stage: str, k: int | None) -> None:
+    """A stage run by hand in a DVC project goes into dvc.lock (`dvc commit`), so `dvc repro` does not rerun it."""
+    from rich.markup import escape
+
+    from sena_cli.launch import record_hand_run
+
+    warning = record_hand_run(stage, k, params_file=STATE.params_file)
+    if warning:
+        console.print(f"[yellow]warning:[/] {escape(redact(warning))}", highlight=False, soft_wrap=True)
+
+
+def _run_stage(title: str, run: Callable[..., dict], k: int, hide: tuple[str, ...] = ()) -> dict | None:
+    """Run one loop stage with progress bars and print its summary table (None when launched elsewhere)."""
     from sena_cli.config import for_iteration
 
     params = for_iteration(_params(), k)  # every parameter checked before the lock and any work
     stage = run.__module__.rsplit(".", 1)[-1]  # one module per stage: sena_cli.stages.qa is stage qa
+    if _launched(params, stage, k):  # its processes printed the summary
+        _record(stage, k)
+        return None
     with _lock(stage, k), _progress() as phase:
         info = run(params, k, progress=phase)
     shown = {key: v for key, v in info.items() if key not in (*hide, "seconds")}
     _summary(f"iteration {k}: {title}", shown, info.get("seconds"))
+    _record(stage, k)
     return info
 
 
@@ -189,6 +219,7 @@ def code_fingerprints() -> None:
                     atomic_write_text(tmp / layout.code_file(command).name, fingerprint_text(files))
         _summary(f"code fingerprints written to {layout.code_dir()}", {c: f"{len(f)} files" for c, f in prints.items()},
                  time.perf_counter() - started)
+        _record("code", None)
 
 
 # ---------------------------------------------------------------- embedded default
@@ -206,6 +237,7 @@ def world() -> None:
         with _lock("world"), _progress() as phase:
             counts = build_world(params, layout.world_dir(), phase("drawing scenes", total_images(params)))
         _summary(f"world written to {layout.world_dir()}", counts, time.perf_counter() - started)
+        _record("world", None)
 
 
 @app.command()
@@ -219,6 +251,7 @@ def base() -> None:
         with _lock("base"), _progress() as phase:
             info = run_base(params, progress=phase)
         _summary("θ0", info, time.perf_counter() - started)
+        _record("base", None)
 
 
 # ---------------------------------------------------------------- the loop
@@ -270,7 +303,10 @@ def pair(k: int = ITER_OPTION) -> None:
     with _errors():
         from sena_cli.stages.pair import run_pair
 
-        dropped = _run_stage("pairs", run_pair, k, hide=("dropped",))["dropped"]
+        info = _run_stage("pairs", run_pair, k, hide=("dropped",))
+        if info is None:  # launched: its processes printed the table
+            return
+        dropped = info["dropped"]
         table = Table(title="pairs dropped, by the first filter they fail", title_justify="left")
         table.add_column("filter", style="bold")
         table.add_column("dropped", justify="right")
@@ -298,6 +334,9 @@ def evaluate(k: int = ITER_OPTION) -> None:
 
         params = _params()
         check_params(params, str(STATE.params_file))
+        if _launched(params, "eval", k):  # its processes printed the table
+            _record("eval", k)
+            return
         with _lock("eval", k), _progress() as phase:
             before = flatten(read_metrics(0) or {}) if k else {}  # θ0's, for the change: checked before any work
             result = run_eval(params, k, progress=phase)
@@ -320,6 +359,7 @@ def evaluate(k: int = ITER_OPTION) -> None:
         for name, why in result["skipped"].items():
             console.print(f"[yellow]{name}[/]: {redact(why)}", highlight=False)
         console.print(f"evaluated in {result['seconds']:.1f} s; batches run now: {result['batches run now']}")
+        _record("eval", k)
 
 
 @app.command()
@@ -339,6 +379,7 @@ def history() -> None:
         for key in info["columns"]:
             table.add_row(key, *[f"{float(r[key]):.4g}" if r[key] else "" for r in rows])
         out.print(table)
+        _record("history", None)
 
 
 @app.command()
@@ -352,6 +393,7 @@ def report() -> None:
         with _lock("report"), _progress() as phase:
             info = run_report(params, progress=phase)
         _summary("report", info, time.perf_counter() - started)
+        _record("report", None)
 
 
 @app.command()

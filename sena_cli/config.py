@@ -396,6 +396,18 @@ class EvalParams:
 
 
 @dataclass
+class LaunchParams:
+    """How a stage's processes are started: the same outputs whichever (dvc.yaml does not track it)."""
+
+    qa: str = param("", "launcher of `sena qa` (one process when ''), e.g. 'torchrun --nproc_per_node 8' or "
+                    "'accelerate launch --config_file configs/accelerate/ddp.yaml'; sena reruns itself under it")
+    pair: str = param("", "launcher of `sena pair` (reference log-probs), as launch.qa")
+    train: str = param("", "launcher of `sena train`, e.g. 'accelerate launch --config_file "
+                       "configs/accelerate/zero3.yaml --num_processes 8'; as launch.qa")
+    eval: str = param("", "launcher of `sena eval`, as launch.qa")
+
+
+@dataclass
 class Params:
     loop: LoopParams = section(LoopParams, "the self-evolution loop")
     model: ModelParams = section(ModelParams, "θ0 and how every stage loads a model")
@@ -407,6 +419,8 @@ class Params:
     pair: PairParams = section(PairParams, "step 4: pair filters and reference log-probs")
     train: TrainParams = section(TrainParams, "step 5: DPO + image-content alignment")
     eval: EvalParams = section(EvalParams, "step 6: benchmarks")
+    launch: LaunchParams = section(LaunchParams, "the launcher each stage reruns itself under (several "
+                                   "processes or GPUs); '' = one process")
     # Per-iteration overrides of the loop stages: {"3": {"train": {"lr": 1e-6}}} changes
     # iteration 3 only. Stage@K tracks `iterations.K` in dvc.yaml, so editing one iteration's
     # entry reruns that iteration's stages and nothing else. Every iteration has an entry.

@@ -45,6 +45,10 @@ SLOW = {
     "tests/stages/test_base_pointer.py::test_a_hub_id_in_the_local_cache_is_stored_as_is": "21 s",
     "tests/stages/test_base_pointer.py::test_an_unreachable_hub_id_fails_fast_in_one_line": "19 s",
     "tests/stages/test_report.py::test_the_page_stays_small_for_big_photos[image]": "24 s",
+    "tests/test_launch.py::test_stages_run_by_hand_and_under_a_launcher_leave_dvc_repro_nothing_to_rerun":
+        "a DVC project on the micro world: 4 repros, 3 stages by hand: 155-270 s",
+    "tests/test_launch.py::test_a_real_torchrun_launcher_runs_qa_on_two_processes_as_one_would":
+        "torchrun, 2 ranks: 58-62 s",
 }
 
 # Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families, the

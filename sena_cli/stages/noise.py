@@ -11,6 +11,11 @@ SmolVLM) per image in the DVC cache and on every remote. `qa` recomputes them, b
 from what this stage records per image — the seed, the picture shapes and the sha256 of the
 corrupted pictures — and refuses to go on if its recomputation differs. A few clean |
 corrupted previews in the model's geometry are written for people.
+
+Before any of that, every image's length is checked against `train.max_length`: its image tokens
+(the processor's count for its size) with the chat template's tokens must leave room for an answer,
+so a Qwen2-VL photo of 2691 tokens under the paper's 2048 is refused here, naming model.processor
+and train.max_length, and not after qa, the most expensive stage.
 """
 
 from __future__ import annotations
@@ -42,13 +47,16 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
 
     check_iteration(k, "noise", params.loop.iterations)
     manifest = read_manifest(k, root)
-    tick = progress(f"corrupting iteration {k}", len(manifest))
     np_ = params.noise
-    sched = scheduler(np_)
     started = time.perf_counter()
-    pre = None  # `noise.space: image` corrupts before any processor
-    if np_.space == "pixel_values":
-        pre = Preprocessor.from_params(params.model, layout.model_dir(k - 1, root))
+    pre = None  # `noise.space: image` corrupts before any processor, and needs θ(K-1) only for the length check
+    model = layout.model_dir(k - 1, root)
+    if np_.space == "pixel_values" or model.exists():  # dvc repro always has it (a dep of noise@K)
+        processor = Preprocessor.from_params(params.model, model)
+        refuse_too_long(processor, manifest, params.train.max_length, k, root)  # before any work, and before qa
+        pre = processor if np_.space == "pixel_values" else None
+    tick = progress(f"corrupting iteration {k}", len(manifest))
+    sched = scheduler(np_)
     with publish(layout.noised_dir(k, root)) as out:
         index = []
         out.path(layout.noise_previews_dir(k, root)).mkdir()
@@ -76,6 +84,30 @@ def run_noise(params: Params, k: int, root: Path = Path("."), progress: Progress
             "processor": type(pre.processor).__name__ if pre else None}, NOISE_INFO)
     return summary({"images": len(index), "space": np_.space, "timestep": np_.timestep},
                    layout.noised_dir(k, root), started)
+
+
+def refuse_too_long(pre, manifest: list[dict], max_length: int, k: int, root: Path) -> None:
+    """Every image short enough to make a pair within train.max_length, known before qa (the costly
+    stage) runs: its image tokens (the processor's count for its size, Preprocessor.image_tokens) plus
+    the chat template's own tokens and a one-token answer, the shortest pair it can give. `pair`
+    checks the real pairs again; this refuses only what cannot fit whatever the questions and answers."""
+    sizes = [(rec["width"], rec["height"]) if "width" in rec and "height" in rec
+             else open_manifest_image(root, rec, k).size for rec in manifest]
+    if not sizes:
+        return
+    template = pre.prompt_tokens("")  # the placeholder's own token stands for the answer's one
+    counts = pre.image_tokens(sizes)
+    over = [i for i, n in enumerate(counts) if n + template > max_length]
+    if not over:
+        return
+    worst = max(over, key=lambda i: counts[i])
+    (w, h), n = sizes[worst], counts[worst]
+    raise SenaError(
+        f"noise: {len(over)} of iteration {k}'s {len(sizes)} images cannot make a pair within train.max_length = "
+        f"{max_length} tokens (the largest, {manifest[worst]['path']} at {w}x{h}, is {n} image tokens for "
+        f"{type(pre.processor).__name__}, {n + template} with the chat template and a one-token answer); give the "
+        "processor fewer image tokens with model.processor (e.g. size.longest_edge, the max pixels, for Qwen2-VL; "
+        "size or do_image_splitting for SmolVLM) or raise train.max_length, then rerun noise (qa has not run)")
 
 
 def _refuse_non_finite(pictures, image_id: str) -> None:

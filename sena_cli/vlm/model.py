@@ -330,6 +330,45 @@ class Preprocessor:
         """The normalised pictures the model sees for one image (as inside a batch)."""
         return self.layout.pictures(self.inputs([image], [self.chat.prompt(prompt)]))[0]
 
+    def image_tokens(self, sizes: Sequence[tuple[int, int]]) -> list[int]:
+        """The tokens the processor puts into a prompt for an image of each (width, height) (PIL's order):
+        LLaVA-1.5 576 whatever the size; Qwen2-VL 2691 for 1920x1080 with its published settings;
+        SmolVLM's tiles with their row and column markers. The processor's own count
+        (`_get_num_multimodal_tokens`, LLaVA, Qwen2-VL, Idefics3) where it has one, else a blank image
+        of the size processed. Counts the tokens of the expanded image placeholder: a rendered prompt's
+        `prompt_tokens` less the one placeholder token, plus this, is its length."""
+        fed = [self._fed_size(w, h) for w, h in sizes]
+        count = getattr(self.processor, "_get_num_multimodal_tokens", None)
+        if count is not None and fed:
+            try:
+                return [int(n) for n in count(image_sizes=[(h, w) for w, h in fed])["num_image_tokens"]]
+            except (NotImplementedError, KeyError, TypeError, AttributeError):
+                pass  # a processor whose count does not follow transformers' interface: measure instead
+        measured: dict[tuple[int, int], int] = {}
+        for size in fed:
+            if size not in measured:
+                measured[size] = self._measured_image_tokens(*size)
+        return [measured[size] for size in fed]
+
+    def prompt_tokens(self, text: str = "", with_image: bool = True) -> int:
+        """Tokens of `text`'s rendered prompt with its image placeholder unexpanded (one token, or Qwen2-VL's
+        vision start, pad and end), the tokenizer's prefix (BOS) included."""
+        return len(self.chat.prompt_ids(self.chat.prompt(text, with_image)))
+
+    def _fed_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size reaching the processor: a square of the long side when it pads (model.pad_to_square)."""
+        ip = self.processor.image_processor
+        if type(ip).__name__.startswith("LlavaImageProcessor") and getattr(ip, "do_pad", False):
+            side = max(width, height)
+            return side, side
+        return int(width), int(height)
+
+    def _measured_image_tokens(self, width: int, height: int) -> int:
+        prompt = self.chat.prompt("")
+        processed = self.processor(text=[prompt], images=[[Image.new("RGB", (width, height))]], return_tensors="pt",
+                                   **self.chat.encode_kwargs(prompt))
+        return int(processed["attention_mask"].sum()) - self.prompt_tokens("") + 1
+
     @classmethod
     def from_params(cls, model: ModelParams, path: str | Path) -> Preprocessor:
         """The preprocessor of the model at `path` as the `model.*` params load it, without the weights."""
