@@ -225,9 +225,27 @@ def base() -> None:
 
 
 @app.command()
-def pool() -> None:
-    """The pool's fingerprint (names and sizes of the files `sample` reads): DVC reruns sample when it changes."""
+def pool(
+    add: Path = typer.Option(None, "--add", metavar="DIR", help="Make the photos in DIR part of the run: copy "
+                             "them into the project's pool/, track it with DVC (`dvc add pool`) and set "
+                             "sample.pool: pool in params.yaml. Then commit pool.dvc and `dvc push`."),
+    link: bool = typer.Option(False, "--link", help="With --add: hard-link the photos into pool/ instead of "
+                              "copying them (same filesystem only)."),
+) -> None:
+    """The pool's fingerprint (names and sizes of the files `sample` reads): DVC reruns sample when it changes.
+    With --add DIR: put your photos under the project and DVC first, so the run travels with them."""
     with _errors():
+        if add is not None:
+            from sena_cli.stages.pool import add_pool
+
+            with _lock("pool"), _progress() as phase:
+                info = add_pool(add, params_file=STATE.params_file, link=link, progress=phase)
+            _summary(f"photos of {add} added to the run", {key: v for key, v in info.items() if key != "seconds"},
+                     info["seconds"])
+            return
+        if link:
+            raise SenaError("--link goes with --add DIR (`sena pool --add DIR --link`); without --add, `sena pool` "
+                            "writes the pool's fingerprint")
         from sena_cli.stages.sample import run_pool
 
         params = _params()

@@ -635,3 +635,11 @@ def apply_profile(params_file: str | Path, profile_file: str | Path, check=None)
         return to_dict(params)
 
     return yamlfile.apply_profile(params_file, profile_file, validate)
+
+
+def set_keys(params_file: str | Path, values: dict[str, Any]) -> dict:
+    """Set dotted keys (`{"sample.pool": "pool"}`) in params_file in place, validated, comments and other
+    keys kept (sena_cli/yamlfile.py); returns the changed keys."""
+    from sena_cli import yamlfile
+
+    return yamlfile.set_keys(params_file, values, lambda data, source: to_dict(params_from_dict(data, source)))
