@@ -45,13 +45,15 @@ SLOW = {
     "tests/stages/test_base_pointer.py::test_a_hub_id_in_the_local_cache_is_stored_as_is": "21 s",
     "tests/stages/test_base_pointer.py::test_an_unreachable_hub_id_fails_fast_in_one_line": "19 s",
     "tests/stages/test_report.py::test_the_page_stays_small_for_big_photos[image]": "24 s",
+    "tests/test_travel.py::test_a_run_with_added_photos_pushed_to_s3_pulls_into_a_clone_elsewhere_with_nothing_to_rerun":
+        "a one-iteration micro run, pushed to S3, cloned, pulled, repro'd: 218 s (2026-12-03, 2 cores shared)",
 }
 
 # Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families, the
 # benchmark scripts' tiny runs): collected first, so that under `pytest -n 2` the workers start on them at once
 # instead of one finding them left at the end.
 LONG_FIRST = ("tests/test_pipeline.py", "tests/test_deepspeed.py", "tests/test_families.py",
-              "tests/test_benchmark_scripts.py", "tests/robustness/test_interrupt.py")
+              "tests/test_benchmark_scripts.py", "tests/robustness/test_interrupt.py", "tests/test_travel.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: the slow mark must be there when `-m "not slow"` looks
