@@ -140,6 +140,14 @@ def _summary(title: str, rows: dict, seconds: float | None = None) -> None:
     out.print(table)
 
 
+def _warn(warnings: list[str]) -> None:
+    """Each warning in one yellow line (the run goes on)."""
+    from rich.markup import escape
+
+    for line in warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(redact(line))}", highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
 def _lock(stage: str, k: int | None = None) -> Iterator[None]:
     """One run of a stage (and iteration) at a time: a second one stops in one line, touching nothing."""
@@ -218,7 +226,9 @@ def base() -> None:
         started = time.perf_counter()
         with _lock("base"), _progress() as phase:
             info = run_base(params, progress=phase)
+        warnings = info.pop("warnings", [])
         _summary("θ0", info, time.perf_counter() - started)
+        _warn(warnings)
 
 
 # ---------------------------------------------------------------- the loop
@@ -337,6 +347,7 @@ def evaluate(k: int = ITER_OPTION) -> None:
         out.print(table)
         for name, why in result["skipped"].items():
             console.print(f"[yellow]{name}[/]: {redact(why)}", highlight=False)
+        _warn(result.get("warnings", []))
         console.print(f"evaluated in {result['seconds']:.1f} s; batches run now: {result['batches run now']}")
 
 

@@ -213,3 +213,40 @@ def test_pool_add_links_refuses_in_one_line_and_is_idempotent(tmp_path):
     assert grown.returncode == 1 and len(grown.stderr.strip().splitlines()) == 1
     assert "pool/ already holds other files than" in grown.stderr and "city/new.png" in grown.stderr
     assert "`dvc remove pool.dvc`" in grown.stderr
+
+
+def test_theta0_inside_the_project_is_recorded_relative_and_outside_it_is_warned_about(micro_project, tmp_path):
+    from sena_cli.config import params_from_dict
+    from sena_cli.stages.base import run_base
+    from sena_cli.vlm import resolve_model
+
+    project = tmp_path / "project"
+    shutil.copytree(micro_project / "models" / "iter0", project / "checkpoints" / "mine")
+    info = run_base(params_from_dict({"model": {"base": str(project / "checkpoints" / "mine")}}), root=project)
+    pointer = json.loads((project / "models/iter0/pointer.json").read_text())
+    assert pointer == {"base": "checkpoints/mine", "kind": "folder"} and info["warnings"] == []
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)  # the pointer holds nothing of where the project was
+    assert resolve_model(moved / "models/iter0") == moved / "checkpoints" / "mine"
+
+    outside = moved / "checkpoints" / "mine"
+    info = run_base(params_from_dict({"model": {"base": str(outside)}}), root=tmp_path / "other")
+    assert info["warnings"] == [f"model.base '{outside}' is outside the project: this run will not travel (a clone "
+                                "on another machine has it only at that same path); put it under the project and "
+                                "track it with `dvc add`"]
+
+
+def test_benchmark_files_outside_the_project_are_warned_about_by_key(tmp_path):
+    from sena_cli.bench import registry
+    from sena_cli.config import params_from_dict
+    from sena_cli.stages.eval import outside_project
+
+    params = params_from_dict({"eval": {
+        "coco_pope": {"files": ["bench/pope_random.json", str(tmp_path / "elsewhere/pope_popular.json")],
+                      "image_root": str(tmp_path / "run/bench/val2014")},
+        "amber": {"queries": "../amber/query_all.json", "yes_no_parsing": "exact"}}})
+    ctx = registry.Context(params, tmp_path / "run")
+    warnings = outside_project(ctx, [registry.get(name) for name in ("world_pope", "coco_pope", "amber")])
+    assert [w.split(" '")[0] for w in warnings] == ["eval.coco_pope.files", "eval.amber.queries"]
+    assert warnings[1].startswith("eval.amber.queries '../amber/query_all.json' is outside the project: this run "
+                                  "will not travel")
