@@ -163,6 +163,12 @@ def test_photos_outside_the_project_are_refused_with_the_command_that_adds_them(
             assert str(err.value) == (f"sample.pool '{pool}' is outside the project ({root}), so a clone elsewhere "
                                       f"could not read it; run `sena pool --add {pool}` to copy it into the "
                                       "project's pool/ under DVC")
+    (root / "linked").symlink_to(photos)  # inside by name, outside in fact
+    params = params_from_dict({"loop": {"iterations": 1}, "sample": {"pool": "linked", "images_per_iteration": 2}})
+    with pytest.raises(SenaError, match=re.escape(f"sample.pool 'linked' is a link out of the project (to {photos}) "
+                                                  f"({root}), so a clone elsewhere could not read it; run `sena pool "
+                                                  "--add linked`")):
+        run_sample(params, 1, root=root)
     (root / "list.json").write_text(json.dumps([{"image": "city/0.jpg"}]))
     params = params_from_dict({"loop": {"iterations": 1},
                                "sample": {"pool": "list.json", "image_root": str(photos), "images_per_iteration": 1}})

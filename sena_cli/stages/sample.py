@@ -104,7 +104,9 @@ def in_project(value: str, key: str, root: Path) -> Path:
         fix = (f"run `sena pool --add {value}` to copy it into the project's pool/ under DVC" if key == "sample.pool"
                else "put the images under the project and track them with `dvc add` (for a folder of images, "
                "`sena pool --add DIR` does both)")
-        raise SenaError(f"{key} '{redact(value)}' is outside the project ({shown(root.resolve())}), so a clone "
+        where = "outside the project" if layout.in_project(value, root) is None \
+            else f"a link out of the project (to {shown(path.resolve())})"
+        raise SenaError(f"{key} '{redact(value)}' is {where} ({shown(root.resolve())}), so a clone "
                         f"elsewhere could not read it; {fix}")
     return path
 
