@@ -20,10 +20,10 @@ def in_project(value: str, root: Path = Path(".")) -> str | None:
     return full.relative_to(base).as_posix() if full.is_relative_to(base) else None
 
 
-def travel_warning(key: str, value: str) -> str:
+def travel_warning(key: str, value: str, fix: str = "put it under the project and track it with `dvc add`") -> str:
     """What a run says when a params key names a file outside the project (it cannot be in DVC or git)."""
     return (f"{key} '{value}' is outside the project: this run will not travel (a clone on another machine has "
-            "it only at that same path); put it under the project and track it with `dvc add`")
+            f"it only at that same path); {fix}")
 
 
 def world_dir(root: Path = Path(".")) -> Path:

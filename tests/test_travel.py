@@ -241,7 +241,8 @@ def test_theta0_inside_the_project_is_recorded_relative_and_outside_it_is_warned
     outside = moved / "checkpoints" / "mine"
     info = run_base(params_from_dict({"model": {"base": str(outside)}}), root=tmp_path / "other")
     assert info["warnings"] == [f"model.base '{outside}' is outside the project: this run will not travel (a clone "
-                                "on another machine has it only at that same path); put it under the project and "
+                                "on another machine has it only at that same path); give its hub id (any machine "
+                                "downloads it), or put the folder under the project (not models/ or data/) and "
                                 "track it with `dvc add`"]
 
 

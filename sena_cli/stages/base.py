@@ -69,7 +69,9 @@ def point_to_checkpoint(params: Params, root: Path) -> dict:
         check_vlm_config(full, params.model.trust_remote_code)
         inside = layout.in_project(base, root)  # recorded relative to the project, so any clone finds it
         target, kind = inside if inside is not None else local.as_posix(), "folder"
-        warnings = [] if inside is not None else [layout.travel_warning("model.base", base)]
+        warnings = [] if inside is not None else [layout.travel_warning(
+            "model.base", base, "give its hub id (any machine downloads it), or put the folder under the project "
+            "(not models/ or data/) and track it with `dvc add`")]
     else:
         check_hub_model(base)
         check_vlm_config(base, params.model.trust_remote_code)
