@@ -197,7 +197,12 @@ def test_pool_add_links_refuses_in_one_line_and_is_idempotent(tmp_path):
     no_dvc = _add(root, "--add", str(photos))
     assert no_dvc.returncode == 1 and "not a DVC project (no .dvc folder); run `dvc init` there first" in no_dvc.stderr
     _run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], root)
+    latin = tmp_path / "latin"
+    latin.mkdir()
+    shutil.copy(photos / "city" / "0.jpg", os.fsdecode(bytes(latin) + b"/caf\xe9.jpg"))  # sena reads it, DVC cannot
     for args, message in [
+        (["--add", str(latin)], f"{latin}/caf\\xe9.jpg: a file name that is not UTF-8, which DVC cannot track; "
+                                "rename it"),
         (["--add", str(tmp_path / "nope")], f"{tmp_path / 'nope'}: not a folder; give `sena pool --add` the folder"),
         (["--add", str(root / ".dvc")], "no images (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp) in it"),
         (["--link"], "--link goes with --add DIR"),
@@ -206,6 +211,7 @@ def test_pool_add_links_refuses_in_one_line_and_is_idempotent(tmp_path):
         assert proc.returncode == 1 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
             proc.stderr
 
+    assert not (root / "pool").exists()
     linked = _add(root, "--add", str(photos), "--link")
     assert linked.returncode == 0, linked.stderr
     assert "hard-linked" in linked.stdout

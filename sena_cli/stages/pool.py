@@ -50,9 +50,10 @@ def _dvc_add(root: Path, target: str) -> None:
     args = [sys.executable, "-m", "dvc", "add", "--no-relink", target]
     proc = subprocess.run(args, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
-        last = next((line.strip() for line in reversed((proc.stderr + proc.stdout).splitlines()) if line.strip()),
-                    f"exit code {proc.returncode}")
-        raise SenaError(f"`dvc add {target}` failed ({last}); fix that and rerun `sena pool --add`")
+        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        why = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else
+                   f"exit code {proc.returncode}")
+        raise SenaError(f"`dvc add {target}` failed ({why}); fix that and rerun `sena pool --add`")
 
 
 def add_pool(source: Path, root: Path = Path("."), params_file: Path = Path("params.yaml"), link: bool = False,
@@ -73,6 +74,10 @@ def add_pool(source: Path, root: Path = Path("."), params_file: Path = Path("par
         raise SenaError(f"{shown(source)}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or its "
                         "subfolders; give the folder that holds your photos")
     others = sum(1 for p in source.rglob("*") if p.is_file()) - len(images)
+    for name in images:
+        if shown(name) != name:  # sena reads such names, DVC cannot track them
+            raise SenaError(f"{shown(images[name])}: a file name that is not UTF-8, which DVC cannot track; rename "
+                            "it (e.g. `convmv -f latin1 -t utf8 --notest -r DIR`) and rerun `sena pool --add`")
     if dst == src:
         how = "already in place"
     elif target.exists():
@@ -97,7 +102,12 @@ def add_pool(source: Path, root: Path = Path("."), params_file: Path = Path("par
                 else:
                     shutil.copy2(path, out)
                 tick(1)
-    _dvc_add(root, POOL)
+    try:
+        _dvc_add(root, POOL)
+    except SenaError:
+        if how != "already in place":
+            shutil.rmtree(target)  # as it was before: no pool/ that DVC does not track
+        raise
     changed = set_keys(params_file, {"sample.pool": POOL})
     return {"images": len(images), "bytes": sum(p.stat().st_size for p in images.values()),
             "left out (not images)": others, "pool": f"{POOL}/ ({how})", "tracked by": f"{POOL}.dvc",
