@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,8 +46,9 @@ def setup(tmp: Path, photos: int, width: int, height: int, tiny: bool) -> None:
         root = tmp / space
         (root / "models").mkdir(parents=True)
         os.symlink(tmp / "base/models/iter0", root / "models" / "iter0")
+        shutil.copytree(tmp / "photos", root / "photos", copy_function=os.link)  # a pool is inside the project
         d = {**micro, "loop": {"iterations": 1}, "noise": {"space": space},
-             "sample": {"pool": str(tmp / "photos"), "images_per_iteration": photos}}
+             "sample": {"pool": "photos", "images_per_iteration": photos}}
         (root / "params.yaml").write_text(full_params_yaml(d))
         paired_iteration(params_from_dict(d), root, "des", "Describe the image concisely.",
                          "A smooth colour gradient.", "A grey square.")

@@ -140,6 +140,14 @@ def _summary(title: str, rows: dict, seconds: float | None = None) -> None:
     out.print(table)
 
 
+def _warn(warnings: list[str]) -> None:
+    """Each warning in one yellow line (the run goes on)."""
+    from rich.markup import escape
+
+    for line in warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(redact(line))}", highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
 def _lock(stage: str, k: int | None = None) -> Iterator[None]:
     """One run of a stage (and iteration) at a time: a second one stops in one line, touching nothing."""
@@ -250,7 +258,9 @@ def base() -> None:
         started = time.perf_counter()
         with _lock("base"), _progress() as phase:
             info = run_base(params, progress=phase)
+        warnings = info.pop("warnings", [])
         _summary("θ0", info, time.perf_counter() - started)
+        _warn(warnings)
         _record("base", None)
 
 
@@ -258,9 +268,27 @@ def base() -> None:
 
 
 @app.command()
-def pool() -> None:
-    """The pool's fingerprint (names and sizes of the files `sample` reads): DVC reruns sample when it changes."""
+def pool(
+    add: Path = typer.Option(None, "--add", metavar="DIR", help="Make the photos in DIR part of the run: copy "
+                             "them into the project's pool/, track it with DVC (`dvc add pool`) and set "
+                             "sample.pool: pool in params.yaml. Then commit pool.dvc and `dvc push`."),
+    link: bool = typer.Option(False, "--link", help="With --add: hard-link the photos into pool/ instead of "
+                              "copying them (same filesystem only)."),
+) -> None:
+    """The pool's fingerprint (names and sizes of the files `sample` reads): DVC reruns sample when it changes.
+    With --add DIR: put your photos under the project and DVC first, so the run travels with them."""
     with _errors():
+        if add is not None:
+            from sena_cli.stages.pool import add_pool
+
+            with _lock("pool"), _progress() as phase:
+                info = add_pool(add, params_file=STATE.params_file, link=link, progress=phase)
+            _summary(f"photos of {add} added to the run", {key: v for key, v in info.items() if key != "seconds"},
+                     info["seconds"])
+            return
+        if link:
+            raise SenaError("--link goes with --add DIR (`sena pool --add DIR --link`); without --add, `sena pool` "
+                            "writes the pool's fingerprint")
         from sena_cli.stages.sample import run_pool
 
         params = _params()
@@ -358,6 +386,7 @@ def evaluate(k: int = ITER_OPTION) -> None:
         out.print(table)
         for name, why in result["skipped"].items():
             console.print(f"[yellow]{name}[/]: {redact(why)}", highlight=False)
+        _warn(result.get("warnings", []))
         console.print(f"evaluated in {result['seconds']:.1f} s; batches run now: {result['batches run now']}")
         _record("eval", k)
 

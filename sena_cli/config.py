@@ -182,9 +182,9 @@ class BaseParams:
 
 @dataclass
 class SampleParams:
-    pool: str = param("data/world/pool", "the unlabeled pool: a folder tree, a JSON/JSONL list, or a "
-                      "datasets-loadable path")
-    image_root: str = param("", "root of relative `image` paths in a JSON/JSONL pool")
+    pool: str = param("data/world/pool", "the unlabeled pool, inside the project (`sena pool --add DIR` puts "
+                      "your photos there): a folder tree, a JSON/JSONL list, or a datasets-loadable path")
+    image_root: str = param("", "root of relative `image` paths in a JSON/JSONL pool (inside the project)")
     images_per_iteration: int = param(6000, "M, images drawn per iteration (paper: 6000)", 1, BIG)
     stratify_by: str = param("", "'' = no strata; 'path' = first path component; else a record field")
     seed: int = seed()
@@ -657,3 +657,11 @@ def apply_profile(params_file: str | Path, profile_file: str | Path, check=None)
         return to_dict(params)
 
     return yamlfile.apply_profile(params_file, profile_file, validate)
+
+
+def set_keys(params_file: str | Path, values: dict[str, Any]) -> dict:
+    """Set dotted keys (`{"sample.pool": "pool"}`) in params_file in place, validated, comments and other
+    keys kept (sena_cli/yamlfile.py); returns the changed keys."""
+    from sena_cli import yamlfile
+
+    return yamlfile.set_keys(params_file, values, lambda data, source: to_dict(params_from_dict(data, source)))

@@ -6,9 +6,24 @@ outputs before it runs, and a rerun must find the work a killed run finished.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 WORLD_DIR = Path("data/world")
+
+
+def in_project(value: str, root: Path = Path(".")) -> str | None:
+    """A path the params give (absolute, ~, or relative to the project root) as a project-relative posix
+    path when it lies inside the project, else None: a run that records it outside does not travel."""
+    full = Path(os.path.abspath(root / Path(value).expanduser()))
+    base = Path(os.path.abspath(root))
+    return full.relative_to(base).as_posix() if full.is_relative_to(base) else None
+
+
+def travel_warning(key: str, value: str, fix: str = "put it under the project and track it with `dvc add`") -> str:
+    """What a run says when a params key names a file outside the project (it cannot be in DVC or git)."""
+    return (f"{key} '{value}' is outside the project: this run will not travel (a clone on another machine has "
+            f"it only at that same path); {fix}")
 
 
 def world_dir(root: Path = Path(".")) -> Path:

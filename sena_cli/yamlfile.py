@@ -6,7 +6,8 @@ given twice at any depth (the second would silently replace the first), anchors 
 a file over 1 MiB. `apply_profile` lays a profile over a YAML file as a document (ruamel's
 round trip), so comments, key order and untouched keys stay; a profile key set to null (`~`)
 is removed from the file (how `profiles/paper.yaml` takes out the embedded profile's
-per-iteration learning rates). Neither knows parameter names: the caller passes the validator.
+per-iteration learning rates); `set_keys` sets dotted keys the same way (`sena pool --add`).
+Neither knows parameter names: the caller passes the validator.
 """
 
 from __future__ import annotations
@@ -118,6 +119,31 @@ def apply_profile(params_file: str | Path, profile_file: str | Path, validate: V
     order and every key the profile does not name stay as they are. The result is validated
     (as a whole and as written) before it atomically replaces the file.
     """
+    params_file, profile_file = Path(params_file), Path(profile_file)
+    if not profile_file.is_file():
+        raise SenaError(f"{profile_file}: profile not found; see profiles/ for the shipped ones")
+    overrides = read_yaml(profile_file)
+    if not isinstance(overrides, dict):
+        raise SenaError(f"{profile_file}: must be a mapping of sections to keys")
+    return _edit(params_file, overrides, validate, str(profile_file), f"apply {profile_file} by hand")
+
+
+def set_keys(params_file: str | Path, values: dict[str, Any], validate: Validate) -> dict:
+    """Set dotted keys (`{"sample.pool": "pool"}`) in a YAML file, in place, as `apply_profile` lays a
+    profile: comments, key order and every other key stay; validated before it atomically replaces the
+    file. Returns the keys that changed and their new values."""
+    overrides: dict = {}
+    for dotted, value in values.items():
+        *sections, last = dotted.split(".")
+        node = overrides
+        for name in sections:
+            node = node.setdefault(name, {})
+        node[last] = value
+    return _edit(Path(params_file), overrides, validate, str(params_file),
+                 "set " + ", ".join(f"{k}: {v}" for k, v in values.items()) + " by hand")
+
+
+def _edit(params_file: Path, overrides: dict, validate: Validate, source: str, by_hand: str) -> dict:
     import io
 
     from ruamel.yaml import YAML
@@ -125,16 +151,10 @@ def apply_profile(params_file: str | Path, profile_file: str | Path, validate: V
 
     from sena_cli.artifacts import atomic_write_text
 
-    params_file, profile_file = Path(params_file), Path(profile_file)
-    if not profile_file.is_file():
-        raise SenaError(f"{profile_file}: profile not found; see profiles/ for the shipped ones")
-    overrides = read_yaml(profile_file)
-    if not isinstance(overrides, dict):
-        raise SenaError(f"{profile_file}: must be a mapping of sections to keys")
     if not params_file.is_file():
         raise SenaError(f"{params_file}: params file not found; run from the project root or pass --params FILE")
     base = validate(read_yaml(params_file), str(params_file))
-    merged = validate(merge(base, overrides), str(profile_file))
+    merged = validate(merge(base, overrides), source)
     document = YAML()  # round-trip mode: comments and key order survive
     document.preserve_quotes = True
     document.width = 100  # the width params.yaml is written at, so long strings keep their line breaks
@@ -148,8 +168,8 @@ def apply_profile(params_file: str | Path, profile_file: str | Path, validate: V
     out = io.StringIO()
     document.dump(tree, out)
     if validate(yaml.safe_load(out.getvalue()) or {}, str(params_file)) != merged:
-        raise SenaError(f"{params_file}: the profile could not be written into this file as it is laid out; "
-                        f"apply {profile_file} by hand")
+        raise SenaError(f"{params_file}: the change could not be written into this file as it is laid out; "
+                        f"{by_hand}")
     atomic_write_text(params_file, out.getvalue())
     before, after = leaves(base), leaves(merged)
     changed = {key: after[key] for key in after if before.get(key) != after[key]

@@ -49,13 +49,16 @@ SLOW = {
         "a DVC project on the micro world: 4 repros, 3 stages by hand: 155-270 s",
     "tests/test_launch.py::test_a_real_torchrun_launcher_runs_qa_on_two_processes_as_one_would":
         "torchrun, 2 ranks: 58-62 s",
+    "tests/test_travel.py::test_a_run_with_added_photos_pushed_to_s3_pulls_into_a_clone_elsewhere_with_nothing_to_rerun":
+        "a one-iteration micro run, pushed to S3, cloned, pulled, repro'd: 218, 285 and 313 s (2026-12-03, 2 cores "
+        "shared, load ~8; its `dvc repro` of 13 stages 187-247 s, mostly each stage's imports)",
 }
 
 # Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families, the
 # benchmark scripts' tiny runs): collected first, so that under `pytest -n 2` the workers start on them at once
 # instead of one finding them left at the end.
 LONG_FIRST = ("tests/test_pipeline.py", "tests/test_deepspeed.py", "tests/test_families.py",
-              "tests/test_benchmark_scripts.py", "tests/robustness/test_interrupt.py")
+              "tests/test_benchmark_scripts.py", "tests/robustness/test_interrupt.py", "tests/test_travel.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: the slow mark must be there when `-m "not slow"` looks

@@ -154,3 +154,19 @@ def test_a_profile_key_set_to_null_is_removed_and_reported(tmp_path):
     assert changed == {"train.lr": 2e-06, "iterations.3.train.lr": None}
     assert params.read_text() == ("loop:\n  iterations: 3\ntrain:\n  lr: 2.0e-06  # mine\niterations:\n"
                                   "  '3':\n    train:\n      beta: 0.2\n")
+
+
+def test_set_keys_edits_one_key_in_place_and_refuses_a_bad_value(tmp_path):
+    """`sena pool --add` sets sample.pool with the profile editor: one line changes, comments stay."""
+    from sena_cli.config import set_keys
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    before = params.read_text()
+    assert set_keys(params, {"sample.pool": "pool"}) == {"sample.pool": "pool"}
+    assert _changed_lines(before, params.read_text()) == (["  pool: data/world/pool"], ["  pool: pool"])
+    assert set_keys(params, {"sample.pool": "pool"}) == {}
+    edited = params.read_text()
+    with pytest.raises(SenaError, match="images_per_iteration"):
+        set_keys(params, {"sample.images_per_iteration": 0})
+    assert params.read_text() == edited  # refused before anything was written

@@ -49,8 +49,9 @@ def pixel_tensor(processor, paths: list[Path], tick: Callable[[int], None], chun
 
 def point_to_checkpoint(params: Params, root: Path) -> dict:
     """models/iter0 = a pointer to the user's checkpoint: a hub id (transformers downloads it into its
-    own cache when a stage first loads it) or a folder, kept as written in model.base (a relative path
-    is relative to the project, so the pointer works in any clone)."""
+    own cache when a stage first loads it) or a folder: inside the project, recorded relative to it (also
+    when model.base gives it absolute), so the pointer works in any clone; outside it, as model.base
+    writes it, with a warning that the run will not travel."""
     from sena_cli.vlm import POINTER_FILE, check_model_dir, looks_local
     from sena_cli.vlm.model import check_hub_model, check_vlm_config
 
@@ -66,14 +67,18 @@ def point_to_checkpoint(params: Params, root: Path) -> dict:
                                 "point there")
         check_model_dir(full)
         check_vlm_config(full, params.model.trust_remote_code)
-        target, kind = local.as_posix(), "folder"
+        inside = layout.in_project(base, root)  # recorded relative to the project, so any clone finds it
+        target, kind = inside if inside is not None else local.as_posix(), "folder"
+        warnings = [] if inside is not None else [layout.travel_warning(
+            "model.base", base, "give its hub id (any machine downloads it), or put the folder under the project "
+            "(not models/ or data/) and track it with `dvc add`")]
     else:
         check_hub_model(base)
         check_vlm_config(base, params.model.trust_remote_code)
-        target, kind = base, "hub"
+        target, kind, warnings = base, "hub", []
     with publish(layout.model_dir(0, root)) as out:
         out.json(layout.model_dir(0, root) / POINTER_FILE, {"base": target, "kind": kind}, POINTER)
-    return {"θ0": target, "output": str(layout.model_dir(0, root) / POINTER_FILE)}
+    return {"θ0": target, "output": str(layout.model_dir(0, root) / POINTER_FILE), "warnings": warnings}
 
 
 def run_base(

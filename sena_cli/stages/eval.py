@@ -16,6 +16,7 @@ benchmarks run after the others, so the other ranks are not kept waiting while i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -88,10 +89,29 @@ def run_eval(
             write_checked_json(layout.metrics_file(k, root), metrics, METRICS, fix)
         layout.judge_journal_file(k, root).unlink(missing_ok=True)
         return {"metrics": metrics, "skipped": skipped, "benchmarks run now": len(results),
-                "batches run now": shards.run_now, "seconds": time.perf_counter() - started}
+                "batches run now": shards.run_now, "warnings": outside_project(ctx, benchmarks),
+                "seconds": time.perf_counter() - started}
 
     return ranks.publish(write) or {"metrics": {}, "skipped": {}, "rank": ranks.rank,
                                     "batches run now": shards.run_now, "seconds": time.perf_counter() - started}
+
+
+def outside_project(ctx: registry.Context, benchmarks: list) -> list[str]:
+    """A warning for each file or folder key of the benchmarks run (a text field of the benchmark's section
+    that is not a choice) that names a path outside the project: the run will not travel with it."""
+    warnings = []
+    for b in benchmarks:
+        if b.section is None:
+            continue
+        settings = ctx.settings(b.name, b.section)
+        for f in dataclasses.fields(b.section):
+            value = getattr(settings, f.name)
+            if f.metadata.get("choices") or not isinstance(value, str | list):
+                continue
+            for path in value if isinstance(value, list) else [value]:
+                if isinstance(path, str) and path and layout.in_project(path, ctx.root) is None:
+                    warnings.append(layout.travel_warning(f"eval.{b.name}.{f.name}", path))
+    return warnings
 
 
 def _runnable(params: Params, selected: list[str], k: int, root: Path, judge: dict

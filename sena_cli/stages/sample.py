@@ -96,8 +96,23 @@ def _list_from_datasets(pool: Path, params: Params) -> list[Candidate]:
             for i in range(ds.num_rows)]
 
 
+def in_project(value: str, key: str, root: Path) -> Path:
+    """root/value, refused in one line when it resolves outside the project: a run that reads it would
+    not travel (a clone elsewhere pulls what DVC tracks in the project, nothing else)."""
+    path = root / value
+    if not path.resolve().is_relative_to(root.resolve()):
+        fix = (f"run `sena pool --add {value}` to copy it into the project's pool/ under DVC" if key == "sample.pool"
+               else "put the images under the project and track them with `dvc add` (for a folder of images, "
+               "`sena pool --add DIR` does both)")
+        where = "outside the project" if layout.in_project(value, root) is None \
+            else f"a link out of the project (to {shown(path.resolve())})"
+        raise SenaError(f"{key} '{redact(value)}' is {where} ({shown(root.resolve())}), so a clone "
+                        f"elsewhere could not read it; {fix}")
+    return path
+
+
 def list_pool(params: Params, root: Path = Path(".")) -> list[Candidate]:
-    pool = root / params.sample.pool
+    pool = in_project(params.sample.pool, "sample.pool", root)
     if _is_datasets_pool(pool):
         return _list_from_datasets(pool, params)
     if pool.is_dir():
@@ -119,7 +134,8 @@ def list_pool(params: Params, root: Path = Path(".")) -> list[Candidate]:
 
 
 def _image_root(pool: Path, params: Params, root: Path) -> Path:
-    return root / params.sample.image_root if params.sample.image_root else pool.parent
+    return in_project(params.sample.image_root, "sample.image_root", root) if params.sample.image_root \
+        else pool.parent
 
 
 def _read_records(pool: Path) -> list:
@@ -308,9 +324,9 @@ def _earlier_draws(k: int, root: Path) -> dict[int, list[str]]:
 
 
 def _shown_path(path: Path, root: Path) -> str:
-    """Relative to the project root when inside it (portable across clones), else absolute."""
-    resolved, base = path.resolve(), root.resolve()
-    return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(resolved)
+    """Relative to the project root (portable across clones): the pool and its image root are inside it
+    (`in_project`), and a file that resolves outside it is not drawn."""
+    return path.resolve().relative_to(root.resolve()).as_posix()
 
 
 def run_sample(params: Params, k: int, root: Path = Path("."), progress: Progress = no_progress) -> dict:
@@ -400,7 +416,7 @@ def run_sample(params: Params, k: int, root: Path = Path("."), progress: Progres
 def pool_fingerprint(params: Params, root: Path = Path(".")) -> dict:
     """Names and sizes of every file the draw reads: the pool's files, and for a JSON list the
     images it names. DVC reruns `sample` when this changes (dvc.yaml stage `pool`)."""
-    pool = root / params.sample.pool
+    pool = in_project(params.sample.pool, "sample.pool", root)
     listed: list[tuple[str, int]] = []
 
     def add(path: Path, name: str) -> None:

@@ -18,7 +18,7 @@ def test_an_exponent_without_a_dot_is_named_with_its_spelling(project, monkeypat
 
 
 def test_a_nul_byte_in_a_json_list_path_names_the_file_and_the_item(project, monkeypatch, tmp_path):
-    listing = tmp_path / "list.json"
+    listing = project / "nul-list.json"  # inside the project, as a pool must be (given by its absolute path)
     listing.write_text(json.dumps([{"image": "a.png"}, {"image": "b\u0000.png"}]))
     for command in (["sample", "--iter", "1"], ["pool"]):
         fails(project, monkeypatch, command,

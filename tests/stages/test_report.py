@@ -111,11 +111,11 @@ def test_the_page_stays_small_for_big_photos(micro_project, micro_dict, tmp_path
     import json
 
     root = project_from(micro_project, tmp_path / "project")
-    (tmp_path / "photos").mkdir()
+    (root / "photos").mkdir()  # a pool is inside the project (`sena pool --add` puts one there)
     for i in range(2):
-        photo(3000, 2000, seed=i).save(tmp_path / "photos" / f"{i}.jpg", quality=90)
+        photo(3000, 2000, seed=i).save(root / "photos" / f"{i}.jpg", quality=90)
     params = params_from_dict({**micro_dict, "loop": {"iterations": 1}, "noise": {"space": space},
-                               "sample": {"pool": str(tmp_path / "photos"), "images_per_iteration": 2}})
+                               "sample": {"pool": "photos", "images_per_iteration": 2}})
     paired_iteration(params, root, "des", "Describe the image concisely.", "A smooth colour gradient.",
                      "A grey square.")
     (root / "metrics").mkdir()
