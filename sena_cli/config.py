@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sena_cli import bounded
 from sena_cli.errors import SenaError, has_credentials, redact
 from sena_cli.yamlfile import read_yaml
 
@@ -387,6 +388,29 @@ class EvalParams:
         self.judge.check(p, at)
 
 
+_L = bounded.Limits()
+
+
+@dataclass
+class LimitsParams:
+    """What any file, line, image or text sena reads may weigh (sena_cli/bounded.py): each checked from
+    the stat or the header before anything is read, so a FIFO, /dev/zero or a 3 GiB file fails in one line."""
+
+    max_image_bytes: int = param(_L.max_image_bytes, "largest image file read (bytes, from its stat)", 1, 2**40)
+    max_image_pixels: int = param(_L.max_image_pixels, "largest image decoded (width x height, from its "
+                                  "header); the default is PIL's Image.MAX_IMAGE_PIXELS", 1, 2**40)
+    max_file_bytes: int = param(_L.max_file_bytes, "largest JSON or text file read whole (bytes, from its "
+                                "stat); JSON-lines files are streamed and capped per line instead", 1, 2**44)
+    max_line_bytes: int = param(_L.max_line_bytes, "longest line of a JSON-lines file (bytes)", 1, 2**34)
+    max_text_chars: int = param(_L.max_text_chars, "longest prompt, question or answer given to a tokenizer "
+                                "(characters); longer than any answer within eval.max_new_tokens", 1, 2**34)
+    max_checkpoint_file_bytes: int = param(_L.max_checkpoint_file_bytes, "largest config.json, tokenizer.json, "
+                                           "chat template or other small file of a checkpoint (bytes)", 1, 2**40)
+    max_safetensors_header_bytes: int = param(_L.max_safetensors_header_bytes, "largest JSON header a "
+                                              ".safetensors file may claim (bytes; safetensors' own limit)",
+                                              1, 10**9)
+
+
 @dataclass
 class Params:
     loop: LoopParams = section(LoopParams, "the self-evolution loop")
@@ -399,6 +423,7 @@ class Params:
     pair: PairParams = section(PairParams, "step 4: pair filters and reference log-probs")
     train: TrainParams = section(TrainParams, "step 5: DPO + image-content alignment")
     eval: EvalParams = section(EvalParams, "step 6: benchmarks")
+    limits: LimitsParams = section(LimitsParams, "how much any file, line, image or text read may weigh")
     # Per-iteration overrides of the loop stages: {"3": {"train": {"lr": 1e-6}}} changes
     # iteration 3 only. Stage@K tracks `iterations.K` in dvc.yaml, so editing one iteration's
     # entry reruns that iteration's stages and nothing else. Every iteration has an entry.
@@ -419,7 +444,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
         raise SenaError(f"{path}: params file not found; run from the project root or pass --params FILE")
-    return params_from_dict(read_yaml(path), source=str(path))
+    params = params_from_dict(read_yaml(path), source=str(path))
+    bounded.configure(params.limits)  # every read of this run is bounded by its limits
+    return params
 
 
 def params_from_dict(data: Any, source: str = "params") -> Params:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from sena_cli.artifacts import to_rgb
+from sena_cli import bounded
+from sena_cli.artifacts import decode
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.progress import Tick
@@ -28,13 +29,10 @@ def open_benchmark_image(root: Path, name: str, key: str) -> Image.Image:
     path = (root / name).resolve()
     if not path.is_relative_to(root.resolve()):
         raise SenaError(f"{name}: leaves {key} ({root}); benchmark image names must stay under it")
-    if not path.is_file():
+    if not path.exists():
         raise SenaError(f"{path}: image named by the benchmark is missing; check {key}")
-    try:
-        with Image.open(path) as im:
-            return to_rgb(im)
-    except (UnidentifiedImageError, OSError):
-        raise SenaError(f"{path}: not a readable image") from None
+    # regular, within limits.max_image_bytes and limits.max_image_pixels before it is decoded
+    return decode(bounded.image_bytes(path, f"check {key}"), path, f"not a readable image; check {key}")
 
 
 def generate(vlm: VLM, images, prompts, params: Params, tick: Tick) -> list[str]:
