@@ -40,6 +40,7 @@ class Limits:
     max_text_chars: int = 2_000_000
     max_checkpoint_file_bytes: int = 64 * MIB
     max_safetensors_header_bytes: int = 100_000_000  # the safetensors library's own limit
+    max_template_seconds: float = 10.0
 
 
 _LIMITS = [Limits()]
@@ -146,12 +147,12 @@ def read_text(path, key: str = "max_file_bytes", what: str = "", fix: str = "rep
     return read_bytes(path, key, what, fix).decode("utf-8")
 
 
-def lines(path, fix: str = "replace it with the file") -> Iterator[tuple[int, bytes]]:
-    """(line number from 1, bytes without the newline) of a regular file, streamed: at most
+def lines(path, fix: str = "replace it with the file") -> Iterator[tuple[int, int, bytes]]:
+    """(line number from 1, its first byte's offset, bytes without the newline) of a regular file, streamed: at most
     limits.max_line_bytes per line, whatever the file's length."""
     cap = limits().max_line_bytes
     with _open_stream(path, fix) as f:
-        n = 0
+        n = offset = 0
         while True:
             line = f.readline(cap + 2)  # the line, its "\r\n", and one byte more says it is longer
             if not line:
@@ -161,7 +162,8 @@ def lines(path, fix: str = "replace it with the file") -> Iterator[tuple[int, by
             if len(body) > cap:
                 raise SenaError(f"{_shown(path)}: line {n} is longer than limits.max_line_bytes ({_mib(cap)}); "
                                 f"{fix}, or raise limits.max_line_bytes if it is right")
-            yield n, body
+            yield n, offset, body
+            offset += len(line)
 
 
 @contextlib.contextmanager

@@ -409,6 +409,9 @@ class LimitsParams:
     max_safetensors_header_bytes: int = param(_L.max_safetensors_header_bytes, "largest JSON header a "
                                               ".safetensors file may claim (bytes; safetensors' own limit)",
                                               1, 10**9)
+    max_template_seconds: float = param(_L.max_template_seconds, "longest a checkpoint's chat template may take "
+                                        "to render a one-line probe when the model loads (a template that loops "
+                                        "is refused)", 0.0, 3600.0, lo_open=True)
 
 
 @dataclass

@@ -256,14 +256,14 @@ def stream_records(path: str | Path, source: Source, shape=None) -> Iterator[dic
     path = Path(path)
     if not path.exists():
         raise SenaError(f"{path}: {source.missing}")
-    for n, line in bounded.lines(path, fix=source.fix):
+    for n, offset, line in bounded.lines(path, fix=source.fix):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except UnicodeDecodeError as exc:
-            raise SenaError(f"{path}: line {n}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
-                            f"{source.fix}") from None
+            raise SenaError(f"{path}: line {n}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at byte "
+                            f"{offset + exc.start}); {source.fix}") from None
         except json.JSONDecodeError:
             raise SenaError(f"{path}: malformed JSON at line {n}; {source.fix}") from None
         if shape is not None:
