@@ -39,7 +39,8 @@ PAIRS = "data/iter1/pairs/pairs.jsonl"
      f"data/iter1/pairs/pairs.jsonl: line 2: 'chosen' must be text of at most limits.max_text_chars characters, got "
      f"\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa... ({MAX_TEXT_CHARS + 1} characters); rerun `sena pair --iter 1`"),
     ("data/iter1/qa/records.jsonl", lambda r: r.update(corrupted_answer="b" * (MAX_TEXT_CHARS + 1)), "pair",
-     f"data/iter1/qa/records.jsonl: line 2: 'corrupted_answer' must be text of at most limits.max_text_chars characters"),
+     "data/iter1/qa/records.jsonl: line 2: 'corrupted_answer' must be text of at most limits.max_text_chars "
+     "characters"),
     ("data/iter1/noised/index.jsonl", lambda r: r.update(seed=-3), "qa",
      "data/iter1/noised/index.jsonl: line 2: 'seed' must be a whole number in [0, 9223372036854775807], got -3; "
      "rerun `sena noise --iter 1`"),
