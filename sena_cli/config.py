@@ -352,8 +352,11 @@ class JudgeParams:
                        "known problem)")
     api_key_env: str = param("SENA_JUDGE_API_KEY", "environment variable holding the key (never a parameter, "
                              "never logged or written)")
-    timeout_s: float = param(120.0, "longest wait for any one read or write", 0.0, 3600.0, lo_open=True)
-    deadline_s: float = param(300.0, "longest a whole request may take", 0.0, 86_400.0, lo_open=True)
+    timeout_s: float = param(30.0, "longest wait for any one read or write", 0.0, 3600.0, lo_open=True)
+    deadline_s: float = param(120.0, "longest one prompt may take in all, its retries and their waits "
+                              "included: the worst case per prompt", 0.0, 86_400.0, lo_open=True)
+    max_reply_bytes: int = param(1_048_576, "largest reply read from the judge (bytes, headers included), "
+                                 "counted as it streams in", 1024, 2**31)
     retries: int = param(5, "retries after HTTP 429/408/409/5xx, a timeout or a dropped connection", 0, 20)
     backoff_s: float = param(1.0, "first wait between retries, doubled each time (or the server's "
                              "Retry-After)", 0.0, 3600.0)
