@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -195,6 +196,9 @@ def check_pixels(path, width: int, height: int) -> None:
                         f"limits.max_image_pixels ({limit}); shrink it, or raise limits.max_image_pixels")
 
 
+_PIL_LIMIT = threading.Lock()
+
+
 def image_bytes(path, fix: str = "replace it with the file") -> bytes:
     """An image file's bytes, refused from its stat when over limits.max_image_bytes."""
     return read_bytes(path, "max_image_bytes", "image", fix)
@@ -205,11 +209,12 @@ def open_image(data: bytes, path):
     limits.max_image_pixels before the caller decodes it. PIL's own bomb check is ours instead."""
     from PIL import Image
 
-    try:
-        im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:  # PIL's own check (twice its MAX_IMAGE_PIXELS) came first
-        raise SenaError(f"{_shown(path)}: image larger than limits.max_image_pixels "
-                        f"({limits().max_image_pixels}) by its header; shrink it") from None
+    with _PIL_LIMIT:  # PIL's own bomb check (a warning, then an error at twice its limit) gives way to ours
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
     try:
         check_pixels(path, *im.size)
     except BaseException:

@@ -14,6 +14,17 @@ from sena_fixtures.micro import MICRO, full_params_yaml  # noqa: F401 - tests im
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _default_limits():
+    """Each test starts and ends with the default read limits: a CLI run in-process installs its
+    params' limits (`load_params`), which must not leak into the next test."""
+    from sena_cli import bounded
+
+    bounded.configure(bounded.Limits())
+    yield
+    bounded.configure(bounded.Limits())
+
+
 @pytest.fixture(scope="session")
 def micro_dict() -> dict:
     return micro.micro_dict()
