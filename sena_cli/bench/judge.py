@@ -90,7 +90,7 @@ class Judge:
             except _Retry as why:
                 left = end - time.monotonic()
                 if attempt == p.retries or left <= 0:
-                    tries = f"still after {attempt} retries" if attempt else "not retried"
+                    tries = f"still after {attempt} retries"
                     if left <= 0 and attempt < p.retries:
                         tries = f"eval.judge.deadline_s ({p.deadline_s:g} s) spent after {attempt + 1} tries"
                     raise SenaError(f"judge at {redact(p.base_url)}: {why.why}, {tries}; "
