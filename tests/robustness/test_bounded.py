@@ -122,7 +122,8 @@ def test_a_sampled_image_swapped_for_something_unbounded_is_refused_before_readi
 
 def test_the_pixel_limit_is_a_parameter(project, monkeypatch):
     _no_model(monkeypatch)
-    fails(project, monkeypatch, ["noise", "--iter", "1"], "image of 48x48 pixels (2304), more than limits.max_image_pixels (100); shrink it",
+    fails(project, monkeypatch, ["noise", "--iter", "1"],
+          "image of 48x48 pixels (2304), more than limits.max_image_pixels (100); shrink it",
           params_with(project, limits__max_image_pixels=100))
 
 
