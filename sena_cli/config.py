@@ -448,7 +448,7 @@ CHECKED_SECTIONS = ("model", "sample", "noise", "train", "base", "qa", "world", 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
     """Read and validate a params file; refuse problems in one line naming the key and the fix."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SenaError(f"{path}: params file not found; run from the project root or pass --params FILE")
     params = params_from_dict(read_yaml(path), source=str(path))
     bounded.configure(params.limits)  # every read of this run is bounded by its limits

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sena_cli import bounded
 from sena_cli.bench.external import Tick, generate, need, open_benchmark_image
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
@@ -94,10 +95,11 @@ def read_amber(queries: str | Path, annotations: str | Path, relation: str | Pat
             if missing:
                 raise SenaError(f"{annotations}: object {missing[0]!r} of entry {r['id']} is not in {relation}")
     safe = Path(safe_words)
-    if not safe.is_file():
+    if not safe.exists():
         raise SenaError(f"{safe}: AMBER safe-word list not found; fix eval.amber.safe_words")
     # As AMBER reads it: each line up to its newline, nothing stripped.
-    words = [line.split("\n")[0] for line in safe.read_text(encoding="utf-8").splitlines(keepends=True)]
+    text = bounded.read_text(safe, fix="fix eval.amber.safe_words")  # regular, within limits.max_file_bytes
+    words = [line.split("\n")[0] for line in text.splitlines(keepends=True)]
     return AmberData(q, ann, rel, words)
 
 

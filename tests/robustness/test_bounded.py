@@ -235,6 +235,24 @@ def test_a_device_fifo_or_folder_as_a_benchmark_file_is_refused(project, monkeyp
                                                                                  "image_root": str(tmp_path)}))
 
 
+def test_a_params_file_that_is_a_fifo_is_refused_unopened(project, monkeypatch, tmp_path):
+    os.mkfifo(tmp_path / "params.yaml")
+    fails(project, monkeypatch, ["--params", str(tmp_path / "params.yaml"), "noise", "--iter", "1"],
+          f"{tmp_path}/params.yaml: a FIFO (named pipe), not a regular file; sena reads regular files only; point "
+          "to a params file")
+
+
+def test_an_amber_safe_word_list_that_is_dev_zero_is_refused(tmp_path):
+    from sena_cli.bench import amber
+
+    (tmp_path / "q.json").write_text(json.dumps([{"id": 1, "image": "a.jpg", "query": "Describe."}]))
+    (tmp_path / "a.json").write_text(json.dumps([{"type": "generative", "truth": ["dog"]}]))
+    (tmp_path / "r.json").write_text(json.dumps({"dog": ["puppy"]}))
+    with pytest.raises(SenaError, match="^/dev/zero: a character device, not a regular file; sena reads regular "
+                                        "files only; fix eval.amber.safe_words$"):
+        amber.read_amber(tmp_path / "q.json", tmp_path / "a.json", tmp_path / "r.json", "/dev/zero")
+
+
 def test_a_json_benchmark_file_over_the_file_limit_is_refused_from_its_stat(project, monkeypatch, tmp_path):
     monkeypatch.setenv("SENA_JUDGE_API_KEY", "not-a-real-key")
     _no_model(monkeypatch)
