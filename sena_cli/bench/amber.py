@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sena_cli import bounded
-from sena_cli.bench.external import Tick, generate, need, open_benchmark_image
+from sena_cli.bench.external import Tick, generate_windows, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.errors import SenaError
@@ -332,8 +332,8 @@ def run(ctx, vlm: VLM, tick: Tick, nouns: Callable[[str], list[str]] | None = No
         similar, note = spacy_similarity(a.similarity)
         if note:
             notes["generative_similarity"] = note
-    images = [open_benchmark_image(root, q["image"], "eval.amber.image_root") for q in data.queries]
-    answers = generate(vlm, images, [q["query"] for q in data.queries], params, tick)
+    answers = generate_windows(vlm, root, [q["image"] for q in data.queries], [q["query"] for q in data.queries],
+                               "eval.amber.image_root", params, tick)
     generative = [data.annotation(q["id"])["type"] == "generative" for q in data.queries]
     found = [nouns(ans) if gen else None for ans, gen in zip(answers, generative)]
     metrics = score(answers, found, [q["id"] for q in data.queries], data, similar, a.yes_no_parsing)

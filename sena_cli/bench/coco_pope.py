@@ -18,7 +18,7 @@ from itertools import islice
 from pathlib import Path
 
 from sena_cli.bench import pope
-from sena_cli.bench.external import Tick, generate, need, open_benchmark_image
+from sena_cli.bench.external import WINDOW, Tick, generate, need, open_benchmark_image
 from sena_cli.bench.record import Benchmark
 from sena_cli.config import param
 from sena_cli.errors import SenaError
@@ -28,7 +28,6 @@ from sena_cli.vlm import VLM
 
 # The question is sized (limits.max_text_chars) here, before any model loads or tokenizer sees it.
 ROW = {"question_id": ANY, "image": TEXT, "text": ANSWER_TEXT, "label": one_of("yes", "no")}
-WINDOW = 64  # batches of eval.batch_size answered per window of a file
 
 
 def split_name(path: Path) -> str:

@@ -6,6 +6,7 @@ Each benchmark's own runner, section and record live in its module (coco_pope.py
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -38,6 +39,22 @@ def open_benchmark_image(root: Path, name: str, key: str) -> Image.Image:
 def generate(vlm: VLM, images, prompts, params: Params, tick: Tick) -> list[str]:
     return vlm.generate(images, prompts, max_new_tokens=params.eval.max_new_tokens,
                         batch_size=params.eval.batch_size, on_batch=tick)
+
+
+WINDOW = 64  # batches of eval.batch_size whose images are open at once
+
+
+def generate_windows(vlm: VLM, root: Path, names: Sequence[str], prompts: Sequence[str], key: str, params: Params,
+                     tick: Tick) -> list[str]:
+    """Answers to `prompts`, each about the image `names[i]` under `root`, the images opened a window
+    (eval.batch_size × WINDOW) at a time and let go after it: memory does not grow with a benchmark's
+    length by its images. The batches are the same as one call's, so are the answers."""
+    size = params.eval.batch_size * WINDOW
+    answers: list[str] = []
+    for start in range(0, len(prompts), size):
+        images = [open_benchmark_image(root, name, key) for name in names[start : start + size]]
+        answers += generate(vlm, images, list(prompts[start : start + size]), params, tick)
+    return answers
 
 
 def judged_result(metrics: dict, judge, version: str) -> dict:

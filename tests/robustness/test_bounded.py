@@ -192,6 +192,24 @@ def test_pope_is_answered_in_windows_so_images_do_not_pile_up(tmp_path):
     assert metrics["random"]["accuracy"] == 1.0
 
 
+def test_every_benchmark_with_images_opens_them_a_window_at_a_time(tmp_path):
+    """AMBER, COCO CHAIR, LLaVA-Bench, MM-Vet and MMHal decoded all their images before the first batch."""
+    from sena_cli.bench.external import WINDOW, generate_windows
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    params = params_from_dict({"eval": {"batch_size": 1}})
+    sizes = []
+
+    class Counting(ScriptedVLM):
+        def generate(self, images, texts, **kwargs):
+            sizes.append(len(images))
+            return super().generate(images, texts, **kwargs)
+
+    answers = generate_windows(Counting(lambda t: t.upper()), tmp_path, ["a.png"] * 200, [f"q{i}" for i in range(200)],
+                               "eval.amber.image_root", params, lambda n: None)
+    assert sizes == [WINDOW, WINDOW, WINDOW, 200 - 3 * WINDOW] and answers == [f"Q{i}" for i in range(200)]
+
+
 def test_a_100_mb_question_is_refused_before_the_tokenizer(project, monkeypatch, tmp_path):
     """It aborted the process inside the tokenizer (SIGABRT, rc 134, no error line)."""
     _no_model(monkeypatch)
