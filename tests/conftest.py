@@ -56,6 +56,8 @@ SLOW = {
     "tests/stages/test_base_pointer.py::test_a_hub_id_in_the_local_cache_is_stored_as_is": "21 s",
     "tests/stages/test_base_pointer.py::test_an_unreachable_hub_id_fails_fast_in_one_line": "19 s",
     "tests/stages/test_report.py::test_the_page_stays_small_for_big_photos[image]": "24 s",
+    "tests/robustness/test_bounded.py::test_a_sampled_image_replaced_by_a_fifo_fails_at_once_instead_of_hanging":
+        "`sena noise` in a subprocess (a hang must not hang the suite): 16-19 s alone, 27 s on a loaded machine",
 }
 
 # Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families, the
