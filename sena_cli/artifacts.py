@@ -52,13 +52,18 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str | Iterable[str]) -> None:
+    """Write `text` (a string, or pieces written one after another, never joined) under a temporary
+    name, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(text)
+            if isinstance(text, str):
+                f.write(text)
+            else:
+                f.writelines(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are shared like any file
@@ -74,7 +79,8 @@ def write_json(path: str | Path, data) -> None:
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    # line by line: a million answers are never one string in memory
+    atomic_write_text(path, (json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def fingerprint(*parts) -> str:
