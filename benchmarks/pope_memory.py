@@ -13,6 +13,13 @@ The child runs the real CLI, stage, benchmark and readers; only the model's `gen
 an instant "Yes" (a real model on 10⁶ questions takes hours and its memory does not depend on the
 file's length). Also printed: the peak of a child that only imports sena's eval code, the floor that
 the file's length adds to. Ends with `RESULT pope_memory_mb <peak of sena eval>`.
+
+Measured (2026-12-03, 2 shared CPU cores, eval.batch_size 64): import alone 865 MB; 2000 questions
+1145 MB; 10⁶ questions (123 MiB file) 3123 MB in 1367 s, and 3064 MB in 644 s once answers.jsonl
+was written line by line. The images no longer grow with the file (one window of 4096 is open at a
+time); what still grows, about 2 KB a question, is the answers' records: each benchmark's records are
+held in memory, journaled as one line for resume, and published (stages/eval.py). Streaming them to
+a file per benchmark is the next step.
 """
 
 from __future__ import annotations
