@@ -10,7 +10,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from sena_cli import layout
+from sena_cli import bounded, layout
 from sena_cli.errors import SenaError
 
 
@@ -53,13 +52,18 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str | Iterable[str]) -> None:
+    """Write `text` (a string, or pieces written one after another, never joined) under a temporary
+    name, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(text)
+            if isinstance(text, str):
+                f.write(text)
+            else:
+                f.writelines(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are shared like any file
@@ -75,7 +79,8 @@ def write_json(path: str | Path, data) -> None:
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    # line by line: a million answers are never one string in memory
+    atomic_write_text(path, (json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def fingerprint(*parts) -> str:
@@ -267,13 +272,18 @@ def upright(im: Image.Image) -> Image.Image:
 
 
 def open_rgb(path: Path) -> Image.Image:
-    if not path.is_file():
+    if not path.exists():
         raise SenaError(f"{shown(path)}: image listed in the sample manifest is missing; rerun `sena sample`")
+    return decode(bounded.image_bytes(path), path, "replace it and rerun")
+
+
+def decode(data: bytes, path: Path, fix: str) -> Image.Image:
+    """An image's bytes as upright RGB, its header's size checked (limits.max_image_pixels) before decoding."""
     try:
-        with Image.open(path) as im:
+        with bounded.open_image(data, path) as im:
             return to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SenaError(f"{shown(path)}: unreadable image ({exc.__class__.__name__}); replace it and rerun") from None
+        raise SenaError(f"{shown(path)}: unreadable image ({exc.__class__.__name__}); {fix}") from None
 
 
 def _show_id(record) -> str:
@@ -290,8 +300,8 @@ def open_manifest_image(root: Path, record: dict, k: int | None = None) -> Image
     if not isinstance(record, dict) or not all(isinstance(record.get(f), str) for f in ("path", "sha256")):
         raise SenaError(f"a sample manifest record ({_show_id(record)}) has no 'path' or 'sha256'; rerun {rerun}")
     path = Path(root) / record["path"]
-    try:
-        data = path.read_bytes()
+    try:  # a regular file within limits.max_image_bytes (a FIFO, /dev/zero or a 3 GiB tail is refused)
+        data = bounded.image_bytes(path, f"rerun {rerun}")
     except FileNotFoundError:
         raise SenaError(_missing_image(path, Path(root), rerun)) from None
     except OSError as exc:
@@ -299,11 +309,7 @@ def open_manifest_image(root: Path, record: dict, k: int | None = None) -> Image
     if hashlib.sha256(data).hexdigest() != record["sha256"]:
         raise SenaError(f"{shown(path)}: changed since it was sampled (sha256 differs from the manifest); "
                         f"rerun {rerun}")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SenaError(f"{shown(path)}: unreadable image ({exc.__class__.__name__}); rerun {rerun}") from None
+    return decode(data, path, f"rerun {rerun}")
 
 
 def _missing_image(path: Path, root: Path, rerun: str) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sena_cli import bounded
 from sena_cli.errors import SenaError, has_credentials, redact
 from sena_cli.yamlfile import read_yaml
 
@@ -358,8 +359,11 @@ class JudgeParams:
                        "known problem)")
     api_key_env: str = param("SENA_JUDGE_API_KEY", "environment variable holding the key (never a parameter, "
                              "never logged or written)")
-    timeout_s: float = param(120.0, "longest wait for any one read or write", 0.0, 3600.0, lo_open=True)
-    deadline_s: float = param(300.0, "longest a whole request may take", 0.0, 86_400.0, lo_open=True)
+    timeout_s: float = param(30.0, "longest wait for any one read or write", 0.0, 3600.0, lo_open=True)
+    deadline_s: float = param(120.0, "longest one prompt may take in all, its retries and their waits "
+                              "included: the worst case per prompt", 0.0, 86_400.0, lo_open=True)
+    max_reply_bytes: int = param(1_048_576, "largest reply read from the judge (bytes, headers included), "
+                                 "counted as it streams in", 1024, 2**31)
     retries: int = param(5, "retries after HTTP 429/408/409/5xx, a timeout or a dropped connection", 0, 20)
     backoff_s: float = param(1.0, "first wait between retries, doubled each time (or the server's "
                              "Retry-After)", 0.0, 3600.0)
@@ -395,6 +399,32 @@ class EvalParams:
         self.judge.check(p, at)
 
 
+_L = bounded.Limits()
+
+
+@dataclass
+class LimitsParams:
+    """What any file, line, image or text sena reads may weigh (sena_cli/bounded.py): each checked from
+    the stat or the header before anything is read, so a FIFO, /dev/zero or a 3 GiB file fails in one line."""
+
+    max_image_bytes: int = param(_L.max_image_bytes, "largest image file read (bytes, from its stat)", 1, 2**40)
+    max_image_pixels: int = param(_L.max_image_pixels, "largest image decoded (width x height, from its "
+                                  "header); the default is PIL's Image.MAX_IMAGE_PIXELS", 1, 2**40)
+    max_file_bytes: int = param(_L.max_file_bytes, "largest JSON or text file read whole (bytes, from its "
+                                "stat); JSON-lines files are streamed and capped per line instead", 1, 2**44)
+    max_line_bytes: int = param(_L.max_line_bytes, "longest line of a JSON-lines file (bytes)", 1, 2**34)
+    max_text_chars: int = param(_L.max_text_chars, "longest prompt, question or answer given to a tokenizer "
+                                "(characters); longer than any answer within eval.max_new_tokens", 1, 2**34)
+    max_checkpoint_file_bytes: int = param(_L.max_checkpoint_file_bytes, "largest config.json, tokenizer.json, "
+                                           "chat template or other small file of a checkpoint (bytes)", 1, 2**40)
+    max_safetensors_header_bytes: int = param(_L.max_safetensors_header_bytes, "largest JSON header a "
+                                              ".safetensors file may claim (bytes; safetensors' own limit)",
+                                              1, 10**9)
+    max_template_seconds: float = param(_L.max_template_seconds, "longest a checkpoint's chat template may take "
+                                        "to render a one-line probe when the model loads (a template that loops "
+                                        "is refused)", 0.0, 3600.0, lo_open=True)
+
+
 @dataclass
 class LaunchParams:
     """How a stage's processes are started: the same outputs whichever (dvc.yaml does not track it)."""
@@ -421,6 +451,7 @@ class Params:
     eval: EvalParams = section(EvalParams, "step 6: benchmarks")
     launch: LaunchParams = section(LaunchParams, "the launcher each stage reruns itself under (several "
                                    "processes or GPUs); '' = one process")
+    limits: LimitsParams = section(LimitsParams, "how much any file, line, image or text read may weigh")
     # Per-iteration overrides of the loop stages: {"3": {"train": {"lr": 1e-6}}} changes
     # iteration 3 only. Stage@K tracks `iterations.K` in dvc.yaml, so editing one iteration's
     # entry reruns that iteration's stages and nothing else. Every iteration has an entry.
@@ -439,9 +470,11 @@ CHECKED_SECTIONS = ("model", "sample", "noise", "train", "base", "qa", "world", 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
     """Read and validate a params file; refuse problems in one line naming the key and the fix."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SenaError(f"{path}: params file not found; run from the project root or pass --params FILE")
-    return params_from_dict(read_yaml(path), source=str(path))
+    params = params_from_dict(read_yaml(path), source=str(path))
+    bounded.configure(params.limits)  # every read of this run is bounded by its limits
+    return params
 
 
 def params_from_dict(data: Any, source: str = "params") -> Params:

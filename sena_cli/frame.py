@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sena_cli import layout
+from sena_cli import bounded, layout
 from sena_cli.artifacts import atomic_dir, write_json, write_jsonl
 from sena_cli.errors import SenaError
 
@@ -99,16 +99,16 @@ NUMBER_OR_TEXT = Kind("a finite number or text", lambda v: _number(v) or isinsta
 # with ref_chosen_logp 12.5 trained θK with rc 0, and one with 1e300 trained an epoch and then
 # blamed train.lr. A log-probability is at most 0; counts, seeds and sizes have their ranges.
 SEED_MAX = 2**63 - 1  # method.noise.image_seed's 63-bit seeds
-# Longer than any answer a model writes within eval.max_new_tokens (131072 tokens at most, a few
-# characters each), so a longer one was not generated: it would reach the tokenizer whole.
-MAX_TEXT_CHARS = 2_000_000
 LOGP = within(NUMBER, "a log-probability (a finite number <= 0)", lambda v: v <= 0)
 COUNT = within(WHOLE, "a whole number >= 0", lambda v: v >= 0)
 SIZE = within(WHOLE, "a whole number >= 1", lambda v: v >= 1)
 SIZES = within(WHOLES, "a list of whole numbers >= 1", lambda v: all(x >= 1 for x in v))
 SEED = within(WHOLE, f"a whole number in [0, {SEED_MAX}]", lambda v: 0 <= v <= SEED_MAX)
 FRACTION = within(NUMBER, "a number in (0, 1]", lambda v: 0 < v <= 1)
-ANSWER_TEXT = within(TEXT, f"text of at most {MAX_TEXT_CHARS} characters", lambda v: len(v) <= MAX_TEXT_CHARS)
+# Longer than any answer a model writes within eval.max_new_tokens (131072 tokens at most, a few
+# characters each), so a longer one was not generated: it would reach the tokenizer whole.
+ANSWER_TEXT = within(TEXT, "text of at most limits.max_text_chars characters",
+                     lambda v: len(v) <= bounded.limits().max_text_chars)
 
 
 def one_of(*values: str) -> Kind:
@@ -221,10 +221,11 @@ def given(what: str, key: str) -> Source:
 
 
 def _text(path: Path, source: Source) -> str:
-    if not path.is_file():
+    """A whole file as text, sized from its stat (limits.max_file_bytes) and regular, before it is read."""
+    if not path.exists():
         raise SenaError(f"{path}: {source.missing}")
     try:
-        return path.read_text(encoding="utf-8")
+        return bounded.read_text(path, fix=source.fix)
     except UnicodeDecodeError as exc:
         raise SenaError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at byte {exc.start}); "
                         f"{source.fix}") from None
@@ -249,21 +250,30 @@ def read_json(path: str | Path, source: Source, shape=None):
     return data
 
 
-def read_records(path: str | Path, source: Source, shape=None) -> list:
-    """The records of a JSON-lines file, each checked against `shape` (blank lines skipped)."""
+def stream_records(path: str | Path, source: Source, shape=None) -> Iterator[dict]:
+    """The records of a JSON-lines file, streamed (memory bounded by limits.max_line_bytes, not by the
+    file's length), each checked against `shape` (blank lines skipped)."""
     path = Path(path)
-    rows = []
-    for n, line in enumerate(_text(path, source).splitlines(), 1):
+    if not path.exists():
+        raise SenaError(f"{path}: {source.missing}")
+    for n, offset, line in bounded.lines(path, fix=source.fix):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
+        except UnicodeDecodeError as exc:
+            raise SenaError(f"{path}: line {n}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at byte "
+                            f"{offset + exc.start}); {source.fix}") from None
         except json.JSONDecodeError:
             raise SenaError(f"{path}: malformed JSON at line {n}; {source.fix}") from None
         if shape is not None:
             refuse(path, fault(row, shape, f"line {n}"), source)
-        rows.append(row)
-    return rows
+        yield row
+
+
+def read_records(path: str | Path, source: Source, shape=None) -> list:
+    """The records of a JSON-lines file, each checked against `shape` (blank lines skipped)."""
+    return list(stream_records(path, source, shape))
 
 
 def read_jsonl(path: str | Path) -> list:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from sena_cli import bounded
 from sena_cli.errors import SenaError
 
 MAX_PARAMS_BYTES = 1 << 20  # the shipped file is ~8 KB; a bigger one is not a params file
@@ -43,6 +44,7 @@ class _StrictLoader(yaml.SafeLoader):
 def read_yaml(path: Path) -> Any:
     """A YAML mapping file as plain data; every problem is one SenaError line naming the file."""
     try:
+        bounded.regular(path, "point to a params file")  # a FIFO or a device would block or never end
         with open(path, "rb") as f:
             raw = f.read(MAX_PARAMS_BYTES + 1)
     except OSError as exc:

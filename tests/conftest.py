@@ -14,6 +14,17 @@ from sena_fixtures.micro import MICRO, full_params_yaml  # noqa: F401 - tests im
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _default_limits():
+    """Each test starts and ends with the default read limits: a CLI run in-process installs its
+    params' limits (`load_params`), which must not leak into the next test."""
+    from sena_cli import bounded
+
+    bounded.configure(bounded.Limits())
+    yield
+    bounded.configure(bounded.Limits())
+
+
 @pytest.fixture(scope="session")
 def micro_dict() -> dict:
     return micro.micro_dict()
@@ -52,6 +63,8 @@ SLOW = {
     "tests/test_travel.py::test_a_run_with_added_photos_pushed_to_s3_pulls_into_a_clone_elsewhere_with_nothing_to_rerun":
         "a one-iteration micro run, pushed to S3, cloned, pulled, repro'd: 218, 285 and 313 s (2026-12-03, 2 cores "
         "shared, load ~8; its `dvc repro` of 13 stages 187-247 s, mostly each stage's imports)",
+    "tests/robustness/test_bounded.py::test_a_sampled_image_replaced_by_a_fifo_fails_at_once_instead_of_hanging":
+        "`sena noise` in a subprocess (a hang must not hang the suite): 16-19 s alone, 27 s on a loaded machine",
 }
 
 # Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families, the

@@ -25,6 +25,7 @@ TINY = {
     "gpu_scale.py": ["--tiny", "--layers", "1", "--batch", "2", "--new-tokens", "4", "--pairs", "2",
                      "--pair-batch", "2", "--train-pairs", "1"],
     "noise_storage.py": ["--tiny"],
+    "pope_memory.py": ["--tiny"],
     "qa_throughput.py": ["--tiny", "--threads", "1"],
     "report_photos.py": ["--tiny"],
     "train_memory.py": ["--tiny"],

@@ -41,7 +41,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sena_cli.bench.external import Tick, generate, need, open_benchmark_image
+from sena_cli import bounded
+from sena_cli.bench.external import Tick, generate_windows, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.errors import SenaError
@@ -107,10 +108,11 @@ def read_amber(queries: str | Path, annotations: str | Path, relation: str | Pat
             if missing:
                 raise SenaError(f"{annotations}: object {missing[0]!r} of entry {r['id']} is not in {relation}")
     safe = Path(safe_words)
-    if not safe.is_file():
+    if not safe.exists():
         raise SenaError(f"{safe}: AMBER safe-word list not found; fix eval.amber.safe_words")
     # As AMBER reads it: each line up to its newline, nothing stripped.
-    words = [line.split("\n")[0] for line in safe.read_text(encoding="utf-8").splitlines(keepends=True)]
+    text = bounded.read_text(safe, fix="fix eval.amber.safe_words")  # regular, within limits.max_file_bytes
+    words = [line.split("\n")[0] for line in text.splitlines(keepends=True)]
     return AmberData(q, ann, rel, words)
 
 
@@ -371,8 +373,8 @@ def run(ctx, vlm: VLM, tick: Tick, nouns: Callable[[str], list[str]] | None = No
         if similar is None:
             similar = found_similar
             notes.update({k: v for k, v in found_notes.items() if k == "generative_similarity"})
-    images = [open_benchmark_image(root, q["image"], "eval.amber.image_root") for q in data.queries]
-    answers = generate(vlm, images, [q["query"] for q in data.queries], params, tick)
+    answers = generate_windows(vlm, root, [q["image"] for q in data.queries], [q["query"] for q in data.queries],
+                               "eval.amber.image_root", params, tick)
     generative = [data.annotation(q["id"])["type"] == "generative" for q in data.queries]
     found = [nouns(ans) if gen else None for ans, gen in zip(answers, generative)]
     metrics = score(answers, found, [q["id"] for q in data.queries], data, similar, a.yes_no_parsing)

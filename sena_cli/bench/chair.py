@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from sena_cli import bounded
 from sena_cli.errors import SenaError
 
 NLTK_DATA = "python -m nltk.downloader punkt punkt_tab"
@@ -148,10 +149,10 @@ def coco_chair_metrics(mentions: Sequence[Sequence[str]], truths: Sequence[set[s
 
 def read_synonyms(path: str | Path) -> str:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SenaError(f"{path}: CHAIR's synonyms.txt not found; fix eval.coco_chair.synonyms "
                         "(data/synonyms.txt of CHAIR's repository)")
-    return path.read_text(encoding="utf-8")
+    return bounded.read_text(path, fix="fix eval.coco_chair.synonyms")  # regular, within limits.max_file_bytes
 
 
 # ---------------------------------------------------------------- language tools (optional)

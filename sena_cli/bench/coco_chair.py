@@ -8,7 +8,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from sena_cli.bench import chair as chair_lib
-from sena_cli.bench.external import Tick, generate, need, open_benchmark_image
+from sena_cli.bench.external import Tick, generate_windows, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import BIG, param
 from sena_cli.errors import SenaError
@@ -86,8 +86,8 @@ def run(ctx, vlm: VLM, tick: Tick, tools=None):
     if unknown:
         raise SenaError(f"{c.synonyms}: COCO class {unknown[0]!r} is not in CHAIR's synonym list")
     prompt = params.eval.chair_prompt or params.qa.prompts.describe_instructions[0]
-    images = [open_benchmark_image(root, im["file_name"], "eval.coco_chair.image_root") for im in chosen]
-    captions = generate(vlm, images, [prompt] * len(chosen), params, tick)
+    captions = generate_windows(vlm, root, [im["file_name"] for im in chosen], [prompt] * len(chosen),
+                                "eval.coco_chair.image_root", params, tick)
     said = [chair.mentions(cap) for cap in captions]
     truth = [chair.truth(classes.get(im["id"], []), references.get(im["id"], [])) for im in chosen]
     metrics: dict = {**chair_lib.coco_chair_metrics(said, truth), "n": chair_lib.chair_counts(said, truth)}

@@ -4,23 +4,30 @@ Each split is a file of JSON lines {"question_id", "image", "text", "label"} (th
 repository names them coco_pope_<split>.json); images are COCO val2014 files under
 eval.coco_pope.image_root. Scored with POPE's own yes/no parsing (bench/pope.py). Its section,
 runner and record are below.
+
+A file is streamed (sena_cli/bounded.py) and answered in windows of eval.batch_size × WINDOW
+questions, each window's images opened for it and let go after it, so memory does not grow with
+the file's length by its images: a file of 10⁶ questions is answered as one of 10³ is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from sena_cli.bench import pope
-from sena_cli.bench.external import Tick, generate, need, open_benchmark_image
+from sena_cli.bench.external import WINDOW, Tick, generate, need, open_benchmark_image
 from sena_cli.bench.record import Benchmark
 from sena_cli.config import param
 from sena_cli.errors import SenaError
-from sena_cli.frame import ANY, TEXT, given, one_of, read_records
+from sena_cli.frame import ANSWER_TEXT, ANY, TEXT, given, one_of, stream_records
 from sena_cli.method.prompts import with_suffix
 from sena_cli.vlm import VLM
 
-ROW = {"question_id": ANY, "image": TEXT, "text": TEXT, "label": one_of("yes", "no")}
+# The question is sized (limits.max_text_chars) here, before any model loads or tokenizer sees it.
+ROW = {"question_id": ANY, "image": TEXT, "text": ANSWER_TEXT, "label": one_of("yes", "no")}
 
 
 def split_name(path: Path) -> str:
@@ -31,11 +38,23 @@ def split_name(path: Path) -> str:
     return stem
 
 
-def read_pope_file(path: str | Path) -> list[dict]:
-    rows = read_records(path, given("POPE question file", "eval.coco_pope.files"), ROW)
-    if not rows:
+def stream_pope_file(path: str | Path) -> Iterator[dict]:
+    """A POPE file's questions, checked and streamed (one line in memory at a time)."""
+    empty = True
+    for row in stream_records(path, given("POPE question file", "eval.coco_pope.files"), ROW):
+        empty = False
+        yield row
+    if empty:
         raise SenaError(f"{path}: no questions")
-    return rows
+
+
+def read_pope_file(path: str | Path) -> list[dict]:
+    return list(stream_pope_file(path))
+
+
+def windows(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    while window := list(islice(rows, size)):
+        yield window
 
 
 @dataclass
@@ -44,11 +63,11 @@ class CocoPopeFiles:
     image_root: str = param("", "COCO val2014 images")
 
 
-def _files(ctx) -> list[tuple[str, list[dict]]]:
+def _files(ctx) -> list[tuple[str, str]]:
     files = ctx.settings("coco_pope", CocoPopeFiles).files
     if not files:
         raise SenaError("'eval.coco_pope.files' is empty; list POPE's coco_pope_<split>.json files")
-    return [(split_name(Path(f)), read_pope_file(f)) for f in files]
+    return [(split_name(Path(f)), f) for f in files]
 
 
 def run(ctx, vlm: VLM, tick: Tick):
@@ -56,19 +75,25 @@ def run(ctx, vlm: VLM, tick: Tick):
     root = need(ctx.settings("coco_pope", CocoPopeFiles).image_root, "eval.coco_pope.image_root")
     suffix = params.qa.prompts.short_answer_suffix
     metrics, counts, records = {}, {}, []
-    for split, rows in _files(ctx):
-        images = [open_benchmark_image(root, r["image"], "eval.coco_pope.image_root") for r in rows]
-        answers = generate(vlm, images, [with_suffix(r["text"], suffix) for r in rows], params, tick)
-        parsed = [pope.parse_yes_no(a, params.eval.yes_no_parsing) for a in answers]
-        metrics[split] = pope.pope_metrics(parsed, [r["label"] for r in rows])
-        counts[split] = pope.pope_counts(parsed, [r["label"] for r in rows])
-        records += [{"benchmark": f"coco_pope_{split}", **r, "answer": a, "parsed": p}
-                    for r, a, p in zip(rows, answers, parsed)]
+    for split, path in _files(ctx):
+        parsed, labels = [], []
+        for rows in windows(stream_pope_file(path), params.eval.batch_size * WINDOW):
+            images = [open_benchmark_image(root, r["image"], "eval.coco_pope.image_root") for r in rows]
+            answers = generate(vlm, images, [with_suffix(r["text"], suffix) for r in rows], params, tick)
+            del images
+            window = [pope.parse_yes_no(a, params.eval.yes_no_parsing) for a in answers]
+            parsed += window
+            labels += [r["label"] for r in rows]
+            records += [{"benchmark": f"coco_pope_{split}", **r, "answer": a, "parsed": p}
+                        for r, a, p in zip(rows, answers, window)]
+        metrics[split] = pope.pope_metrics(parsed, labels)
+        counts[split] = pope.pope_counts(parsed, labels)
     return {**metrics, "n": counts}, records
 
 
 def count(ctx) -> int:
-    return sum(len(rows) for _, rows in _files(ctx))
+    """Questions in every file, each read and checked (streamed) before the model loads."""
+    return sum(sum(1 for _ in stream_pope_file(path)) for _, path in _files(ctx))
 
 
 BENCHMARK = Benchmark("coco_pope", "coco_pope", ("eval.coco_pope.files", "eval.coco_pope.image_root"),

@@ -12,8 +12,11 @@ Calls are paid, so none is wasted:
   any other answer stops the run in one line naming the status, never the key;
 - a redirect is never followed (the key would go to the other host): it is an error naming
   where it points, so the user can set base_url to the final address;
-- every read and write waits at most eval.judge.timeout_s, and a whole request at most
-  eval.judge.deadline_s, however slowly the server trickles bytes;
+- every read and write waits at most eval.judge.timeout_s, and one prompt, all its tries and
+  the waits between them, at most eval.judge.deadline_s, however slowly the server trickles bytes
+  (so with the defaults no prompt takes more than 120 s);
+- a reply is counted as it streams in and cut at eval.judge.max_reply_bytes (a judge answering
+  with 1 GiB is refused at 1 MiB, not held in memory and published);
 - at most eval.judge.concurrency requests in flight;
 - every reply is journaled as it arrives (keyed by a hash of the model and the prompt), so an
   interrupted run resumes with the replies it has paid for and asks only the rest.
@@ -77,24 +80,31 @@ class Judge:
     # ------------------------------------------------------------ one request
 
     def ask(self, prompt: str) -> str:
-        """The judge's reply to one prompt, retried with backoff on transient failures."""
+        """The judge's reply to one prompt, retried with backoff on transient failures, all of it
+        within eval.judge.deadline_s."""
         p = self.params
+        end = time.monotonic() + p.deadline_s
         for attempt in range(p.retries + 1):
             try:
-                return self._request(prompt)
+                return self._request(prompt, end)
             except _Retry as why:
-                if attempt == p.retries:
-                    raise SenaError(f"judge at {redact(p.base_url)}: {why.why}, still after {p.retries} retries; "
+                left = end - time.monotonic()
+                if attempt == p.retries or left <= 0:
+                    tries = f"still after {attempt} retries"
+                    if left <= 0 and attempt < p.retries:
+                        tries = f"eval.judge.deadline_s ({p.deadline_s:g} s) spent after {attempt + 1} tries"
+                    raise SenaError(f"judge at {redact(p.base_url)}: {why.why}, {tries}; "
                                     "the replies so far are kept, rerun to resume") from None
                 backoff = min(p.max_backoff_s, p.backoff_s * 2 ** attempt)
-                self._sleep(min(p.max_backoff_s, why.wait) if why.wait is not None else backoff)
+                wait = min(p.max_backoff_s, why.wait) if why.wait is not None else backoff
+                self._sleep(min(wait, left))
         raise AssertionError("unreachable")
 
-    def _request(self, prompt: str) -> str:
+    def _request(self, prompt: str, end: float) -> str:
         import openai
 
         p = self.params
-        _DEADLINE.at = time.monotonic() + p.deadline_s
+        _DEADLINE.at, _DEADLINE.read, _DEADLINE.cap = end, 0, p.max_reply_bytes
         try:
             reply = self._client.chat.completions.create(
                 model=p.model, temperature=0, messages=[{"role": "user", "content": prompt}])
@@ -105,6 +115,10 @@ class Judge:
         except openai.APITimeoutError:
             raise _Retry(f"no complete answer within {p.timeout_s:g} s per read / {p.deadline_s:g} s in all") from None
         except openai.APIConnectionError:
+            if _DEADLINE.read > p.max_reply_bytes:  # not retried: the same judge would send it again
+                raise SenaError(f"judge at {redact(p.base_url)}: a reply longer than eval.judge.max_reply_bytes "
+                                f"({p.max_reply_bytes} bytes), cut there; check the endpoint and model, or raise "
+                                "eval.judge.max_reply_bytes") from None
             raise _Retry("connection failed") from None
         except openai.APIStatusError as exc:  # the message names the status, never the key
             status = exc.status_code
@@ -121,7 +135,7 @@ class Judge:
         except (openai.APIResponseValidationError, AttributeError, IndexError, TypeError, ValueError):
             raise SenaError(f"judge at {redact(p.base_url)} did not answer like a chat completions API") from None
         finally:
-            _DEADLINE.at = None
+            _DEADLINE.at = _DEADLINE.cap = None
 
     # ------------------------------------------------------------ many requests
 
@@ -185,7 +199,13 @@ def _client(params: JudgeParams):
             self._inner = inner
 
         def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            return self._inner.read(max_bytes, _left(timeout))
+            data = self._inner.read(max_bytes, _left(timeout))
+            cap = getattr(_DEADLINE, "cap", None)
+            if cap is not None:
+                _DEADLINE.read += len(data)
+                if _DEADLINE.read > cap:  # cut here: a 1 GiB reply is never held whole
+                    raise httpcore2.ReadError("the reply is longer than eval.judge.max_reply_bytes")
+            return data
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
             self._inner.write(buffer, _left(timeout))

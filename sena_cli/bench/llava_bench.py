@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sena_cli.bench.external import Tick, generate, judged_result, need, open_benchmark_image
+from sena_cli.bench.external import Tick, generate_windows, judged_result, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.errors import SenaError
@@ -85,8 +85,8 @@ def run(ctx, vlm: VLM, tick: Tick):
     params, judge = ctx.params, ctx.judge
     questions, reference, captions = _rows(ctx)
     root = need(ctx.settings("llava_bench", LlavaBenchFiles).image_root, "eval.llava_bench.image_root")
-    images = [open_benchmark_image(root, q["image"], "eval.llava_bench.image_root") for q in questions]
-    answers = generate(vlm, images, [q["text"] for q in questions], params, tick)
+    answers = generate_windows(vlm, root, [q["image"] for q in questions], [q["text"] for q in questions],
+                               "eval.llava_bench.image_root", params, tick)
     replies = judge.ask_all([llava_bench_prompt(captions[q["image"]], q["text"],
                                                            reference[q["question_id"]], a)
                              for q, a in zip(questions, answers)])

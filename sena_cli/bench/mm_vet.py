@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sena_cli.bench.external import Tick, generate, judged_result, need, open_benchmark_image
+from sena_cli.bench.external import Tick, generate_windows, judged_result, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.frame import TEXT, TEXTS, Each, given, read_json
@@ -64,8 +64,8 @@ def run(ctx, vlm: VLM, tick: Tick):
     params, judge = ctx.params, ctx.judge
     items = _items(ctx)
     root = need(ctx.settings("mm_vet", MMVetFiles).image_root, "eval.mm_vet.image_root")
-    images = [open_benchmark_image(root, v["imagename"], "eval.mm_vet.image_root") for _, v in items]
-    answers = generate(vlm, images, [v["question"] for _, v in items], params, tick)
+    answers = generate_windows(vlm, root, [v["imagename"] for _, v in items], [v["question"] for _, v in items],
+                               "eval.mm_vet.image_root", params, tick)
     replies = judge.ask_all([mm_vet_prompt(v["question"], v["answer"], a)
                              for (_, v), a in zip(items, answers)])
     scores = [parse_unit_score(r) for r in replies]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 import re
 import string
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from sena_cli import bounded
 from sena_cli.artifacts import to_rgb
 from sena_cli.bench.external import Tick, generate, need
 from sena_cli.bench.record import Benchmark, Chart
@@ -76,7 +76,8 @@ class MMBenchRow:
         return self.index == self.group
 
     def image(self) -> Image.Image:
-        with Image.open(io.BytesIO(base64.b64decode(self.image_b64))) as im:
+        where = f"{self.source or 'MMBench'}: index {self.index}"
+        with bounded.open_image(base64.b64decode(self.image_b64), where) as im:  # its pixels sized first
             return to_rgb(im)
 
 
@@ -91,8 +92,11 @@ def read_mmbench_tsv(path: str | Path) -> list[MMBenchRow]:
     import pandas as pd
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SenaError(f"{path}: MMBench TSV not found; fix eval.mmbench.tsv")
+    bounded.regular(path, "fix eval.mmbench.tsv")
+    if (size := path.stat().st_size) > bounded.limits().max_file_bytes:
+        raise bounded.too_big(path, size, "max_file_bytes", "MMBench TSV")
     try:
         df = pd.read_csv(path, sep="\t")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError):

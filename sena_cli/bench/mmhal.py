@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sena_cli.bench.external import Tick, generate, judged_result, need, open_benchmark_image
+from sena_cli.bench.external import Tick, generate_windows, judged_result, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.frame import TEXT, TEXTS, given, read_json
@@ -64,8 +64,8 @@ def run(ctx, vlm: VLM, tick: Tick):
     params, judge = ctx.params, ctx.judge
     items = _items(ctx)
     root = need(ctx.settings("mmhal", MMHalFiles).image_root, "eval.mmhal.image_root")
-    images = [open_benchmark_image(root, Path(r["image_src"]).name, "eval.mmhal.image_root") for r in items]
-    answers = generate(vlm, images, [r["question"] for r in items], params, tick)
+    answers = generate_windows(vlm, root, [Path(r["image_src"]).name for r in items],
+                               [r["question"] for r in items], "eval.mmhal.image_root", params, tick)
     replies = judge.ask_all([mmhal_prompt(r["image_content"], r["question"], r["gt_answer"], a)
                              for r, a in zip(items, answers)])
     ratings = [parse_rating(x) for x in replies]

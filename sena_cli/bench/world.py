@@ -17,7 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from sena_cli import layout
+from sena_cli import bounded, layout
+from sena_cli.artifacts import decode
 from sena_cli.bench import pope
 from sena_cli.bench.chair import chair_counts, chair_metrics
 from sena_cli.bench.pope import parse_yes_no, pope_counts, pope_metrics
@@ -47,8 +48,9 @@ class WorldEvalSet:
 
     def image(self, name: str) -> Image.Image:
         if name not in self._images:
-            with Image.open(self.root / "images" / name) as im:
-                self._images[name] = im.convert("RGB")
+            path = self.root / "images" / name
+            self._images[name] = decode(bounded.image_bytes(path, "rebuild it with `sena world`"), path,
+                                        "rebuild it with `sena world`")
         return self._images[name]
 
     def rows(self, name: str) -> list[dict]:

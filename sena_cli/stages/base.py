@@ -12,10 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from sena_cli import layout
-from sena_cli.artifacts import atomic_dir
+from sena_cli import bounded, layout
+from sena_cli.artifacts import atomic_dir, decode
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.frame import POINTER, publish, read_jsonl
@@ -41,7 +40,8 @@ def vocabulary_texts(params: Params, examples: list[dict], world: Path) -> list[
 def pixel_tensor(processor, paths: list[Path], tick: Callable[[int], None], chunk: int = 512) -> torch.Tensor:
     parts = []
     for start in range(0, len(paths), chunk):
-        images = [Image.open(p).convert("RGB") for p in paths[start : start + chunk]]
+        fix = "rebuild the world with `sena world`"
+        images = [decode(bounded.image_bytes(p, fix), p, fix) for p in paths[start : start + chunk]]
         parts.append(processor.image_processor(images=images, return_tensors="pt").pixel_values)
         tick(len(images))
     return torch.cat(parts)

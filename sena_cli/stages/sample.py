@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sena_cli import layout
+from sena_cli import bounded, layout
 from sena_cli.artifacts import shown, to_rgb, write_json
 from sena_cli.config import Params, SampleParams
 from sena_cli.errors import SenaError, redact
@@ -210,16 +210,22 @@ def inspect_image(path: Path, limits: SampleParams | None = None) -> tuple[dict 
     """
     limits = limits or SampleParams()
     try:
-        if not path.is_file():
+        if not path.exists():
             return None, "missing"
-        if path.stat().st_size == 0:
+        st = os.stat(path)  # a FIFO, a device or a link to one is never opened (it could block or never end)
+        if kind := bounded.irregular(st):
+            return None, f"{kind}, not a regular file"
+        if st.st_size == 0:
             return None, "zero-byte file"
+        if st.st_size > bounded.limits().max_image_bytes:
+            return None, (f"too large a file ({st.st_size} bytes; limits.max_image_bytes is "
+                          f"{bounded.limits().max_image_bytes})")
         # The limits do not care which way up an image is, so the stored size will do: reading the
         # EXIF orientation of a PNG can mean decoding it.
         with Image.open(path) as im:  # reads the header only
             if why := _too_big(*im.size, limits):
                 return None, why
-        data = path.read_bytes()  # hashed and decoded from the same bytes
+        data = bounded.image_bytes(path)  # hashed and decoded from the same bytes; sized again as read
         with Image.open(io.BytesIO(data)) as im:
             if why := _too_big(*im.size, limits):
                 return None, why  # the file changed under us
@@ -228,6 +234,8 @@ def inspect_image(path: Path, limits: SampleParams | None = None) -> tuple[dict 
         stat = os.stat(path)
         return {"width": rgb.width, "height": rgb.height, "sha256": hashlib.sha256(data).hexdigest(),
                 "_file": (stat.st_dev, stat.st_ino), "_rgb": rgb}, None
+    except SenaError as exc:  # swapped for a FIFO or grown past limits.max_image_bytes since the stat
+        return None, str(exc).partition(": ")[2].partition(";")[0]
     except Image.DecompressionBombError:
         return None, f"too large (over Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS} pixels)"
     except UNREADABLE as exc:

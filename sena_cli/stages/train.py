@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from sena_cli import layout
+from sena_cli import bounded, layout
 from sena_cli.artifacts import file_identity, fingerprint, sampled_image_loader
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
@@ -114,7 +114,7 @@ def deepspeed_config(params: Params) -> dict | None:
         raise SenaError("a DeepSpeed launch without a DeepSpeed config file: set deepspeed_config_file in the "
                         "accelerate config (see configs/accelerate/zero2.yaml)")
     try:
-        config = json.loads(Path(path).read_text())
+        config = json.loads(bounded.read_text(path, "max_checkpoint_file_bytes", "DeepSpeed config"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SenaError(f"{path}: DeepSpeed config unreadable ({exc.__class__.__name__}); fix it") from None
     if not isinstance(config, dict):

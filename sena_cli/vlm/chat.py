@@ -22,8 +22,10 @@ conversations as chat templates, which `model.conversation` puts in place of the
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
+from sena_cli import bounded
 from sena_cli.errors import SenaError
 
 # LLaVA's conv_vicuna_v1 (llava/conversation.py, SeparatorStyle.TWO, seps " " and "</s>"): the system
@@ -46,6 +48,42 @@ VICUNA_V1 = (
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 CONVERSATIONS = {"vicuna_v1": VICUNA_V1}
+
+
+def _sized(rendered: str, messages: list[dict]) -> str:
+    """A rendered conversation no longer than limits.max_text_chars (before the tokenizer sees it): a
+    template that repeats its input is refused here, naming the template."""
+    limit = bounded.limits().max_text_chars
+    if len(rendered) > limit:
+        given = sum(len(c.get("text", "")) for m in messages for c in m["content"] if isinstance(c, dict))
+        raise SenaError(f"the chat template rendered {len(rendered)} characters from {given} characters of "
+                        f"messages, more than limits.max_text_chars ({limit}); fix the checkpoint's chat "
+                        "template (does it loop?) or shorten the prompt")
+    return rendered
+
+
+def _probe(processor) -> None:
+    """Render a one-line conversation within limits.max_template_seconds, or refuse the template: a
+    template whose loops never end would hang every stage at its first prompt. (The render runs in a
+    daemon thread, which is left behind when it does not end: the command then stops in one line.)"""
+    seconds = bounded.limits().max_template_seconds
+    done: list = []
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
+
+    def render():
+        try:
+            done.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        except Exception as exc:  # noqa: BLE001 - reported below, in the caller's thread
+            done.append(exc)
+
+    worker = threading.Thread(target=render, daemon=True, name="chat-template-probe")
+    worker.start()
+    worker.join(seconds)
+    if not done:
+        raise SenaError(f"the chat template did not render a one-line prompt within {seconds:g} s "
+                        "(limits.max_template_seconds): it loops; fix the checkpoint's chat template")
+    if isinstance(done[0], str):
+        _sized(done[0], messages)
 
 
 def _ids(value) -> list[int]:
@@ -71,6 +109,7 @@ class ChatFormat:
         if not end_ids:
             raise SenaError("the model has no end-of-sequence token (generation_config.eos_token_id, "
                             "tokenizer.eos_token); set one so answers can end")
+        _probe(processor)
         prefix, suffix = _special_tokens_added(tok)
         # A tokenizer that appends tokens to every text would end each prompt with them: encode plainly then.
         add = bool(prefix) and not suffix
@@ -80,7 +119,8 @@ class ChatFormat:
     # ------------------------------------------------------------ text
 
     def _render(self, messages: list[dict], generation_prompt: bool) -> str:
-        return self.processor.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+        return _sized(text, messages)
 
     @staticmethod
     def _user(text: str, with_image: bool) -> dict:

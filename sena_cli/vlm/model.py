@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
+from sena_cli import bounded
 from sena_cli.artifacts import atomic_write_text, to_rgb
 from sena_cli.errors import SenaError
 from sena_cli.frame import POINTER, made_by, read_json
@@ -114,8 +115,9 @@ def check_model_dir(path: Path) -> None:
     """Refuse, in one line, a folder that is not a save_pretrained model with safetensors weights."""
     if not path.is_dir():
         raise SenaError(f"{path}: model directory not found; build it first (e.g. `sena base`) or fix the path")
-    if not (path / "config.json").is_file():
+    if not (path / "config.json").exists():
         raise SenaError(f"{path}: no config.json, so this is not a saved model; point to a save_pretrained folder")
+    bounded.check_checkpoint_files(path)  # regular files within limits.max_checkpoint_file_bytes
     if not any(path.glob("*.safetensors")):
         raise SenaError(f"{path}: no .safetensors weights; sena loads safetensors only (no pickle)")
     for file in sorted(path.glob("*.safetensors")):
@@ -124,27 +126,21 @@ def check_model_dir(path: Path) -> None:
                             "stage that wrote it: `sena base`, `sena train --iter K`) or copy it again")
 
 
-SAFETENSORS_HEADER_MAX = 100_000_000  # the safetensors library's own limit on the JSON header
-
-
 def safetensors_fault(file: Path) -> str | None:
     """Why a .safetensors file is not whole (0 bytes, cut short, a header claiming more than the
-    file holds), from its 8-byte length and JSON header alone, or None. Loading such a file gives
-    `SafetensorError: header too small` naming no file."""
+    file holds or than limits.max_safetensors_header_bytes), from its 8-byte length and JSON header
+    alone, or None. Loading such a file gives `SafetensorError: header too small` naming no file."""
     import json
 
+    if kind := bounded.irregular(os.stat(file)):
+        return f"{kind}, not a regular file"
     size = file.stat().st_size
     if size == 0:
         return "0 bytes"
     with open(file, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return f"cut short ({size} bytes, less than the 8-byte header length)"
-        n = int.from_bytes(head, "little")
-        if n > SAFETENSORS_HEADER_MAX:
-            return f"damaged (its header length reads {n} bytes, more than safetensors allows)"
-        if 8 + n > size:
-            return f"cut short (its header claims {n} bytes; the file has {size})"
+        n = bounded.safetensors_header_length(file, f, size)
+        if isinstance(n, str):
+            return n
         try:
             header = json.loads(f.read(n))
             end = max((t["data_offsets"][1] for name, t in header.items() if name != "__metadata__"), default=0)
@@ -510,7 +506,8 @@ class VLM:
                 )
             except ValueError as exc:
                 config_file = Path(target) / "config.json"
-                kind = json.loads(config_file.read_text()).get("model_type", "?") if config_file.is_file() else "?"
+                kind = (json.loads(bounded.read_text(config_file, "max_checkpoint_file_bytes")).get("model_type", "?")
+                        if config_file.is_file() else "?")
                 raise SenaError(
                     f"{target}: model type '{kind}' is not an image-text-to-text model; point to a VLM checkpoint"
                 ) from exc
@@ -540,6 +537,8 @@ class VLM:
         sees them, vlm/pixels.py) before the model runs: how `qa` feeds the corrupted copies.
         """
         outputs: list[str] = []
+        for n, text in enumerate(texts, 1):  # sized before the tokenizer sees it (a 100 MB one aborted it)
+            bounded.check_text(text, f"prompt {n} of {len(texts)}")
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
             prompts = [self.chat.prompt(t, with_image=images is not None) for t in chunk]

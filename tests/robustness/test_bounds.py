@@ -5,9 +5,11 @@ import json
 
 import pytest
 
-from sena_cli.frame import MAX_TEXT_CHARS
+from sena_cli.bounded import limits
 from tests.robustness.helpers import fails
 from tests.robustness.test_schemas import _edited, _no_model
+
+MAX_TEXT_CHARS = limits().max_text_chars
 
 
 def _line(n, change):
@@ -34,10 +36,11 @@ PAIRS = "data/iter1/pairs/pairs.jsonl"
     (PAIRS, lambda r: r.update(ref_chosen_logp_mean=0.25), "train",
      "data/iter1/pairs/pairs.jsonl: line 2: 'ref_chosen_logp_mean' must be a log-probability"),
     (PAIRS, lambda r: r.update(chosen="a" * (MAX_TEXT_CHARS + 1)), "train",
-     f"data/iter1/pairs/pairs.jsonl: line 2: 'chosen' must be text of at most {MAX_TEXT_CHARS} characters, got "
+     f"data/iter1/pairs/pairs.jsonl: line 2: 'chosen' must be text of at most limits.max_text_chars characters, got "
      f"\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa... ({MAX_TEXT_CHARS + 1} characters); rerun `sena pair --iter 1`"),
     ("data/iter1/qa/records.jsonl", lambda r: r.update(corrupted_answer="b" * (MAX_TEXT_CHARS + 1)), "pair",
-     f"data/iter1/qa/records.jsonl: line 2: 'corrupted_answer' must be text of at most {MAX_TEXT_CHARS} characters"),
+     "data/iter1/qa/records.jsonl: line 2: 'corrupted_answer' must be text of at most limits.max_text_chars "
+     "characters"),
     ("data/iter1/noised/index.jsonl", lambda r: r.update(seed=-3), "qa",
      "data/iter1/noised/index.jsonl: line 2: 'seed' must be a whole number in [0, 9223372036854775807], got -3; "
      "rerun `sena noise --iter 1`"),
