@@ -273,6 +273,9 @@ class QAPrompts:
 class QAParams:
     batch_size: int = param(8, "images per generation batch", 1, 65536)
     max_new_tokens: int = param(512, "longest answer (reference: 512)", 1, 131_072)
+    length_batches: bool = param(True, "a generation batch holds only long (descriptions and their "
+                                 "enhancements) or only short requests, so short answers do not wait for long "
+                                 "ones; greedy outputs are the same either way (false = the reference's order)")
     check_with_image: bool = param(True, "check the question with the image (paper); false = text only "
                                    "(the reference code)")
     drop_question_words: list[str] = param(["name"], "questions containing these words are dropped (reference)")

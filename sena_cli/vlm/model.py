@@ -423,6 +423,26 @@ def load_preprocessor(path: str | Path, *, trust_remote_code: bool = False, sett
 # ---------------------------------------------------------------- the model
 
 
+def length_batches(lengths: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Indices of texts in batches of at most `batch_size`, each of one length class, classes in
+    the order they first appear and texts in their order within a class."""
+    groups: dict[str, list[int]] = {}
+    for i, length in enumerate(lengths):
+        groups.setdefault(length, []).append(i)
+    return [rows[s : s + batch_size] for rows in groups.values() for s in range(0, len(rows), batch_size)]
+
+
+class _PerSequenceCap:
+    """A stopping criterion: sequence i is done once it has caps[i] new tokens."""
+
+    def __init__(self, caps: list[int], start: int):
+        self.caps = torch.tensor(caps)
+        self.start = start
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return (input_ids.shape[1] - self.start) >= self.caps.to(input_ids.device)
+
+
 class VLM:
     """A loaded model with its Preprocessor, in eval mode, on one device."""
 
@@ -489,41 +509,59 @@ class VLM:
         images: Sequence[Image.Image] | None,
         texts: Sequence[str],
         *,
-        max_new_tokens: int,
+        max_new_tokens: int | Sequence[int],
         batch_size: int = 8,
         pixel_transform: PixelTransform | None = None,
         keys: Sequence[str] | None = None,
         on_batch: Callable[[int], None] = lambda n: None,
+        lengths: Sequence[str] | None = None,
     ) -> list[str]:
         """Greedy answers to `texts`, each about the matching image (text-only when images is None).
 
+        `max_new_tokens` is one cap for all or one per text; each sequence stops at its own cap or
+        end token. `lengths`, when given, is a length class per text ("long", "short"): a batch
+        then holds texts of one class only, so short answers do not wait for long descriptions
+        (greedy outputs are the same; the answers come back in the order of `texts`).
         `pixel_transform(pictures, keys)`, when given, replaces each image's pictures (as the model
         sees them, vlm/pixels.py) before the model runs: how `qa` feeds the corrupted copies.
         """
-        outputs: list[str] = []
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start : start + batch_size])
+        n = len(texts)
+        caps = [max_new_tokens] * n if isinstance(max_new_tokens, int) else [int(c) for c in max_new_tokens]
+        if len(caps) != n:
+            raise ValueError(f"max_new_tokens: {len(caps)} caps for {n} texts")
+        batches = length_batches(lengths, batch_size) if lengths is not None else \
+            [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+        outputs: list[str] = [""] * n
+        for rows in batches:
+            chunk = [texts[i] for i in rows]
             prompts = [self.chat.prompt(t, with_image=images is not None) for t in chunk]
-            inputs = self.pre.inputs(images[start : start + batch_size] if images is not None else None, prompts)
+            inputs = self.pre.inputs([images[i] for i in rows] if images is not None else None, prompts)
             if pixel_transform is not None:
                 pictures = self.pre.layout.pictures(inputs)
-                new = pixel_transform(pictures, list(keys[start : start + batch_size]))
+                new = pixel_transform(pictures, [keys[i] for i in rows])
                 inputs["pixel_values"] = self.pre.layout.with_pictures(inputs, new)
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-            outputs.extend(self._generate(inputs, max_new_tokens))
+            for i, out in zip(rows, self._generate(inputs, [caps[i] for i in rows]), strict=True):
+                outputs[i] = out
             on_batch(len(chunk))
         return outputs
 
-    def _generate(self, inputs, max_new_tokens: int) -> list[str]:
+    def _generate(self, inputs, caps: list[int]) -> list[str]:
+        from transformers import StoppingCriteriaList
+
         tok = self.processor.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else self.chat.end_ids[0]
+        start = inputs["input_ids"].shape[1]
+        extra = {}
+        if len(set(caps)) > 1:  # each sequence stops at its own cap; the batch runs to the largest
+            extra["stopping_criteria"] = StoppingCriteriaList([_PerSequenceCap(caps, start)])
         out = self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
-            pad_token_id=pad, eos_token_id=list(self.chat.end_ids),
+            **inputs, max_new_tokens=max(caps), do_sample=False,
+            pad_token_id=pad, eos_token_id=list(self.chat.end_ids), **extra,
         )
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        new_tokens = [row[start : start + cap] for row, cap in zip(out, caps, strict=True)]
         return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
     # ------------------------------------------------------------ log-probs
