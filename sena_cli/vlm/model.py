@@ -432,6 +432,84 @@ def length_batches(lengths: Sequence[str], batch_size: int) -> list[list[int]]:
     return [rows[s : s + batch_size] for rows in groups.values() for s in range(0, len(rows), batch_size)]
 
 
+class ImageFeatures:
+    """The vision features of images, each computed once and reused by all of that image's prompts.
+
+    Keyed by the pixels the model sees (the processor's output for one image, after any
+    pixel_transform), so a clean image and its corrupted copy are two entries, and the same image
+    asked again hits. Holds at most `limit` images, the least recently used going first.
+    """
+
+    def __init__(self, limit: int):
+        from collections import OrderedDict
+
+        self.limit = max(1, limit)
+        self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> torch.Tensor | None:
+        found = self._store.get(key)
+        if found is not None:
+            self._store.move_to_end(key)
+        return found
+
+    def put(self, key: str, features: torch.Tensor) -> None:
+        self._store[key] = features
+        self._store.move_to_end(key)
+        while len(self._store) > self.limit:
+            self._store.popitem(last=False)
+
+
+# What the processors give besides tokens: the pixel inputs of the families' image encoders.
+_PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "image_sizes")
+
+
+def _per_image_pixels(inputs) -> list[dict[str, torch.Tensor]]:
+    """Each image's own slice of a batch's pixel inputs (one image per prompt): LLaVA's and Idefics3's
+    rows of pixel_values (and pixel_attention_mask), Qwen2-VL's patch rows split by image_grid_thw."""
+    n = inputs["input_ids"].shape[0]
+    grids = inputs.get("image_grid_thw")
+    rows = None
+    if grids is not None:
+        sizes = grids.prod(-1).tolist()
+        rows = torch.split(inputs["pixel_values"], sizes)
+    out = []
+    for i in range(n):
+        one = {}
+        for key in (*_PIXEL_KEYS, "image_grid_thw"):
+            if key not in inputs:
+                continue
+            one[key] = rows[i] if key == "pixel_values" and rows is not None else inputs[key][i : i + 1]
+        if one["pixel_values"].dim() == 5:  # Idefics3's tiles, padded to the batch's most with all-zero tiles
+            real = ~(one["pixel_values"][0] == 0).flatten(1).all(1)  # the model drops those the same way
+            one = {key: v[:, real] if key in ("pixel_values", "pixel_attention_mask") else v for key, v in one.items()}
+        out.append(one)
+    return out
+
+
+def _pixel_key(one: dict[str, torch.Tensor]) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for key in sorted(one):
+        t = one[key].detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _joined(pieces: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Images' pixel inputs as one batch; Idefics3's tiles padded again with all-zero tiles."""
+    out, tiled = {}, pieces[0]["pixel_values"].dim() == 5
+    for key in pieces[0]:
+        parts = [p[key] for p in pieces]
+        if tiled and key in ("pixel_values", "pixel_attention_mask"):
+            most = max(t.shape[1] for t in parts)
+            parts = [torch.cat([t, t.new_zeros((1, most - t.shape[1], *t.shape[2:]))], 1) for t in parts]
+        out[key] = torch.cat(parts)
+    return out
+
+
 class _PerSequenceCap:
     """A stopping criterion: sequence i is done once it has caps[i] new tokens."""
 
@@ -515,6 +593,7 @@ class VLM:
         keys: Sequence[str] | None = None,
         on_batch: Callable[[int], None] = lambda n: None,
         lengths: Sequence[str] | None = None,
+        features: ImageFeatures | None = None,
     ) -> list[str]:
         """Greedy answers to `texts`, each about the matching image (text-only when images is None).
 
@@ -522,6 +601,8 @@ class VLM:
         end token. `lengths`, when given, is a length class per text ("long", "short"): a batch
         then holds texts of one class only, so short answers do not wait for long descriptions
         (greedy outputs are the same; the answers come back in the order of `texts`).
+        `features`, when given, holds each image's vision features: computed once per image (as
+        the model sees it) and reused by all of its prompts, here and in later calls.
         `pixel_transform(pictures, keys)`, when given, replaces each image's pictures (as the model
         sees them, vlm/pixels.py) before the model runs: how `qa` feeds the corrupted copies.
         """
@@ -540,15 +621,46 @@ class VLM:
                 pictures = self.pre.layout.pictures(inputs)
                 new = pixel_transform(pictures, [keys[i] for i in rows])
                 inputs["pixel_values"] = self.pre.layout.with_pictures(inputs, new)
+            encoded = None
+            if features is not None and images is not None and "pixel_values" in inputs:
+                encoded = self._image_features(inputs, features)
+                for key in _PIXEL_KEYS:
+                    inputs.pop(key, None)
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-            for i, out in zip(rows, self._generate(inputs, [caps[i] for i in rows]), strict=True):
+            for i, out in zip(rows, self._generate(inputs, [caps[i] for i in rows], encoded), strict=True):
                 outputs[i] = out
             on_batch(len(chunk))
         return outputs
 
-    def _generate(self, inputs, caps: list[int]) -> list[str]:
+    def _image_features(self, inputs, features: ImageFeatures) -> dict:
+        """The batch's vision features as generate's `mm_encoder_outputs`, encoding only the images
+        `features` does not hold yet (in one call of the family's own image encoder)."""
+        import inspect
+
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        pieces = _per_image_pixels(inputs)
+        keys = [_pixel_key(p) for p in pieces]
+        missing = list(dict.fromkeys(k for k in keys if features.get(k) is None))
+        found = {k: features.get(k) for k in keys if k not in missing}
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            batch = _joined([pieces[first[k]] for k in missing])
+            encode = self.model.base_model.get_image_features
+            wanted = set(inspect.signature(encode).parameters)
+            args = {key: v.to(self.device) for key, v in batch.items() if key in wanted}
+            args["pixel_values"] = args["pixel_values"].to(self.model.dtype)
+            per_image = encode(**args, return_dict=True).pooler_output
+            for k, f in zip(missing, per_image, strict=True):
+                features.put(k, f)
+                found[k] = f
+            features.misses += len(missing)
+        features.hits += len(keys) - len(missing)
+        return {"image": BaseModelOutputWithPooling(pooler_output=[found[k] for k in keys])}
+
+    def _generate(self, inputs, caps: list[int], encoded: dict | None = None) -> list[str]:
         from transformers import StoppingCriteriaList
 
         tok = self.processor.tokenizer
@@ -560,6 +672,7 @@ class VLM:
         out = self.model.generate(
             **inputs, max_new_tokens=max(caps), do_sample=False,
             pad_token_id=pad, eos_token_id=list(self.chat.end_ids), **extra,
+            **({"mm_encoder_outputs": encoded} if encoded is not None else {}),
         )
         new_tokens = [row[start : start + cap] for row, cap in zip(out, caps, strict=True)]
         return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
