@@ -278,6 +278,11 @@ class QAParams:
                                  "ones; greedy outputs are the same either way (false = the reference's order)")
     reuse_image_features: bool = param(True, "each image's vision features computed once per chunk and reused "
                                        "by all of its prompts (same greedy answers); false = encoded per prompt")
+    decode: str = param("auto", "how decode steps run (same greedy answers): dynamic = a growing KV cache, eager "
+                        "(transformers' default); static = a preallocated KV cache, eager; compiled = the static "
+                        "cache and a torch.compile'd decode step (CUDA graphs); auto = compiled on a GPU, dynamic "
+                        "on a CPU (compiling there costs more than it saves)",
+                        choices=["auto", "dynamic", "static", "compiled"])
     check_with_image: bool = param(True, "check the question with the image (paper); false = text only "
                                    "(the reference code)")
     drop_question_words: list[str] = param(["name"], "questions containing these words are dropped (reference)")

@@ -60,7 +60,8 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, corrupti
         """Greedy answers; the first `long` texts are long requests (descriptions), the rest short."""
         lengths = ["long"] * long + ["short"] * (len(texts) - long) if params.qa.length_batches else None
         return vlm.generate(imgs, texts, max_new_tokens=n_new, batch_size=bs, pixel_transform=transform, keys=keys,
-                            lengths=lengths, features=features if imgs is not None else None)
+                            lengths=lengths, features=features if imgs is not None else None,
+                            decode=params.qa.decode)
 
     drops = {"no_question": 0, "dropped_word": 0}
     if params.qa.self_questioning:

@@ -423,6 +423,35 @@ def load_preprocessor(path: str | Path, *, trust_remote_code: bool = False, sett
 # ---------------------------------------------------------------- the model
 
 
+DECODES = ("auto", "dynamic", "static", "compiled")
+
+
+def decode_mode(setting: str, device: torch.device) -> str:
+    """qa.decode resolved for a device: 'auto' is compiled on a GPU, dynamic elsewhere (compiling the decode
+    step on a CPU takes minutes of a run of seconds)."""
+    if setting not in DECODES:
+        raise SenaError(f"qa.decode: '{setting}' is not one of {', '.join(DECODES)}; pick one")
+    if setting == "auto":
+        return "compiled" if device.type == "cuda" else "dynamic"
+    return setting
+
+
+def decode_kwargs(setting: str, device: torch.device) -> dict:
+    """generate()'s arguments for a decode mode: dynamic = transformers' growing DynamicCache, eager;
+    static = a preallocated StaticCache (sized for the longest call so far), eager; compiled = the static
+    cache with the decode step under torch.compile (CUDA graphs on a GPU: mode reduce-overhead)."""
+    mode = decode_mode(setting, device)
+    if mode == "dynamic":
+        return {}
+    if mode == "static":
+        return {"cache_implementation": "static", "disable_compile": True}
+    from transformers import CompileConfig
+
+    config = CompileConfig()
+    config._compile_all_devices = device.type != "cuda"  # transformers compiles on GPUs only unless told
+    return {"cache_implementation": "static", "compile_config": config}
+
+
 def length_batches(lengths: Sequence[str], batch_size: int) -> list[list[int]]:
     """Indices of texts in batches of at most `batch_size`, each of one length class, classes in
     the order they first appear and texts in their order within a class."""
@@ -594,6 +623,7 @@ class VLM:
         on_batch: Callable[[int], None] = lambda n: None,
         lengths: Sequence[str] | None = None,
         features: ImageFeatures | None = None,
+        decode: str = "dynamic",
     ) -> list[str]:
         """Greedy answers to `texts`, each about the matching image (text-only when images is None).
 
@@ -603,6 +633,7 @@ class VLM:
         (greedy outputs are the same; the answers come back in the order of `texts`).
         `features`, when given, holds each image's vision features: computed once per image (as
         the model sees it) and reused by all of its prompts, here and in later calls.
+        `decode` is how the decode steps run (see `decode_kwargs`): dynamic, static, compiled or auto.
         `pixel_transform(pictures, keys)`, when given, replaces each image's pictures (as the model
         sees them, vlm/pixels.py) before the model runs: how `qa` feeds the corrupted copies.
         """
@@ -629,7 +660,7 @@ class VLM:
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-            for i, out in zip(rows, self._generate(inputs, [caps[i] for i in rows], encoded), strict=True):
+            for i, out in zip(rows, self._generate(inputs, [caps[i] for i in rows], encoded, decode), strict=True):
                 outputs[i] = out
             on_batch(len(chunk))
         return outputs
@@ -660,7 +691,7 @@ class VLM:
         features.hits += len(keys) - len(missing)
         return {"image": BaseModelOutputWithPooling(pooler_output=[found[k] for k in keys])}
 
-    def _generate(self, inputs, caps: list[int], encoded: dict | None = None) -> list[str]:
+    def _generate(self, inputs, caps: list[int], encoded: dict | None = None, decode: str = "dynamic") -> list[str]:
         from transformers import StoppingCriteriaList
 
         tok = self.processor.tokenizer
@@ -673,6 +704,7 @@ class VLM:
             **inputs, max_new_tokens=max(caps), do_sample=False,
             pad_token_id=pad, eos_token_id=list(self.chat.end_ids), **extra,
             **({"mm_encoder_outputs": encoded} if encoded is not None else {}),
+            **decode_kwargs(decode, self.device),
         )
         new_tokens = [row[start : start + cap] for row, cap in zip(out, caps, strict=True)]
         return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -50,3 +50,36 @@ def test_each_sequence_stops_at_its_own_cap(vlm, images):
     long_alone = vlm.generate(imgs[:1], texts[:1], max_new_tokens=12)[0]
     assert len(vlm.processor.tokenizer(together[0], add_special_tokens=False).input_ids) <= 3 + 1
     assert together[0] != long_alone or len(long_alone.split()) <= 3
+
+
+def _decode_case(vlm, images, decode):
+    texts = ["Describe the image concisely.", "What color is the shape?", "How many shapes are there?"]
+    first = vlm.generate(images, texts, max_new_tokens=[12, 5, 8], batch_size=2, decode=decode)
+    # A second call with a longer cap: the static cache is sized anew (transformers keeps the longest).
+    second = vlm.generate(images[:2], texts[:2], max_new_tokens=16, batch_size=2, decode=decode)
+    return first, second
+
+
+def test_a_static_cache_gives_the_dynamic_caches_answers(vlm, images):
+    vlm.model.__dict__.pop("_previous_max_cache_length", None)
+    static = _decode_case(vlm, images, "static")
+    assert vlm.model._previous_max_cache_length > 16  # transformers did build a StaticCache
+    assert static == _decode_case(vlm, images, "dynamic")
+    assert any(_decode_case(vlm, images, "dynamic")[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiling the decode step takes ~100 s on a CPU; "
+                    "benchmarks/gpu_scale.py checks it on a GPU")
+def test_a_compiled_decode_step_gives_the_eager_answers(vlm, images):
+    assert _decode_case(vlm, images, "compiled") == _decode_case(vlm, images, "dynamic")
+
+
+def test_auto_compiles_on_a_gpu_only():
+    from sena_cli.errors import SenaError
+    from sena_cli.vlm.model import decode_kwargs, decode_mode
+
+    assert decode_mode("auto", torch.device("cpu")) == "dynamic"
+    assert decode_mode("auto", torch.device("cuda", 0)) == "compiled"
+    assert decode_kwargs("static", torch.device("cpu")) == {"cache_implementation": "static", "disable_compile": True}
+    with pytest.raises(SenaError, match="qa.decode: 'fast' is not one of"):
+        decode_mode("fast", torch.device("cpu"))

@@ -88,3 +88,13 @@ def test_the_cache_keeps_at_most_its_limit():
     for key in "abc":
         features.put(key, torch.zeros(1))
     assert features.get("a") is None and features.get("b") is not None and features.get("c") is not None
+
+
+def test_a_static_cache_gives_the_same_answers(vlm):
+    """qa.decode static against dynamic on every family (mrope, tiles), with feature reuse on."""
+    images = _images()
+    texts = [TEXTS[i % 3] for i in range(3)]
+    dynamic = vlm.generate(images, texts, max_new_tokens=[8, 4, 6], batch_size=2, features=ImageFeatures(8))
+    static = vlm.generate(images, texts, max_new_tokens=[8, 4, 6], batch_size=2, features=ImageFeatures(8),
+                          decode="static")
+    assert static == dynamic and any(dynamic)
