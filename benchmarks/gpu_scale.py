@@ -342,16 +342,16 @@ def run_decode(shape: dict, layers: int, batch: int, new_tokens: int, per_image:
     images = _images(batch)
     texts = [f"{PROMPT} {WORDS[1000 + j]}" for j in range(per_image) for _ in range(batch)]
     imgs = [images[i] for _ in range(per_image) for i in range(batch)]  # a batch: different images, as in qa
-    calls = {"steps": 0}
-    lm = model.model.language_model
-    forward = lm.forward
+    calls = {"steps": 0}  # one decode step per token column generated, counted outside the (compiled) forward
+    model_generate = model.generate
 
-    @functools.wraps(forward)
+    @functools.wraps(model_generate)
     def counted(*a, **k):
-        calls["steps"] += 1
-        return forward(*a, **k)
+        out = model_generate(*a, **k)
+        calls["steps"] += out.shape[1] - k["input_ids"].shape[1]
+        return out
 
-    lm.forward = counted
+    model.generate = counted
     prompt_tokens = vlm.pre.inputs([images[0]], [vlm.chat.prompt(texts[0])])["input_ids"].shape[1]
     out = {"params": sum(p.numel() for p in model.parameters()), "dtype": str(model.dtype), "layers": layers,
            "prompt_tokens": prompt_tokens, "bytes": bytes_per_step(model, batch, prompt_tokens + new_tokens / 2)}

@@ -5,7 +5,9 @@ Paths (each runs qa_chunk, qa's own step 3, greedy, on the same images and promp
 - today: batched, mixed-length batches, each prompt encodes its image, dynamic KV cache;
 - new: batches by length (qa.length_batches), each image's vision features once (qa.reuse_image_features),
   qa.decode auto (compiled on a GPU, dynamic on a CPU);
-- new, static: the same with qa.decode static (the preallocated KV cache, eager).
+- new, static: the same with qa.decode static (the preallocated KV cache, eager);
+- new, compiled (--compiled): qa.decode compiled, its first compilation included.
+Steps/s counts one decode step per token column generated (a batch runs until its last answer ends).
 For each: images/s, decode steps/s (forward passes of the language model, prefill included), new
 tokens/s (tokens of the decoded answers), images through the vision encoder, and whether the records
 equal today's. Models: the embedded θ0 (the folder --model, else an untrained micro θ0 built here) and
@@ -54,19 +56,21 @@ class InMemoryNoised:
 
 
 class Counters:
-    """Forward passes of the language model, images through the vision encoder, tokens of the answers."""
+    """Decode steps (one per token column a generate() call produces: the forward passes, prefill
+    included), images through the vision encoder, tokens of the decoded answers. Counted outside the
+    model's forward, so a compiled decode step sees no Python counter (it would recompile per value)."""
 
     def __init__(self, vlm: VLM):
         self.steps = self.encoded = self.tokens = 0
-        lm = vlm.model.base_model.language_model
-        base = vlm.model.base_model
-        forward, encode, generate = lm.forward, base.get_image_features, vlm.generate
+        model, base = vlm.model, vlm.model.base_model
+        model_generate, encode, generate = model.generate, base.get_image_features, vlm.generate
         tok = vlm.processor.tokenizer
 
-        @functools.wraps(forward)
-        def counted_forward(*a, **k):
-            self.steps += 1
-            return forward(*a, **k)
+        @functools.wraps(model_generate)
+        def counted_model_generate(*a, **k):
+            out = model_generate(*a, **k)
+            self.steps += out.shape[1] - k["input_ids"].shape[1]
+            return out
 
         @functools.wraps(encode)  # generate reads the encoder's signature
         def counted_encode(*a, **k):
@@ -79,7 +83,7 @@ class Counters:
             self.tokens += sum(len(tok(t, add_special_tokens=False).input_ids) for t in answers)
             return answers
 
-        lm.forward, base.get_image_features, vlm.generate = counted_forward, counted_encode, counted_generate
+        model.generate, base.get_image_features, vlm.generate = counted_model_generate, counted_encode, counted_generate
 
     def reset(self) -> None:
         self.steps = self.encoded = self.tokens = 0
@@ -130,6 +134,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=32, help="qa.max_new_tokens")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compiled", action="store_true", help="also the new path with qa.decode compiled (on a "
+                    "CPU the compilation takes minutes; its time is part of the row)")
     ap.add_argument("--tiny", action="store_true", help="4 images, batch 4, 8 new tokens")
     args = ap.parse_args()
     if args.tiny:
@@ -161,7 +167,8 @@ def main() -> None:
             run(vlm, params, items[:2], images[:2], noised, 2, counters)  # warm-up
             print(f"\n{family}: {source}")
             results = {"one at a time": run(vlm, params, items, images, noised, 1, counters, **PATHS["today"])}
-            for name, qa in PATHS.items():
+            paths = {**PATHS, **({"new, compiled": {**PATHS["new"], "decode": "compiled"}} if args.compiled else {})}
+            for name, qa in paths.items():
                 results[name] = run(vlm, params, items, images, noised, args.batch_size, counters, **qa)
             today = results["today"][1]
             for name, (m, records) in results.items():

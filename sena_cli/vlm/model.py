@@ -424,6 +424,7 @@ def load_preprocessor(path: str | Path, *, trust_remote_code: bool = False, sett
 
 
 DECODES = ("auto", "dynamic", "static", "compiled")
+STATIC_CACHE_STEP = 256  # a static cache's length is rounded up to a multiple of this
 
 
 def decode_mode(setting: str, device: torch.device) -> str:
@@ -644,7 +645,11 @@ class VLM:
         batches = length_batches(lengths, batch_size) if lengths is not None else \
             [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
         outputs: list[str] = [""] * n
+        compiled = decode_mode(decode, self.device) == "compiled"
         for rows in batches:
+            real = len(rows)
+            if compiled and real < batch_size:  # one batch shape for the compiled step: fill with the last request
+                rows = rows + [rows[-1]] * (batch_size - real)
             chunk = [texts[i] for i in rows]
             prompts = [self.chat.prompt(t, with_image=images is not None) for t in chunk]
             inputs = self.pre.inputs([images[i] for i in rows] if images is not None else None, prompts)
@@ -660,9 +665,10 @@ class VLM:
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-            for i, out in zip(rows, self._generate(inputs, [caps[i] for i in rows], encoded, decode), strict=True):
+            answers = self._generate(inputs, [caps[i] for i in rows], encoded, decode)
+            for i, out in zip(rows[:real], answers[:real], strict=True):
                 outputs[i] = out
-            on_batch(len(chunk))
+            on_batch(real)
         return outputs
 
     def _image_features(self, inputs, features: ImageFeatures) -> dict:
@@ -698,6 +704,8 @@ class VLM:
         pad = tok.pad_token_id if tok.pad_token_id is not None else self.chat.end_ids[0]
         start = inputs["input_ids"].shape[1]
         extra = {}
+        if decode_mode(decode, self.device) != "dynamic":  # few cache lengths, so few compiled graphs
+            extra["max_cache_len"] = -(-(start + max(caps)) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
         if len(set(caps)) > 1:  # each sequence stops at its own cap; the batch runs to the largest
             extra["stopping_criteria"] = StoppingCriteriaList([_PerSequenceCap(caps, start)])
         out = self.model.generate(
