@@ -83,3 +83,24 @@ def test_auto_compiles_on_a_gpu_only():
     assert decode_kwargs("static", torch.device("cpu")) == {"cache_implementation": "static", "disable_compile": True}
     with pytest.raises(SenaError, match="qa.decode: 'fast' is not one of"):
         decode_mode("fast", torch.device("cpu"))
+
+
+def test_the_compiled_path_fills_every_batch_and_drops_the_filling(vlm, images, monkeypatch):
+    """Its batching, run eagerly (the static cache without torch.compile): one batch shape, same answers."""
+    import sena_cli.vlm.model as m
+
+    static = m.decode_kwargs("static", torch.device("cpu"))
+    monkeypatch.setattr(m, "decode_kwargs", lambda setting, device: static)
+    shapes = []
+    generate = vlm.model.generate
+
+    def recorded(*a, **k):
+        shapes.append(tuple(k["input_ids"].shape[:1]))
+        return generate(*a, **k)
+
+    monkeypatch.setattr(vlm.model, "generate", recorded)
+    texts = ["Describe the image concisely.", "What color is the shape?", "How many shapes are there?"]
+    ticks = []
+    compiled = vlm.generate(images, texts, max_new_tokens=6, batch_size=2, decode="compiled", on_batch=ticks.append)
+    assert shapes == [(2,), (2,)] and ticks == [2, 1]
+    assert compiled == vlm.generate(images, texts, max_new_tokens=6, batch_size=2)
