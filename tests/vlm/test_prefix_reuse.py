@@ -98,3 +98,19 @@ def test_a_static_cache_gives_the_same_answers(vlm):
     static = vlm.generate(images, texts, max_new_tokens=[8, 4, 6], batch_size=2, features=ImageFeatures(8),
                           decode="static")
     assert static == dynamic and any(dynamic)
+
+
+def test_batches_by_length_give_the_same_answers(vlm):
+    """qa.length_batches on every family: batches of one length class, a cap per request, same answers."""
+    images = _images()
+    imgs = [images[i % 3] for i in range(6)]
+    texts = [TEXTS[i % 3] for i in range(6)]
+    lengths = ["long" if t.startswith("Describe") else "short" for t in texts]
+    mixed = vlm.generate(imgs, texts, max_new_tokens=8, batch_size=4)
+    by_length = vlm.generate(imgs, texts, max_new_tokens=8, batch_size=4, lengths=lengths, features=ImageFeatures(8))
+    assert by_length == mixed and any(mixed)
+    capped = vlm.generate(imgs, texts, max_new_tokens=[8 if x == "long" else 3 for x in lengths], batch_size=4,
+                          lengths=lengths)
+    alone = [vlm.generate([im], [t], max_new_tokens=8 if x == "long" else 3)[0]
+             for im, t, x in zip(imgs, texts, lengths, strict=True)]
+    assert capped == alone
