@@ -658,7 +658,7 @@ class VLM:
                 new = pixel_transform(pictures, [keys[i] for i in rows])
                 inputs["pixel_values"] = self.pre.layout.with_pictures(inputs, new)
             encoded = None
-            if features is not None and images is not None and "pixel_values" in inputs:
+            if features is not None and images is not None and "pixel_values" in inputs and self.reuses_features:
                 encoded = self._image_features(inputs, features)
                 for key in _PIXEL_KEYS:
                     inputs.pop(key, None)
@@ -670,6 +670,16 @@ class VLM:
                 outputs[i] = out
             on_batch(real)
         return outputs
+
+    @property
+    def reuses_features(self) -> bool:
+        """Whether precomputed vision features can be fed to this model: transformers' VLMs take them as
+        `mm_encoder_outputs` (LLaVA, Qwen2-VL, Idefics3, ...); a remote-code model that does not is
+        encoded per prompt, as before."""
+        import inspect
+
+        return ("mm_encoder_outputs" in inspect.signature(self.model.forward).parameters
+                and hasattr(self.model.base_model, "get_image_features"))
 
     def _image_features(self, inputs, features: ImageFeatures) -> dict:
         """The batch's vision features as generate's `mm_encoder_outputs`, encoding only the images

@@ -114,3 +114,13 @@ def test_batches_by_length_give_the_same_answers(vlm):
     alone = [vlm.generate([im], [t], max_new_tokens=8 if x == "long" else 3)[0]
              for im, t, x in zip(imgs, texts, lengths, strict=True)]
     assert capped == alone
+
+
+def test_a_model_that_takes_no_precomputed_features_is_encoded_per_prompt(vlm, monkeypatch):
+    """A remote-code VLM without `mm_encoder_outputs`: the cache is left unused, the answers unchanged."""
+    images = _images()[:2]
+    plain = vlm.generate(images, TEXTS[:2], max_new_tokens=6, batch_size=2)
+    monkeypatch.setattr(type(vlm), "reuses_features", property(lambda self: False))
+    features = ImageFeatures(8)
+    assert vlm.generate(images, TEXTS[:2], max_new_tokens=6, batch_size=2, features=features) == plain
+    assert features.misses == features.hits == 0
