@@ -20,6 +20,15 @@ with bf16, fp32 without checkpointing elsewhere; AdamW; vision tower frozen.
 
     python benchmarks/gpu_scale.py --tiny                       # CPU check, about 2 minutes
     python benchmarks/gpu_scale.py --layers 4,8 --batch 32      # one H100/H200
+- decode, today's path against the new one (qa's generation, sena_cli/vlm/model.py), at --decode-layers
+  (default 8 and 32: the full LLaVA-1.5-7B fits one H200 in bf16), batch --batch, --prompts-per-image
+  prompts per image: today = each prompt encodes its image, dynamic KV cache, eager; new = each
+  image's vision features once (qa.reuse_image_features) and qa.decode auto (static KV cache and a
+  torch.compile'd decode step on a GPU; dynamic on a CPU). Forward passes/s, new tokens/s, images/s,
+  and the share of the memory-bandwidth bound: one decode step reads the language model's weights
+  and the batch's KV cache (batch x mean context x layers x 2 x KV width x bytes), so at the card's
+  bandwidth (--bandwidth-tbs; known cards by name) the bound is bandwidth / those bytes steps/s.
+
 Ends with `RESULT gpu_scale <stored/live peak-memory ratio of the DPO step at the most layers>`.
 """
 
@@ -291,11 +300,89 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# Memory bandwidth of known cards, TB/s (vendor figures): the bound's denominator.
+BANDWIDTH_TBS = {"H200": 4.8, "H100 SXM": 3.35, "H100 PCIe": 2.0, "H100": 3.35, "A100-SXM4-80GB": 2.04,
+                 "A100 80GB PCIe": 1.94, "A100": 1.56, "L40S": 0.864, "A10G": 0.6}
+
+
+def card_bandwidth_tbs(name: str) -> float | None:
+    for key, tbs in BANDWIDTH_TBS.items():  # most specific first
+        if key.lower() in name.lower():
+            return tbs
+    return None
+
+
+def bytes_per_step(model, batch: int, context: float) -> dict:
+    """What one decode step reads: the language model's weights (decoder + head; the vision tower is not
+    run in decode) and the KV cache of `batch` sequences of mean length `context`."""
+    lm = model.model.language_model
+    text = model.config.text_config
+    weights = sum(p.numel() * p.element_size() for p in lm.parameters())
+    weights += sum(p.numel() * p.element_size() for p in model.lm_head.parameters())
+    heads = text.num_attention_heads
+    kv_width = (getattr(text, "num_key_value_heads", None) or heads) * (text.hidden_size // heads)
+    element = next(lm.parameters()).element_size()
+    kv = batch * context * text.num_hidden_layers * 2 * kv_width * element
+    return {"weights": weights, "kv": kv, "total": weights + kv}
+
+
+def run_decode(shape: dict, layers: int, batch: int, new_tokens: int, per_image: int) -> dict:
+    """qa's generation, today's path and the new one, on `batch` images asked `per_image` prompts each."""
+    import functools
+
+    from sena_cli.vlm import VLM, ImageFeatures
+    from sena_cli.vlm.model import decode_mode
+
+    model, processor, device = build(shape, layers)
+    model.to(_inference_dtype())
+    vlm = VLM(model, processor)
+    gen = model.generation_config
+    gen.min_new_tokens = new_tokens  # random weights: force every answer to the full length
+    gen.do_sample = False
+    images = _images(batch)
+    texts = [f"{PROMPT} {WORDS[1000 + j]}" for j in range(per_image) for _ in range(batch)]
+    imgs = [images[i] for _ in range(per_image) for i in range(batch)]  # a batch: different images, as in qa
+    calls = {"steps": 0}  # one decode step per token column generated, counted outside the (compiled) forward
+    model_generate = model.generate
+
+    @functools.wraps(model_generate)
+    def counted(*a, **k):
+        out = model_generate(*a, **k)
+        calls["steps"] += out.shape[1] - k["input_ids"].shape[1]
+        return out
+
+    model.generate = counted
+    prompt_tokens = vlm.pre.inputs([images[0]], [vlm.chat.prompt(texts[0])])["input_ids"].shape[1]
+    out = {"params": sum(p.numel() for p in model.parameters()), "dtype": str(model.dtype), "layers": layers,
+           "prompt_tokens": prompt_tokens, "bytes": bytes_per_step(model, batch, prompt_tokens + new_tokens / 2)}
+    for path, decode, reuse in (("today", "dynamic", False), ("new", "auto", True)):
+        def once(decode=decode, reuse=reuse):
+            features = ImageFeatures(2 * batch) if reuse else None
+            return vlm.generate(imgs, texts, max_new_tokens=new_tokens, batch_size=batch, features=features,
+                                decode=decode)
+        _sync()
+        t0 = time.perf_counter()
+        first = once()  # warm-up: compiles the decode step on the compiled path
+        _sync()
+        warm = time.perf_counter() - t0
+        calls["steps"] = 0
+        t0 = time.perf_counter()
+        answers = once()
+        _sync()
+        seconds = time.perf_counter() - t0
+        out[path] = {"decode": decode_mode(decode, device), "seconds": seconds, "warm_up_s": warm,
+                     "steps_per_s": calls["steps"] / seconds, "tokens_per_s": len(texts) * new_tokens / seconds,
+                     "images_per_s": batch / seconds, "prompts": len(texts), "same_as_warm_up": first == answers,
+                     "answers": answers}
+    out["same_answers"] = out["today"].pop("answers") == out["new"].pop("answers")
+    return out
+
+
 def _child(args, *extra) -> dict:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, __file__, *(["--tiny"] if args.tiny else []), "--new-tokens", str(args.new_tokens),
            "--batch", str(args.batch), "--pairs", str(args.pairs), "--pair-batch", str(args.pair_batch),
-           "--train-pairs", str(args.train_pairs), *extra]
+           "--train-pairs", str(args.train_pairs), "--prompts-per-image", str(args.prompts_per_image), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
@@ -312,6 +399,11 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=64, help="pairs scored for pair throughput")
     ap.add_argument("--pair-batch", type=int, default=8)
     ap.add_argument("--train-pairs", type=int, default=4, help="pairs per device in the DPO step")
+    ap.add_argument("--decode-layers", default=None, help="decoder layers of the decode comparison, comma-separated "
+                    "(default 8,32; --tiny: the largest of --layers)")
+    ap.add_argument("--prompts-per-image", type=int, default=4, help="prompts per image in the decode comparison")
+    ap.add_argument("--bandwidth-tbs", type=float, default=None, help="the card's memory bandwidth, TB/s "
+                    "(default: known cards by name; none on a CPU)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     shape = TINY if args.tiny else FULL
@@ -320,6 +412,8 @@ def main() -> None:
         kind, n, *mode = args.child.split(",")
         if kind == "inference":
             result = run_inference(shape, int(n), args.batch, args.new_tokens, args.pairs, args.pair_batch)
+        elif kind == "decode":
+            result = run_decode(shape, int(n), args.batch, args.new_tokens, args.prompts_per_image)
         else:
             result = run_train(shape, int(n), mode[0], args.train_pairs)
         print(json.dumps(result))
@@ -356,6 +450,30 @@ def main() -> None:
             print(f"one regime: max |step-0 log-ratio| over {r['answers']} answers (mean log-prob "
                   f"{r['mean_logp']:.1f}): {r['step0_max_abs']:.2e} nats (reference at batch {p['batch']}, "
                   f"trainer at batch 2); with bf16 weights instead: {r['bf16_weights_max_abs']:.2e} nats")
+    decode_layers = [int(x) for x in (args.decode_layers or (str(max(layers)) if args.tiny else "8,32")).split(",")]
+    bandwidth = args.bandwidth_tbs or (card_bandwidth_tbs(device) if torch.cuda.is_available() else None)
+    print(f"\ndecode, today's path (per-prompt image encoding, dynamic cache, eager) vs the new one (features once "
+          f"per image, qa.decode auto): batch {args.batch}, {args.prompts_per_image} prompts per image, "
+          f"{args.new_tokens} new tokens forced; bound = {bandwidth or 'unknown (no --bandwidth-tbs)'} TB/s / bytes "
+          "per step (weights + KV cache at the mean context)")
+    for n in decode_layers:
+        r = _child(args, "--child", f"decode,{n}")
+        if "error" in r:
+            print(f"  {n:>2} layers: FAILED: {r['error']}\n{r['stderr']}")
+            continue
+        b = r["bytes"]
+        bound = bandwidth * 1e12 / b["total"] if bandwidth else None
+        print(f"  {n:>2} layers ({r['params'] / 1e6:.0f}M parameters, {r['dtype']}, prompt {r['prompt_tokens']} "
+              f"tokens): bytes per step {b['weights'] / 1e9:.2f} GB weights + {b['kv'] / 1e9:.2f} GB KV cache"
+              + (f"; bound {bound:.0f} steps/s" if bound else ""))
+        for path in ("today", "new"):
+            m = r[path]
+            share = f"{m['steps_per_s'] / bound:6.1%} of the bound" if bound else "bound n/a"
+            print(f"    {path:<5} ({m['decode']:>8}): {m['steps_per_s']:8.1f} steps/s {m['tokens_per_s']:9.1f} "
+                  f"tokens/s {m['images_per_s']:7.2f} images/s  {share}  ({m['seconds']:.1f} s; warm-up "
+                  f"{m['warm_up_s']:.1f} s)")
+        print(f"    new / today: {r['new']['steps_per_s'] / r['today']['steps_per_s']:.2f}x; same greedy answers: "
+              f"{r['same_answers']}")
     print(f"\nDPO step, {args.train_pairs} pairs per device (peak memory over 2 steps, time of the 2nd step; "
           "arithmetic: sena_fixtures/memory_model.py's formulas for this run, allocated tensor bytes; comparable "
           "on a GPU only: on CPU, RSS counts touched pages, and trl's head tile buffer (tokens x 32768) is mostly "

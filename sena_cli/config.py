@@ -274,6 +274,16 @@ class QAPrompts:
 class QAParams:
     batch_size: int = param(8, "images per generation batch", 1, 65536)
     max_new_tokens: int = param(512, "longest answer (reference: 512)", 1, 131_072)
+    length_batches: bool = param(True, "a generation batch holds only long (descriptions and their "
+                                 "enhancements) or only short requests, so short answers do not wait for long "
+                                 "ones; greedy outputs are the same either way (false = the reference's order)")
+    reuse_image_features: bool = param(True, "each image's vision features computed once per chunk and reused "
+                                       "by all of its prompts (same greedy answers); false = encoded per prompt")
+    decode: str = param("auto", "how decode steps run (same greedy answers): dynamic = a growing KV cache, eager "
+                        "(transformers' default); static = a preallocated KV cache, eager; compiled = the static "
+                        "cache and a torch.compile'd decode step (CUDA graphs); auto = compiled on a GPU, dynamic "
+                        "on a CPU (compiling there costs more than it saves)",
+                        choices=["auto", "dynamic", "static", "compiled"])
     check_with_image: bool = param(True, "check the question with the image (paper); false = text only "
                                    "(the reference code)")
     drop_question_words: list[str] = param(["name"], "questions containing these words are dropped (reference)")
@@ -385,6 +395,9 @@ class EvalParams:
                                   "name real ones, e.g. [coco_pope, amber, mmbench]")
     batch_size: int = param(32, "images per generation batch", 1, 65536)
     max_new_tokens: int = param(512, "longest answer; CHAIR/AMBER captions are long (reference: 512)", 1, 131_072)
+    image_feature_cache: int = param(512, "images whose vision features are kept and reused while a benchmark "
+                                     "asks several questions of one image (same answers); 0 = encode every "
+                                     "time", 0, 1_000_000)
     chair_prompt: str = param("", "CHAIR's caption prompt; empty = the first of qa.prompts.describe_instructions")
     yes_no_parsing: str = param("pope", "yes/no rule of world_pope and coco_pope: 'pope' = POPE's evaluate.py; "
                                 "'lenient' = any case and punctuation (not POPE's numbers)",

@@ -32,7 +32,7 @@ from sena_cli.frame import ANSWER, METRICS, check_iteration, made_by, publish, r
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks, Shards
 from sena_cli.tracked import tracked_params
-from sena_cli.vlm import VLM
+from sena_cli.vlm import VLM, ImageFeatures
 
 
 def run_eval(
@@ -67,7 +67,7 @@ def run_eval(
             tick(counts[b.name])
             continue
         try:
-            result, recs = b.runner()(ctx, _SharedGeneration(vlm, shards, i), tick)
+            result, recs = b.runner()(ctx, _SharedGeneration(vlm, shards, i, params.eval.image_feature_cache), tick)
         except _OnMain:  # the judge calls of this benchmark are rank 0's
             continue
         if ranks.is_main:
@@ -143,8 +143,10 @@ class _SharedGeneration:
     A batch is named by (benchmark, call, batch, hash of its prompts), so a resumed run reuses
     exactly the answers to the same questions, whichever process count wrote them."""
 
-    def __init__(self, vlm: VLM, shards: Shards, benchmark: int):
+    def __init__(self, vlm: VLM, shards: Shards, benchmark: int, feature_cache: int = 0):
         self.vlm, self.shards, self.benchmark, self.calls = vlm, shards, benchmark, 0
+        # One image asked several questions (POPE's three splits, AMBER): its vision features once.
+        self.features = ImageFeatures(feature_cache) if feature_cache else None
 
     def generate(self, images, texts, *, max_new_tokens: int, batch_size: int = 8, on_batch=lambda n: None
                  ) -> list[str]:
@@ -157,7 +159,7 @@ class _SharedGeneration:
         def answer(batch: list[tuple]) -> list[str]:
             return self.vlm.generate([image for image, _ in batch] if images is not None else None,
                                      [text for _, text in batch], max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, features=self.features)
 
         found = self.shards.run(list(zip(images if images is not None else [None] * len(texts), texts, strict=True)),
                                 batch_size, answer, tick=on_batch, name=name, everyone=True)

@@ -35,7 +35,7 @@ from sena_cli.method.questions import extract_questions, kept_questions
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks, Shards
 from sena_cli.tracked import tracked_params
-from sena_cli.vlm import VLM
+from sena_cli.vlm import VLM, ImageFeatures
 
 
 def describe_instruction(params: Params, image_id: str, question_index: int) -> str:
@@ -53,9 +53,15 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, corrupti
              ) -> tuple[list, dict]:
     """All of step 3 for a chunk of images; returns (records, drop counts)."""
     qp, n_new, bs = params.qa.prompts, params.qa.max_new_tokens, params.qa.batch_size
+    # Each image's features (clean and corrupted: two entries) once, for all of its prompts.
+    features = ImageFeatures(2 * len(items)) if params.qa.reuse_image_features else None
 
-    def gen(imgs, texts, transform=None, keys=None):
-        return vlm.generate(imgs, texts, max_new_tokens=n_new, batch_size=bs, pixel_transform=transform, keys=keys)
+    def gen(imgs, texts, transform=None, keys=None, long=0):
+        """Greedy answers; the first `long` texts are long requests (descriptions), the rest short."""
+        lengths = ["long"] * long + ["short"] * (len(texts) - long) if params.qa.length_batches else None
+        return vlm.generate(imgs, texts, max_new_tokens=n_new, batch_size=bs, pixel_transform=transform, keys=keys,
+                            lengths=lengths, features=features if imgs is not None else None,
+                            decode=params.qa.decode)
 
     drops = {"no_question": 0, "dropped_word": 0}
     if params.qa.self_questioning:
@@ -78,18 +84,18 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, corrupti
     des_prompts = [P.description_prompt(qp, describe_instruction(params, items[i]["id"], qi)) for i, _, qi in kept]
     gen_prompts = [P.short_answer_prompt(qp, q) for _, q, _ in kept]
     prompts = des_prompts + gen_prompts
-    clean = gen(kimgs + kimgs, prompts)
+    n = len(idx)
+    clean = gen(kimgs + kimgs, prompts, long=n)
     ids = [items[i]["id"] for i in idx]
     if params.noise.space == "pixel_values":  # the corruption `sena noise` defined, recomputed and checked
-        corrupted = gen(kimgs + kimgs, prompts, transform=corruption.transform, keys=ids + ids)
+        corrupted = gen(kimgs + kimgs, prompts, transform=corruption.transform, keys=ids + ids, long=n)
     else:
         nimgs = [corruption.image(i, im) for i, im in zip(ids, kimgs)]
-        corrupted = gen(nimgs + nimgs, prompts)
-    n = len(idx)
+        corrupted = gen(nimgs + nimgs, prompts, long=n)
     descriptions = clean[:n]
     if params.qa.self_enhancement:
         enhance = [P.enhance_prompt(qp, descriptions[j % n], prompts[j], clean[j]) for j in range(2 * n)]
-        improved = gen(kimgs + kimgs, enhance)
+        improved = gen(kimgs + kimgs, enhance, long=n)
     else:  # ablation: chosen = the clean answer as it came
         improved = [""] * (2 * n)
     records = []

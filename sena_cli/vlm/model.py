@@ -458,6 +458,134 @@ def load_preprocessor(path: str | Path, *, trust_remote_code: bool = False, sett
 # ---------------------------------------------------------------- the model
 
 
+DECODES = ("auto", "dynamic", "static", "compiled")
+STATIC_CACHE_STEP = 256  # a static cache's length is rounded up to a multiple of this
+
+
+def decode_mode(setting: str, device: torch.device) -> str:
+    """qa.decode resolved for a device: 'auto' is compiled on a GPU, dynamic elsewhere (compiling the decode
+    step on a CPU takes minutes of a run of seconds)."""
+    if setting not in DECODES:
+        raise SenaError(f"qa.decode: '{setting}' is not one of {', '.join(DECODES)}; pick one")
+    if setting == "auto":
+        return "compiled" if device.type == "cuda" else "dynamic"
+    return setting
+
+
+def decode_kwargs(setting: str, device: torch.device) -> dict:
+    """generate()'s arguments for a decode mode: dynamic = transformers' growing DynamicCache, eager;
+    static = a preallocated StaticCache (sized for the longest call so far), eager; compiled = the static
+    cache with the decode step under torch.compile (CUDA graphs on a GPU: mode reduce-overhead)."""
+    mode = decode_mode(setting, device)
+    if mode == "dynamic":
+        return {}
+    if mode == "static":
+        return {"cache_implementation": "static", "disable_compile": True}
+    from transformers import CompileConfig
+
+    config = CompileConfig()
+    config._compile_all_devices = device.type != "cuda"  # transformers compiles on GPUs only unless told
+    return {"cache_implementation": "static", "compile_config": config}
+
+
+def length_batches(lengths: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Indices of texts in batches of at most `batch_size`, each of one length class, classes in
+    the order they first appear and texts in their order within a class."""
+    groups: dict[str, list[int]] = {}
+    for i, length in enumerate(lengths):
+        groups.setdefault(length, []).append(i)
+    return [rows[s : s + batch_size] for rows in groups.values() for s in range(0, len(rows), batch_size)]
+
+
+class ImageFeatures:
+    """The vision features of images, each computed once and reused by all of that image's prompts.
+
+    Keyed by the pixels the model sees (the processor's output for one image, after any
+    pixel_transform), so a clean image and its corrupted copy are two entries, and the same image
+    asked again hits. Holds at most `limit` images, the least recently used going first.
+    """
+
+    def __init__(self, limit: int):
+        from collections import OrderedDict
+
+        self.limit = max(1, limit)
+        self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> torch.Tensor | None:
+        found = self._store.get(key)
+        if found is not None:
+            self._store.move_to_end(key)
+        return found
+
+    def put(self, key: str, features: torch.Tensor) -> None:
+        self._store[key] = features
+        self._store.move_to_end(key)
+        while len(self._store) > self.limit:
+            self._store.popitem(last=False)
+
+
+# What the processors give besides tokens: the pixel inputs of the families' image encoders.
+_PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "image_sizes")
+
+
+def _per_image_pixels(inputs) -> list[dict[str, torch.Tensor]]:
+    """Each image's own slice of a batch's pixel inputs (one image per prompt): LLaVA's and Idefics3's
+    rows of pixel_values (and pixel_attention_mask), Qwen2-VL's patch rows split by image_grid_thw."""
+    n = inputs["input_ids"].shape[0]
+    grids = inputs.get("image_grid_thw")
+    rows = None
+    if grids is not None:
+        sizes = grids.prod(-1).tolist()
+        rows = torch.split(inputs["pixel_values"], sizes)
+    out = []
+    for i in range(n):
+        one = {}
+        for key in (*_PIXEL_KEYS, "image_grid_thw"):
+            if key not in inputs:
+                continue
+            one[key] = rows[i] if key == "pixel_values" and rows is not None else inputs[key][i : i + 1]
+        if one["pixel_values"].dim() == 5:  # Idefics3's tiles, padded to the batch's most with all-zero tiles
+            real = ~(one["pixel_values"][0] == 0).flatten(1).all(1)  # the model drops those the same way
+            one = {key: v[:, real] if key in ("pixel_values", "pixel_attention_mask") else v for key, v in one.items()}
+        out.append(one)
+    return out
+
+
+def _pixel_key(one: dict[str, torch.Tensor]) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for key in sorted(one):
+        t = one[key].detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _joined(pieces: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Images' pixel inputs as one batch; Idefics3's tiles padded again with all-zero tiles."""
+    out, tiled = {}, pieces[0]["pixel_values"].dim() == 5
+    for key in pieces[0]:
+        parts = [p[key] for p in pieces]
+        if tiled and key in ("pixel_values", "pixel_attention_mask"):
+            most = max(t.shape[1] for t in parts)
+            parts = [torch.cat([t, t.new_zeros((1, most - t.shape[1], *t.shape[2:]))], 1) for t in parts]
+        out[key] = torch.cat(parts)
+    return out
+
+
+class _PerSequenceCap:
+    """A stopping criterion: sequence i is done once it has caps[i] new tokens."""
+
+    def __init__(self, caps: list[int], start: int):
+        self.caps = torch.tensor(caps)
+        self.start = start
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return (input_ids.shape[1] - self.start) >= self.caps.to(input_ids.device)
+
+
 class VLM:
     """A loaded model with its Preprocessor, in eval mode, on one device."""
 
@@ -525,43 +653,116 @@ class VLM:
         images: Sequence[Image.Image] | None,
         texts: Sequence[str],
         *,
-        max_new_tokens: int,
+        max_new_tokens: int | Sequence[int],
         batch_size: int = 8,
         pixel_transform: PixelTransform | None = None,
         keys: Sequence[str] | None = None,
         on_batch: Callable[[int], None] = lambda n: None,
+        lengths: Sequence[str] | None = None,
+        features: ImageFeatures | None = None,
+        decode: str = "dynamic",
     ) -> list[str]:
         """Greedy answers to `texts`, each about the matching image (text-only when images is None).
 
+        `max_new_tokens` is one cap for all or one per text; each sequence stops at its own cap or
+        end token. `lengths`, when given, is a length class per text ("long", "short"): a batch
+        then holds texts of one class only, so short answers do not wait for long descriptions
+        (greedy outputs are the same; the answers come back in the order of `texts`).
+        `features`, when given, holds each image's vision features: computed once per image (as
+        the model sees it) and reused by all of its prompts, here and in later calls.
+        `decode` is how the decode steps run (see `decode_kwargs`): dynamic, static, compiled or auto.
         `pixel_transform(pictures, keys)`, when given, replaces each image's pictures (as the model
         sees them, vlm/pixels.py) before the model runs: how `qa` feeds the corrupted copies.
         """
-        outputs: list[str] = []
         for n, text in enumerate(texts, 1):  # sized before the tokenizer sees it (a 100 MB one aborted it)
             bounded.check_text(text, f"prompt {n} of {len(texts)}")
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start : start + batch_size])
+        n = len(texts)
+        caps = [max_new_tokens] * n if isinstance(max_new_tokens, int) else [int(c) for c in max_new_tokens]
+        if len(caps) != n:
+            raise ValueError(f"max_new_tokens: {len(caps)} caps for {n} texts")
+        batches = length_batches(lengths, batch_size) if lengths is not None else \
+            [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+        outputs: list[str] = [""] * n
+        compiled = decode_mode(decode, self.device) == "compiled"
+        for rows in batches:
+            real = len(rows)
+            if compiled and real < batch_size:  # one batch shape for the compiled step: fill with the last request
+                rows = rows + [rows[-1]] * (batch_size - real)
+            chunk = [texts[i] for i in rows]
             prompts = [self.chat.prompt(t, with_image=images is not None) for t in chunk]
-            inputs = self.pre.inputs(images[start : start + batch_size] if images is not None else None, prompts)
+            inputs = self.pre.inputs([images[i] for i in rows] if images is not None else None, prompts)
             if pixel_transform is not None:
                 pictures = self.pre.layout.pictures(inputs)
-                new = pixel_transform(pictures, list(keys[start : start + batch_size]))
+                new = pixel_transform(pictures, [keys[i] for i in rows])
                 inputs["pixel_values"] = self.pre.layout.with_pictures(inputs, new)
+            encoded = None
+            if features is not None and images is not None and "pixel_values" in inputs and self.reuses_features:
+                encoded = self._image_features(inputs, features)
+                for key in _PIXEL_KEYS:
+                    inputs.pop(key, None)
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-            outputs.extend(self._generate(inputs, max_new_tokens))
-            on_batch(len(chunk))
+            answers = self._generate(inputs, [caps[i] for i in rows], encoded, decode)
+            for i, out in zip(rows[:real], answers[:real], strict=True):
+                outputs[i] = out
+            on_batch(real)
         return outputs
 
-    def _generate(self, inputs, max_new_tokens: int) -> list[str]:
+    @property
+    def reuses_features(self) -> bool:
+        """Whether precomputed vision features can be fed to this model: transformers' VLMs take them as
+        `mm_encoder_outputs` (LLaVA, Qwen2-VL, Idefics3, ...); a remote-code model that does not is
+        encoded per prompt, as before."""
+        import inspect
+
+        return ("mm_encoder_outputs" in inspect.signature(self.model.forward).parameters
+                and hasattr(self.model.base_model, "get_image_features"))
+
+    def _image_features(self, inputs, features: ImageFeatures) -> dict:
+        """The batch's vision features as generate's `mm_encoder_outputs`, encoding only the images
+        `features` does not hold yet (in one call of the family's own image encoder)."""
+        import inspect
+
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        pieces = _per_image_pixels(inputs)
+        keys = [_pixel_key(p) for p in pieces]
+        missing = list(dict.fromkeys(k for k in keys if features.get(k) is None))
+        found = {k: features.get(k) for k in keys if k not in missing}
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            batch = _joined([pieces[first[k]] for k in missing])
+            encode = self.model.base_model.get_image_features
+            wanted = set(inspect.signature(encode).parameters)
+            args = {key: v.to(self.device) for key, v in batch.items() if key in wanted}
+            args["pixel_values"] = args["pixel_values"].to(self.model.dtype)
+            per_image = encode(**args, return_dict=True).pooler_output
+            for k, f in zip(missing, per_image, strict=True):
+                features.put(k, f)
+                found[k] = f
+            features.misses += len(missing)
+        features.hits += len(keys) - len(missing)
+        return {"image": BaseModelOutputWithPooling(pooler_output=[found[k] for k in keys])}
+
+    def _generate(self, inputs, caps: list[int], encoded: dict | None = None, decode: str = "dynamic") -> list[str]:
+        from transformers import StoppingCriteriaList
+
         tok = self.processor.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else self.chat.end_ids[0]
+        start = inputs["input_ids"].shape[1]
+        extra = {}
+        if decode_mode(decode, self.device) != "dynamic":  # few cache lengths, so few compiled graphs
+            extra["max_cache_len"] = -(-(start + max(caps)) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
+        if len(set(caps)) > 1:  # each sequence stops at its own cap; the batch runs to the largest
+            extra["stopping_criteria"] = StoppingCriteriaList([_PerSequenceCap(caps, start)])
         out = self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
-            pad_token_id=pad, eos_token_id=list(self.chat.end_ids),
+            **inputs, max_new_tokens=max(caps), do_sample=False,
+            pad_token_id=pad, eos_token_id=list(self.chat.end_ids), **extra,
+            **({"mm_encoder_outputs": encoded} if encoded is not None else {}),
+            **decode_kwargs(decode, self.device),
         )
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        new_tokens = [row[start : start + cap] for row, cap in zip(out, caps, strict=True)]
         return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
     # ------------------------------------------------------------ log-probs

@@ -111,3 +111,23 @@ def test_ablations_fixed_questions_and_no_enhancement(micro_project, micro_dict,
     assert {r["question"] for r in records} <= set(fixed)
     assert all(r["raw_question"] == r["question"] for r in records)
     assert all(r["enhanced_answer"] == r["clean_answer"] and not r["enhanced"] for r in records)
+
+
+def test_speed_ups_leave_every_record_as_it_was(micro_project, micro_dict, tmp_path):
+    """qa.length_batches and qa.reuse_image_features change the batches and what is encoded, not the records
+    (fixed questions: the micro θ0 asks too few of its own to fill batches of both lengths)."""
+    import shutil
+
+    project, _ = _noised_project(micro_project, micro_dict, tmp_path / "p", images=6, batch_size=4)
+    before = tmp_path / "before"
+    shutil.copytree(project, before)
+    records = {}
+    for root, on in ((project, True), (before, False)):
+        params = params_from_dict({**micro_dict, "loop": {"iterations": 1},
+                                   "sample": {"pool": "data/world/pool", "images_per_iteration": 6},
+                                   "qa": {"batch_size": 4, "max_new_tokens": 16, "length_batches": on,
+                                          "reuse_image_features": on, "self_questioning": False}})
+        run_qa(params, 1, root=root)
+        records[on] = [json.loads(line) for line in (root / "data/iter1/qa/records.jsonl").open()]
+    assert records[True] == records[False] and len(records[True]) == 2 * 6
+    assert any(r["clean_answer"] for r in records[True])  # answers to compare, not only empty strings
