@@ -72,17 +72,17 @@ EVERY_STAGE = {"code", "world", "base"} | ALWAYS | SUMMARIES | LOOP | EVALS
 
 
 # Laid over the ci profile: what these tests check (every stage runs and chains, reruns, sharing) holds at any
-# size, and the run is built twice (the qa-prompt test retrains θ0). θ0 is the ci profile's model trained 60
-# steps instead of 150 (at a higher rate): the fewest found at which θ0 still asks questions the qa stage keeps
-# and pairs survive the reference filters in every iteration (fewer, or the micro θ0 of sena_fixtures/micro.py,
-# and no pair survives, so train has nothing to do). 8 images per iteration, 8 per eval benchmark.
+# size, and the run is built twice (the qa-prompt test retrains θ0). θ0 is the ci profile's (150 steps): with
+# fewer (60 at lr 2e-3, or the micro θ0 of sena_fixtures/micro.py) no pair survives the reference filters once
+# the qa prompt changes. 8 images per iteration; 2 pairs per optimizer step, so each iteration takes several
+# steps past the warm-up (one step at warm-up's lr 0 leaves θK byte-identical to θK-1, and DVC stores it once).
 SMALLER = {
-    "world": {"pool_images": 40, "instruct_images": 400,
+    "world": {"pool_images": 40,
               "eval": {"pope_images": 8, "chair_images": 8, "vqa_images": 8, "question_images": 8},
               "eval_dev": {"pope_images": 4, "chair_images": 4, "vqa_images": 4, "question_images": 4}},
-    "base": {"steps": 60, "lr": 0.002, "warmup_steps": 5, "threads": 1},  # threads: one per xdist worker
+    "base": {"threads": 1},  # one per xdist worker
     "sample": {"images_per_iteration": 8},
-    "qa": {"max_new_tokens": 32},
+    "train": {"global_batch_size": 2, "per_device_batch_size": 2},
     "eval": {"max_new_tokens": 16},
 }
 
