@@ -1,17 +1,21 @@
 """Every script in benchmarks/ runs at its tiny size and ends with a `RESULT <name> <value>` line.
 
 Nothing else runs the benchmark scripts, so they rot unseen (qa_throughput.py once crashed on the landed
-code). Each runs as a subprocess, as a person runs it; a crash, a missing or malformed last line, or a
-value that is not a finite number (gpu_scale.py prints `nan` when its runs failed) fails the test. A new
-script must be listed in TINY (its tiny arguments) or SKIPPED (why it cannot run here).
+code). Each runs as `python benchmarks/SCRIPT.py ARGS` would run it (its `__main__`, its argv, from an
+empty folder), but inside the test process (runpy), so torch and transformers are imported once per worker
+rather than once per script; what a script starts itself (the memory benchmarks' one process per mode,
+torchrun's ranks) still runs as its own process. A crash or a nonzero exit, a missing or malformed last
+line, or a value that is not a finite number (gpu_scale.py prints `nan` when its runs failed) fails the
+test. A new script must be listed in TINY (its tiny arguments) or SKIPPED (why it cannot run here).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
-import os
 import re
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -44,14 +48,35 @@ def test_every_benchmark_script_has_a_tiny_run_or_a_stated_reason():
     assert scripts == set(TINY) | set(SKIPPED), "list each benchmark in TINY or SKIPPED of this file"
 
 
+def _run_script(script: str) -> tuple[int | str | None, str]:
+    """Run benchmarks/SCRIPT as `__main__` with argv, in this process: (exit code or message, stdout)."""
+    out = io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+        except SystemExit as e:  # argparse errors, sys.exit(message) when a child process failed
+            code = e.code
+    return code, out.getvalue()
+
+
 @pytest.mark.parametrize("script", sorted(TINY))
-def test_benchmark_runs_at_its_tiny_size_and_ends_with_a_result_line(script, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *TINY[script]], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+def test_benchmark_runs_at_its_tiny_size_and_ends_with_a_result_line(script, tmp_path, monkeypatch):
+    import torch
+
+    for name, value in {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}.items():
+        monkeypatch.setenv(name, value)  # for the processes a script starts
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / script), *TINY[script]])
+    monkeypatch.setattr(sys, "path", [str(BENCHMARKS), *sys.path])  # as `python benchmarks/SCRIPT.py` has it
+    threads = torch.get_num_threads()
+    try:
+        code, stdout = _run_script(script)
+    finally:
+        torch.set_num_threads(threads)  # qa_throughput.py sets its own
+    assert code in (0, None), f"{script} exited {code!r}:\n{stdout[-3000:]}"
+    lines = [line for line in stdout.splitlines() if line.strip()]
     assert lines, f"{script} printed nothing"
     match = RESULT.fullmatch(lines[-1].strip())
     assert match, f"{script}: the last line is not `RESULT <name> <value>`: {lines[-1]!r}"
-    assert math.isfinite(float(match.group(2))), f"{script}: {lines[-1]!r}\n{proc.stdout[-3000:]}"
+    assert math.isfinite(float(match.group(2))), f"{script}: {lines[-1]!r}\n{stdout[-3000:]}"

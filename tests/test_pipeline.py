@@ -1,6 +1,6 @@
-"""The DVC pipeline end to end on the reduced profile (profiles/ci.yaml), in a temporary copy
-of the repo: three iterations, incremental rebuilds, sharing through a local-folder remote and
-through an S3 server on loopback (moto's, started and stopped by the test).
+"""The DVC pipeline end to end on the reduced profile (profiles/ci.yaml) at a smaller size (SMALLER),
+in a temporary copy of the repo: three iterations, incremental rebuilds, sharing through a local-folder
+remote and through an S3 server on loopback (moto's, started and stopped by the test).
 
 The tests share one run and go in file order: each later test starts from the state the
 earlier ones left.
@@ -71,11 +71,37 @@ ALWAYS = {"pool"}  # lists the pool's files on every repro; sample reruns only i
 EVERY_STAGE = {"code", "world", "base"} | ALWAYS | SUMMARIES | LOOP | EVALS
 
 
+# Laid over the ci profile: what these tests check (every stage runs and chains, reruns, sharing) holds at any
+# size, and the run is built twice (the qa-prompt test retrains θ0). θ0 is the ci profile's (150 steps): with
+# fewer (60 at lr 2e-3, or the micro θ0 of sena_fixtures/micro.py) no pair survives the reference filters once
+# the qa prompt changes. 8 images per iteration; 2 pairs per optimizer step, so each iteration takes several
+# steps past the warm-up (one step at warm-up's lr 0 leaves θK byte-identical to θK-1, and DVC stores it once).
+SMALLER = {
+    "world": {"pool_images": 40,
+              "eval": {"pope_images": 8, "chair_images": 8, "vqa_images": 8, "question_images": 8},
+              "eval_dev": {"pope_images": 4, "chair_images": 4, "vqa_images": 4, "question_images": 4}},
+    "base": {"threads": 1},  # one per xdist worker
+    "sample": {"images_per_iteration": 8},
+    "train": {"global_batch_size": 2, "per_device_batch_size": 2},
+    "eval": {"max_new_tokens": 16},
+}
+
+
+def _merge(data: dict, over: dict) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict):
+            _merge(data[key], value)
+        else:
+            assert key in data, key  # a renamed key must not be added silently
+            data[key] = value
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     _copy_code(root)
     _run([sys.executable, "-m", "sena_cli", "profile", "ci"], root)
+    _edit_params(root, lambda d: _merge(d, SMALLER))
     _dvc(["init", "--no-scm", "-q"], root)
     return root, _dvc(["repro"], root)
 
