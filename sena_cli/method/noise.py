@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler
 from PIL import Image
 
 from sena_cli import layout
@@ -24,8 +24,13 @@ from sena_cli.config import NoiseParams
 from sena_cli.errors import SenaError
 from sena_cli.frame import NOISE_ENTRY, NOISE_INFO, made_by, read_json, read_records
 
+if TYPE_CHECKING:  # diffusers imports torch._dynamo (~4 CPU-s): only the stages that corrupt pay for it
+    from diffusers import DDPMScheduler
+
 
 def scheduler(params: NoiseParams) -> DDPMScheduler:
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(
         num_train_timesteps=params.num_train_timesteps, beta_start=params.beta_start,
         beta_end=params.beta_end, beta_schedule=params.beta_schedule,
