@@ -504,7 +504,8 @@ def test_the_limits_are_the_params_of_the_run(project, monkeypatch):
 
 def _pope_eval(micro_project, micro_dict, root: Path, questions: int, monkeypatch, *, traced: bool = False):
     """`run_eval` of coco_pope alone on a POPE file of `questions` questions, the model scripted;
-    (the project, tracemalloc's peak of the run when `traced`)."""
+    (the project, tracemalloc's peak from loading the model to publishing when `traced`, else run_eval's
+    answer, the params)."""
     from sena_cli.stages import eval as eval_stage
     from tests.helpers import project_from
 
@@ -517,8 +518,17 @@ def _pope_eval(micro_project, micro_dict, root: Path, questions: int, monkeypatc
                                 "label": "yes" if i % 3 else "no"}) + "\n")
     d = {**micro_dict, "eval": {**micro_dict["eval"], "benchmarks": ["coco_pope"], "batch_size": 4,
                                 "coco_pope": {"files": [str(path)], "image_root": str(project)}}}
-    monkeypatch.setattr(eval_stage.VLM, "from_params",
-                        staticmethod(lambda *a, **k: ScriptedVLM(lambda t: "No, not." if "7" in t else "Yes.")))
+    class Forgetful(ScriptedVLM):  # keeps no prompts (ScriptedVLM.asked would grow with the file)
+        def generate(self, images, texts, **kwargs):
+            answers = super().generate(images, texts, **kwargs)
+            self.asked.clear()
+            return answers
+
+    def load(*args, **kwargs):  # after the files are counted (streamed, tested above): the answer path's peak
+        tracemalloc.reset_peak()
+        return Forgetful(lambda t: "No, not." if "7" in t else "Yes.")
+
+    monkeypatch.setattr(eval_stage.VLM, "from_params", staticmethod(load))
     params = params_from_dict(d)
     if not traced:
         return project, eval_stage.run_eval(params, 0, root=project), params
