@@ -20,7 +20,7 @@ was written line by line: the images no longer grew with the file, the answers' 
 question) did, held in memory, journaled as one line for resume and published whole.
 Since the records stream (each window's appended to a part file of data/iterK/eval.partial/,
 answers.jsonl the parts streamed, POPE's metrics running counts, collected batches let go): import
-alone 851 MB; 2000 questions 1130 MB; 10⁶ questions not measured yet.
+alone 851 MB; 2000 questions 1130 MB; 10⁶ questions 1154 MB in 490 s.
 """
 
 from __future__ import annotations
