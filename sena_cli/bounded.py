@@ -136,8 +136,12 @@ def open_bounded(path, key: str = "max_file_bytes", what: str = "", fix: str = "
 def read_bytes(path, key: str = "max_file_bytes", what: str = "", fix: str = "replace it with the file") -> bytes:
     """A regular file's bytes, at most limits.<key> of them (a file that grew while read is refused)."""
     limit = getattr(limits(), key)
-    with open_bounded(path, key, what, fix) as (f, _):
-        data = f.read(limit + 1)
+    with open_bounded(path, key, what, fix) as (f, size):
+        # sized from the stat (a read of limit + 1 allocates that much at once, for every small image);
+        # then on, to limit + 1, only if the file grew
+        data = f.read(min(size, limit) + 1)
+        if len(data) > size:
+            data += f.read(limit + 1 - len(data))
     if len(data) > limit:
         raise too_big(path, len(data), key, what)
     return data

@@ -306,10 +306,14 @@ class Output:
         return path
 
     def records(self, final: str | Path, rows: Iterable[dict], shape, fix: str = NOT_PUBLISHED) -> None:
-        rows = list(rows)
-        for n, row in enumerate(rows, 1):
-            refuse(final, fault(row, shape, f"line {n}"), Source("", fix))
-        write_jsonl(self.path(final), rows)
+        """JSON lines, each checked as it is written (streamed: `rows` may be longer than memory);
+        a faulty one refuses the whole file, whose temporary is removed."""
+        def checked() -> Iterator[dict]:
+            for n, row in enumerate(rows, 1):
+                refuse(final, fault(row, shape, f"line {n}"), Source("", fix))
+                yield row
+
+        write_jsonl(self.path(final), checked())
 
     def json(self, final: str | Path, data, shape=None, fix: str = NOT_PUBLISHED) -> None:
         if shape is not None:

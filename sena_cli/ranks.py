@@ -189,6 +189,13 @@ class Ranks:
         todo = [c for c in chunks if c not in done]
         return self._wait(chunks, {c: i % self.world for i, c in enumerate(todo)}, on_found)
 
+    def forget(self, chunks: Iterable[Hashable]) -> None:
+        """Let go of the journaled results of `chunks` (collected already, never asked again): what a
+        long run holds does not grow with its chunks. Their journal lines stay for a resume."""
+        if self._journals is not None:
+            for c in chunks:
+                self._journals.found.pop(c, None)
+
     def finish(self) -> None:
         """This rank is done with the folder. Rank 0 waits for every rank to say so (while they
         are alive) before it may remove the folder; the others leave at once."""
@@ -301,6 +308,7 @@ class Shards:
         if not (everyone or self.ranks.is_main):
             return None
         found = self.collect(keys, on_found=lambda key: tick(count[key]))
+        self.ranks.forget(keys)  # the caller holds them now
         return [found[key] for key in keys]
 
     def collect(self, keys: Iterable[Hashable], on_found: Callable[[Hashable], None] = lambda key: None) -> dict:

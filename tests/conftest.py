@@ -47,6 +47,8 @@ def micro_project(tmp_path_factory, micro_dict) -> Path:
 # decided where they were measured (`pytest --durations=0`, one folder at a time, 2 cores shared with
 # other work, 2026-12-02). A file, a test of a file (all its parameters), or one parameter of a test.
 SLOW = {
+    "tests/robustness/test_bounded.py::test_pope_eval_memory_does_not_grow_with_the_file": "sena eval on 11,000 "
+    "scripted POPE questions under tracemalloc: 37 s",
     "tests/test_families.py": "three real-shaped families built and run through every stage: fixtures of "
                               "18-62 s, two torchrun qa runs of 35-39 s",
     "tests/stages/test_qa.py::test_two_processes_split_the_images_and_merge_the_same_records": "torchrun, 2 ranks",

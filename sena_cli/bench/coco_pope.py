@@ -7,7 +7,9 @@ runner and record are below.
 
 A file is streamed (sena_cli/bounded.py) and answered in windows of eval.batch_size × WINDOW
 questions, each window's images opened for it and let go after it, so memory does not grow with
-the file's length by its images: a file of 10⁶ questions is answered as one of 10³ is.
+the file's length by its images: a file of 10⁶ questions is answered as one of 10³ is. Nor by its
+answers: the metrics are running confusion counts, and each window's records go to ctx.records()
+(under stage eval, a file they are appended to).
 """
 
 from __future__ import annotations
@@ -74,20 +76,19 @@ def run(ctx, vlm: VLM, tick: Tick):
     params = ctx.params
     root = need(ctx.settings("coco_pope", CocoPopeFiles).image_root, "eval.coco_pope.image_root")
     suffix = params.qa.prompts.short_answer_suffix
-    metrics, counts, records = {}, {}, []
+    metrics, counts, records = {}, {}, ctx.records()
     for split, path in _files(ctx):
-        parsed, labels = [], []
+        confusion = pope.Confusion()  # running counts: nothing kept per question
         for rows in windows(stream_pope_file(path), params.eval.batch_size * WINDOW):
             images = [open_benchmark_image(root, r["image"], "eval.coco_pope.image_root") for r in rows]
             answers = generate(vlm, images, [with_suffix(r["text"], suffix) for r in rows], params, tick)
             del images
             window = [pope.parse_yes_no(a, params.eval.yes_no_parsing) for a in answers]
-            parsed += window
-            labels += [r["label"] for r in rows]
-            records += [{"benchmark": f"coco_pope_{split}", **r, "answer": a, "parsed": p}
-                        for r, a, p in zip(rows, answers, window)]
-        metrics[split] = pope.pope_metrics(parsed, labels)
-        counts[split] = pope.pope_counts(parsed, labels)
+            confusion.add(window, [r["label"] for r in rows])
+            records.extend({"benchmark": f"coco_pope_{split}", **r, "answer": a, "parsed": p}
+                           for r, a, p in zip(rows, answers, window))
+        metrics[split] = confusion.metrics()
+        counts[split] = confusion.counts()
     return {**metrics, "n": counts}, records
 
 

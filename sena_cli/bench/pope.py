@@ -53,8 +53,7 @@ def _confusion(predictions: Sequence[str], labels: Sequence[str]) -> tuple[int, 
 def pope_counts(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, int]:
     """How many answers each proportion of pope_metrics is over (its n, for a standard error):
     the metrics file keeps them under the benchmark's "n" key (F1 is no proportion)."""
-    tp, fp, tn, fn = _confusion(predictions, labels)
-    return {"accuracy": len(labels), "precision": tp + fp, "recall": tp + fn, "yes_ratio": len(labels)}
+    return _counts(*_confusion(predictions, labels))
 
 
 def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
@@ -62,7 +61,38 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str,
 
     Where POPE's script divides by zero (no 'yes' predicted, or no 'yes' label) the value is 0.
     """
-    tp, fp, tn, fn = _confusion(predictions, labels)
+    return _metrics(*_confusion(predictions, labels))
+
+
+class Confusion:
+    """pope_metrics and pope_counts of answers given a window at a time: running counts, so a split of
+    any length costs four integers (the same numbers as the functions on all the answers at once)."""
+
+    def __init__(self):
+        self.tp = self.fp = self.tn = self.fn = 0
+
+    def add(self, predictions: Sequence[str], labels: Sequence[str]) -> None:
+        tp, fp, tn, fn = _confusion(predictions, labels)
+        self.tp, self.fp, self.tn, self.fn = self.tp + tp, self.fp + fp, self.tn + tn, self.fn + fn
+
+    def _all(self) -> tuple[int, int, int, int]:
+        if not self.tp + self.fp + self.tn + self.fn:
+            raise ValueError("POPE needs one prediction per label and at least one label")
+        return self.tp, self.fp, self.tn, self.fn
+
+    def metrics(self) -> dict[str, float]:
+        return _metrics(*self._all())
+
+    def counts(self) -> dict[str, int]:
+        return _counts(*self._all())
+
+
+def _counts(tp: int, fp: int, tn: int, fn: int) -> dict[str, int]:
+    n = tp + fp + tn + fn
+    return {"accuracy": n, "precision": tp + fp, "recall": tp + fn, "yes_ratio": n}
+
+
+def _metrics(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
     precision = float(tp) / float(tp + fp) if tp + fp else 0.0
     recall = float(tp) / float(tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -71,5 +101,5 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str,
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "yes_ratio": (tp + fp) / len(labels),
+        "yes_ratio": (tp + fp) / (tp + fp + tn + fn),
     }

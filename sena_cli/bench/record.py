@@ -8,7 +8,7 @@ keys and headline charts, for a judged one the judge's rubric and its version, a
 files come from (`source`, said in the one line that refuses a missing one). The runner
 and counter are named as "module:function" (resolved when eval calls them), so that history
 and report, which read the records' charts, do not depend on the benchmarks' running code:
-    run(ctx, vlm, tick) -> (metrics dict, per-question records)
+    run(ctx, vlm, tick) -> (metrics dict, per-question records: a list, or what ctx.records() gave)
     count(ctx) -> questions it will ask; reads and checks its files before the model loads.
 """
 
@@ -70,7 +70,15 @@ class Context:
     params: Any  # sena_cli.config.Params
     root: Path = Path(".")
     judge: Any = None  # sena_cli.bench.judge.Judge for judged benchmarks
+    # Where a runner's per-question records go (stage eval sets it per benchmark: a file they are
+    # appended to as they come, so a benchmark's length does not grow memory); None: a list.
+    sink: Callable[[], Any] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
+
+    def records(self):
+        """An empty collection for a runner's per-question records, to `extend` as its answers come
+        and to return: a list, unless stage eval gave a sink."""
+        return self.sink() if self.sink is not None else []
 
     def settings(self, name: str, section: type, source: str = "params"):
         """eval.<name> of the params as `section`, checked by config's own field validator."""

@@ -7,7 +7,11 @@ benchmark registry's business (sena_cli/bench/registry.py). Metrics keys are sta
 data/iterK/eval/answers.jsonl for inspection.
 
 Every batch of answers is journaled (data/iterK/eval.partial/), and so is every finished
-benchmark, so a killed run resumes at its first unanswered batch. Under `torchrun`/`accelerate
+benchmark, so a killed run resumes at its first unanswered batch. A benchmark's records are not
+held: they are appended to a part file of that folder as its runner gives them (ctx.records()),
+renamed into place when the benchmark finishes, and the journal names the part; answers.jsonl is
+the parts streamed one after another, each line checked, so memory does not grow with a
+benchmark's length. Under `torchrun`/`accelerate
 launch` each generation's batches are dealt out between processes (each on its own device)
 and every rank reads the others' answers back in question order (sena_cli/ranks.py), so the
 scores and answers equal a one-process run's. Judge calls run on rank 0 only; judged
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import os
 import time
 from pathlib import Path
 
@@ -28,7 +34,18 @@ from sena_cli.artifacts import file_identity, fingerprint
 from sena_cli.bench import judge as judge_lib
 from sena_cli.bench import registry
 from sena_cli.config import Params
-from sena_cli.frame import ANSWER, METRICS, check_iteration, made_by, publish, read_json, write_checked_json
+from sena_cli.errors import SenaError
+from sena_cli.frame import (
+    ANSWER,
+    METRICS,
+    Source,
+    check_iteration,
+    made_by,
+    publish,
+    read_json,
+    stream_records,
+    write_checked_json,
+)
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks, Shards
 from sena_cli.tracked import tracked_params
@@ -66,26 +83,36 @@ def run_eval(
         if f"benchmark:{i}" in shards.done:
             tick(counts[b.name])
             continue
+        part = _Part(ranks.folder / f"answers-{run_id}-{i}.jsonl") if ranks.is_main else None
+        ctx.sink = part.empty if part is not None else _Discard
         try:
             result, recs = b.runner()(ctx, _SharedGeneration(vlm, shards, i, params.eval.image_feature_cache), tick)
         except _OnMain:  # the judge calls of this benchmark are rank 0's
             continue
-        if ranks.is_main:
-            results[i] = [b.key, result, recs]
+        finally:
+            ctx.sink = None
+        if part is not None:
+            results[i] = [b.key, result, part.finish(recs)]
             shards.journal.add(f"benchmark:{i}", results[i])
 
     def write() -> dict:
         previous = shards.collect([f"benchmark:{i}" for i in range(len(benchmarks)) if i not in results])
         metrics: dict = {}
-        records: list[dict] = []
+        parts = []
         for i in range(len(benchmarks)):  # in the order of eval.benchmarks
-            key, result, recs = results.get(i) or previous[f"benchmark:{i}"]
+            key, result, part = results.get(i) or previous[f"benchmark:{i}"]
             metrics[key] = result
-            records += recs
-        # Checked before either is written: a benchmark that gave NaN publishes nothing.
+            parts.append(_check_part(ranks.folder, part))
+
+        def records():
+            for part in parts:
+                yield from part if isinstance(part, list) else stream_records(part, _PART)
+
+        # Each checked as it is written, inside the output folder's temporary: a benchmark that gave
+        # NaN publishes nothing.
         fix = "not written; rerun with --debug and report which benchmark gave it"
         with publish(layout.eval_dir(k, root)) as out:
-            out.records(layout.answers_file(k, root), records, ANSWER, fix)
+            out.records(layout.answers_file(k, root), records(), ANSWER, fix)
             write_checked_json(layout.metrics_file(k, root), metrics, METRICS, fix)
         layout.judge_journal_file(k, root).unlink(missing_ok=True)
         return {"metrics": metrics, "skipped": skipped, "benchmarks run now": len(results),
@@ -125,6 +152,64 @@ def _runnable(params: Params, selected: list[str], k: int, root: Path, judge: di
         except judge_lib.JudgeUnavailable as why:
             return [b.name for b in benchmarks if not b.judged], {b.name: str(why) for b in benchmarks if b.judged}
     return [b.name for b in benchmarks], {}
+
+
+_RESTART = "delete the data/iterK/eval.partial folder it is in and rerun `sena eval` (its answers are asked again)"
+_PART = Source(f"missing; {_RESTART}", f"it changed since it was written; {_RESTART}")
+
+
+class _Part:
+    """One benchmark's records, appended to `path` as its runner gives them (under a temporary name
+    until the benchmark finishes; rerunning it starts the file afresh), in answers.jsonl's own format."""
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
+        self.file = None
+        self.lines = 0
+
+    def empty(self) -> _Part:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.tmp, "w")  # noqa: SIM115 - closed by finish
+        self.lines = 0
+        return self
+
+    def extend(self, rows) -> None:
+        for row in rows:
+            self.file.write(json.dumps(row, sort_keys=True) + "\n")
+            self.lines += 1
+
+    def finish(self, recs) -> dict:
+        """The part's name, lines and size for the journal, the file renamed into place; `recs` is what
+        the runner returned: this part, or a list of records (written now)."""
+        if self.file is None:
+            self.empty()
+        if recs is not self:
+            self.extend(recs)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        return {"part": self.path.name, "lines": self.lines, "bytes": self.path.stat().st_size}
+
+
+class _Discard:
+    """The records sink on ranks other than 0: only rank 0 publishes."""
+
+    def extend(self, rows) -> None:
+        for _ in rows:
+            pass
+
+
+def _check_part(folder: Path, part) -> list | Path:
+    """The journaled part of a finished benchmark (a list: an older run journaled its records whole)."""
+    if isinstance(part, list):
+        return part
+    path = folder / part["part"]
+    size = path.stat().st_size if path.is_file() else None
+    if size != part["bytes"]:
+        why = _PART.missing if size is None else f"{size} bytes, not the {part['bytes']} written; {_PART.fix}"
+        raise SenaError(f"{path}: {why}")
+    return path
 
 
 class _OnMain(Exception):

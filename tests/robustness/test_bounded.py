@@ -500,3 +500,102 @@ def test_the_limits_are_the_params_of_the_run(project, monkeypatch):
     finally:
         (project / "tmp-params.yaml").unlink()
     assert bounded.limits() == bounded.Limits()
+
+
+def _pope_eval(micro_project, micro_dict, root: Path, questions: int, monkeypatch, *, traced: bool = False,
+               benchmarks=("coco_pope",), answer=lambda t: "No, not." if "7" in t else "Yes."):
+    """`run_eval` of coco_pope alone on a POPE file of `questions` questions, the model scripted;
+    (the project, tracemalloc's peak from loading the model to publishing when `traced`, else run_eval's
+    answer, the params)."""
+    from sena_cli.stages import eval as eval_stage
+    from tests.helpers import project_from
+
+    project = root if (root / "models").exists() else project_from(micro_project, root)
+    path = project / "coco_pope_random.json"
+    if not path.exists():  # a rerun in the same project reads the same files
+        Image.new("RGB", (8, 8), "red").save(project / "a.png")
+        with open(path, "w") as f:
+            for i in range(questions):
+                f.write(json.dumps({"question_id": i, "image": "a.png", "text": f"Is there a thing{i}?",
+                                    "label": "yes" if i % 3 else "no"}) + "\n")
+    d = {**micro_dict, "eval": {**micro_dict["eval"], "benchmarks": list(benchmarks), "batch_size": 4,
+                                "coco_pope": {"files": [str(path)], "image_root": str(project)}}}
+    class Forgetful(ScriptedVLM):  # keeps no prompts (ScriptedVLM.asked would grow with the file)
+        def generate(self, images, texts, **kwargs):
+            answers = super().generate(images, texts, **kwargs)
+            self.asked.clear()
+            return answers
+
+    def load(*args, **kwargs):  # after the files are counted (streamed, tested above): the answer path's peak
+        tracemalloc.reset_peak()
+        return Forgetful(answer)
+
+    monkeypatch.setattr(eval_stage.VLM, "from_params", staticmethod(load))
+    params = params_from_dict(d)
+    if not traced:
+        return project, eval_stage.run_eval(params, 0, root=project), params
+    tracemalloc.start()
+    try:
+        eval_stage.run_eval(params, 0, root=project)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return project, peak, params
+
+
+def test_pope_answers_are_published_as_the_records_in_memory_were(micro_project, micro_dict, tmp_path, monkeypatch):
+    """Streamed through a part file, answers.jsonl is byte for byte what writing the runner's records at once
+    wrote (one `json.dumps(record, sort_keys=True)` a line), and the metrics are those of all answers at once."""
+    from sena_cli.bench import pope
+
+    project, info, params = _pope_eval(micro_project, micro_dict, tmp_path / "p", 700, monkeypatch)
+    metrics, records = coco_pope.run(Context(params), ScriptedVLM(lambda t: "No, not." if "7" in t else "Yes."),
+                                     lambda n: None)
+    expected = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    assert len(records) == 700 and (project / "data/iter0/eval/answers.jsonl").read_text() == expected
+    parsed, labels = [r["parsed"] for r in records], [r["label"] for r in records]
+    assert info["metrics"]["coco_pope"]["random"] == pope.pope_metrics(parsed, labels) == metrics["random"]
+    assert info["metrics"]["coco_pope"]["n"]["random"] == pope.pope_counts(parsed, labels)
+    assert 0 < metrics["random"]["yes_ratio"] < 1 and not (project / "data/iter0/eval.partial").exists()
+
+
+def test_pope_eval_memory_does_not_grow_with_the_file(micro_project, micro_dict, tmp_path, monkeypatch):
+    """Every answer's record was held, journaled as one line and published whole (~2 KB a question:
+    10⁶ questions peaked at 3 GB). Now records go to a part file a window at a time, the metrics are
+    running counts and collected batches are let go: 10× the questions, about the same peak."""
+    _, small, _ = _pope_eval(micro_project, micro_dict, tmp_path / "small", 1000, monkeypatch, traced=True)
+    _, large, _ = _pope_eval(micro_project, micro_dict, tmp_path / "large", 10_000, monkeypatch, traced=True)
+    assert large < 1.5 * small, (small, large)
+
+
+def test_a_killed_eval_reuses_the_part_file_of_a_finished_benchmark_and_refuses_a_changed_one(
+        micro_project, micro_dict, tmp_path, monkeypatch):
+    """The records of a finished benchmark are in its part file, not the journal: a rerun after a kill
+    publishes them without asking again; a part file changed in between is refused in one line."""
+    from sena_cli.errors import SenaError
+
+    root = tmp_path / "p"
+    asked = []
+
+    def dies_after_pope(text):
+        if "thing" not in text:  # world_pope's turn: coco_pope is journaled by now
+            raise KeyboardInterrupt
+        asked.append(text)
+        return "Yes."
+
+    with pytest.raises(KeyboardInterrupt):
+        _pope_eval(micro_project, micro_dict, root, 300, monkeypatch, benchmarks=("coco_pope", "world_pope"),
+                   answer=dies_after_pope)
+    parts = list((root / "data/iter0/eval.partial").glob("answers-*-0.jsonl"))
+    assert len(asked) == 300 and len(parts) == 1 and len(parts[0].read_text().splitlines()) == 300
+    saved = parts[0].read_bytes()
+    parts[0].write_bytes(saved[:-10])
+    with pytest.raises(SenaError, match=r"answers-\w+-0\.jsonl: \d+ bytes, not the \d+ written; it changed since"):
+        _pope_eval(micro_project, micro_dict, root, 300, monkeypatch, benchmarks=("coco_pope", "world_pope"),
+                   answer=lambda t: "Yes.")
+    parts[0].write_bytes(saved)
+    asked.clear()
+    _pope_eval(micro_project, micro_dict, root, 300, monkeypatch, benchmarks=("coco_pope", "world_pope"),
+               answer=lambda t: asked.append(t) or "Yes.")
+    answers = (root / "data/iter0/eval/answers.jsonl").read_text().splitlines()
+    assert not [t for t in asked if "thing" in t] and sum('"coco_pope_random"' in a for a in answers) == 300
