@@ -148,6 +148,9 @@ def _cut_torn_tail(fd: int) -> int:
     return end
 
 
+JOURNAL_FIX = "delete it (its work is redone) and rerun the stage"
+
+
 def journal_entries(data: bytes, run_id: str) -> Iterator[tuple[int | str, object]]:
     """(chunk, data) of each whole line of run `run_id` in a journal's bytes; a line without its
     newline (torn by a kill or a full disk: the writer cuts it off, the chunk is redone) or that is
@@ -167,8 +170,8 @@ def read_journals(paths, run_id: str) -> dict[int | str, object]:
     """Finished chunks of run `run_id` in these journals (the newest entry of a chunk wins)."""
     done = {}
     for path in paths:
-        if Path(path).is_file():
-            done.update(journal_entries(Path(path).read_bytes(), run_id))
+        if Path(path).is_file():  # bounded: a journal swapped for a link to /dev/zero or grown huge is refused
+            done.update(journal_entries(bounded.read_bytes(path, what="journal", fix=JOURNAL_FIX), run_id))
     return done
 
 

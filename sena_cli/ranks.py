@@ -43,7 +43,8 @@ from typing import TypeVar
 
 import torch
 
-from sena_cli.artifacts import Journal, atomic_write_text, journal_entries
+from sena_cli import bounded
+from sena_cli.artifacts import JOURNAL_FIX, Journal, atomic_write_text, journal_entries
 from sena_cli.errors import SenaError
 
 T = TypeVar("T")
@@ -141,8 +142,8 @@ class Ranks:
         nonce = self.launch = self.from_main(write_token)
         token = self.folder / f".launch-{nonce}"
         try:
-            seen = token.read_text() == nonce
-        except OSError:
+            seen = bounded.read_text(token, what="launch token") == nonce
+        except (OSError, SenaError, UnicodeDecodeError):
             seen = False
         report = self.gather((seen, socket.gethostname(), str(self.folder.resolve())))
         if self.is_main:
@@ -335,6 +336,7 @@ class _JournalReader:
         for path in sorted(self.folder.glob("rank*.jsonl")):
             offset = self.offsets.get(path, 0)
             try:
+                bounded.regular(path, JOURNAL_FIX)  # a FIFO in its place would block every rank's poll
                 with open(path, "rb") as f:
                     f.seek(offset)
                     data = f.read()

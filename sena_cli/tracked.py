@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from sena_cli import bounded
 from sena_cli.config import DEFAULT_PARAMS_FILE, Params, to_dict
 from sena_cli.errors import SenaError
 
@@ -34,7 +35,7 @@ def read_pipeline(root: Path = Path(".")) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
+        data = yaml.load(bounded.read_text(path, what="pipeline file"), Loader=_SAFE_LOADER)
     except yaml.YAMLError:
         raise SenaError(f"{path}: not valid YAML; fix the syntax (`dvc repro` reads it too)") from None
     stages = data.get("stages") if isinstance(data, dict) else None
@@ -67,7 +68,7 @@ def _params_vars(root: Path) -> dict:
     """params.yaml's values: DVC fills `${sample.pool}` in dvc.yaml from them."""
     path = Path(root) / DEFAULT_PARAMS_FILE
     try:
-        data = yaml.load(path.read_text(), Loader=_SAFE_LOADER) if path.is_file() else {}
+        data = yaml.load(bounded.read_text(path, what="params file"), Loader=_SAFE_LOADER) if path.is_file() else {}
     except (yaml.YAMLError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}

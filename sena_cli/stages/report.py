@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sena_cli import layout
+from sena_cli import bounded, layout
 from sena_cli.artifacts import atomic_write_text, sampled_image_loader
 from sena_cli.bench import registry
 from sena_cli.config import PER_ITERATION_SECTIONS, Params, for_iteration, to_dict
@@ -120,8 +120,8 @@ def thumbnail_uri(image: Image.Image) -> str:
 def _read_tsv(path: Path, column: str) -> list[tuple[float, float]]:
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [(float(r["step"]), float(r[column])) for r in csv.DictReader(f, delimiter="\t")]
+    text = bounded.read_text(path, what="training log", fix="delete it or rerun its `sena train`")
+    return [(float(r["step"]), float(r[column])) for r in csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")]
 
 
 def _pair_samples(params: Params, k: int, root: Path, count: int) -> list[dict]:

@@ -599,3 +599,51 @@ def test_a_killed_eval_reuses_the_part_file_of_a_finished_benchmark_and_refuses_
                answer=lambda t: asked.append(t) or "Yes.")
     answers = (root / "data/iter0/eval/answers.jsonl").read_text().splitlines()
     assert not [t for t in asked if "thing" in t] and sum('"coco_pope_random"' in a for a in answers) == 300
+
+
+# ---------------------------------------------------------------- sena's own files: journals, dvc.yaml, training logs
+
+def test_a_rank_journal_replaced_by_a_fifo_is_refused_instead_of_blocking_every_poll(tmp_path):
+    from sena_cli.ranks import _JournalReader
+
+    os.mkfifo(tmp_path / "rank0.jsonl")
+    outcome: list = []
+
+    def poll():
+        try:
+            _JournalReader(tmp_path, "run").poll()
+            outcome.append("read")
+        except SenaError as e:
+            outcome.append(str(e))
+
+    reader = threading.Thread(target=poll, daemon=True)
+    reader.start()
+    reader.join(timeout=20)  # open() of a FIFO with no writer blocks forever: the thread would still be alive
+    assert not reader.is_alive(), "polling a FIFO journal blocked"
+    assert outcome and "rank0.jsonl: a FIFO (named pipe), not a regular file" in outcome[0], outcome
+    assert "delete it (its work is redone)" in outcome[0]
+
+
+def test_a_journal_over_the_file_limit_is_refused_naming_it(tmp_path):
+    from sena_cli.artifacts import read_journals
+
+    journal = _sparse(tmp_path / "rank0.jsonl", 3 * GIB, b'{"run": "r", "chunk": 0, "data": 1}\n')
+    with bounded.limited(max_file_bytes=2**20), pytest.raises(SenaError) as e:
+        read_journals([journal], "r")
+    assert "rank0.jsonl: journal of 3072 MiB, more than limits.max_file_bytes (1 MiB)" in str(e.value)
+    assert read_journals([journal.with_name("missing.jsonl")], "r") == {}
+
+
+def test_a_sparse_dvc_yaml_or_training_log_is_refused_before_it_is_read(tmp_path):
+    from sena_cli.stages.report import _read_tsv
+    from sena_cli.tracked import read_pipeline
+
+    _sparse(tmp_path / "dvc.yaml", 3 * GIB, b"stages: {}\n")
+    log = _sparse(tmp_path / "dpo.tsv", 3 * GIB, b"step\tloss\n1\t0.5\n")
+    with bounded.limited(max_file_bytes=2**20):
+        with pytest.raises(SenaError, match=r"dvc\.yaml: pipeline file of 3072 MiB, more than limits\.max_file_bytes"):
+            read_pipeline(tmp_path)
+        with pytest.raises(SenaError, match=r"dpo\.tsv: training log of 3072 MiB, more than limits\.max_file_bytes"):
+            _read_tsv(log, "loss")
+    (tmp_path / "small.tsv").write_text("step\tloss\n1\t0.5\n2\t0.25\n")
+    assert _read_tsv(tmp_path / "small.tsv", "loss") == [(1.0, 0.5), (2.0, 0.25)]
