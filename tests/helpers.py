@@ -9,11 +9,14 @@ from sena_fixtures.micro import write_manifest  # noqa: F401 - the tests import 
 
 
 def project_from(micro_project: Path, root: Path) -> Path:
-    """A fresh project folder sharing the micro world (symlinked, read-only use) with its own copy of θ0."""
+    """A fresh project folder sharing the micro world (hard-linked, read-only use) with its own copy of θ0."""
+    import os
     import shutil
 
     (root / "data").mkdir(parents=True)
-    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
+    # hard links, not a symlink: a pool reached through a link out of the project is refused (it would not
+    # travel); the files are shared all the same, read-only use
+    shutil.copytree(micro_project / "data" / "world", root / "data" / "world", copy_function=os.link)
     shutil.copytree(micro_project / "models" / "iter0", root / "models" / "iter0")
     return root
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -63,7 +64,9 @@ def make_project(name: str, root: Path, micro_project: Path, overrides: dict) ->
     for image, (w, h) in VARIED.items():
         Image.fromarray((rng.rand(h, w, 3) * 255).astype("uint8")).save(root / "pool" / f"{image}.png")
     (root / "data").mkdir()
-    (root / "data" / "world").symlink_to(micro_project / "data" / "world")
+    # hard links, not a symlink: a pool reached through a link out of the project is refused (it would not
+    # travel); the files are shared all the same, read-only use
+    shutil.copytree(micro_project / "data" / "world", root / "data" / "world", copy_function=os.link)
     FAMILIES[name](root / "models" / "iter0")
     (root / "params.yaml").write_text(full_params_yaml(overrides))
     return root
