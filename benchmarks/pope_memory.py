@@ -99,7 +99,6 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="2000 questions")
     args = parser.parse_args()
     questions = 2000 if args.tiny else args.questions
-    sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory(prefix="sena-pope-memory-") as tmp:
         root = Path(tmp) / "project"
         started = time.perf_counter()
