@@ -13,7 +13,8 @@ class ScriptedVLM:
         self.answer = answer
         self.asked: list[str] = []
 
-    def generate(self, images, texts, *, max_new_tokens, batch_size, on_batch=lambda n: None):
+    def generate(self, images, texts, *, max_new_tokens, batch_size, on_batch=lambda n: None, features=None):
+        # `features`: VLM.generate's cache of vision features (eval passes one); a scripted model has no vision tower
         from PIL import Image
 
         assert len(images) == len(texts) and all(isinstance(im, Image.Image) for im in images)
