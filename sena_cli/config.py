@@ -117,20 +117,37 @@ class WorldParams:
     colours: list[str] = param(["red", "green", "blue", "yellow"], "object colours", choices=list(PALETTE))
     shapes: list[str] = param(list(SHAPES), "object shapes", choices=list(SHAPES))
     max_objects: int = param(4, "objects per image (one per quadrant)", 1, 4)
-    min_object_size: int = param(12, "smallest object side in pixels", 4, 512)
-    max_object_size: int = param(20, "largest object side in pixels (fits a quadrant)", 4, 512)
-    cooccurrence_pairs: list[list[str]] = param(
-        [["red circle", "blue square"], ["green triangle", "yellow cross"],
-         ["blue circle", "red triangle"], ["yellow square", "green circle"]],
-        "fixed object pairs that co-occur in images: the bias θ0 learns")
-    cooccurrence_prob: float = param(0.8, "chance an object's partner is drawn with it", 0.0, 1.0)
-    caption_noise: float = param(0.5, "share of training captions that name an absent partner", 0.0, 1.0)
+    min_object_size: int = param(15, "smallest object side in pixels (a plainly visible object)", 4, 512)
+    max_object_size: int = param(22, "largest object side in pixels (fits a quadrant)", 4, 512)
+    partner_weights: list[float] = param(
+        [0.55, 0.3, 0.15], "each object's co-occurrence partners, strongest first (drawn from world.seed): "
+        "the relative chance each is the partner placed beside it; the list's length is the number of "
+        "partners per object ([] = no co-occurrence)")
+    cooccurrence_prob: float = param(0.7, "chance that each further object of a scene is a partner of one "
+                                     "already placed (else it is drawn by popularity)", 0.0, 1.0)
+    popularity_exponent: float = param(0.8, "object frequency falls as rank^-exponent (a long tail like "
+                                       "COCO's; 0 = every object equally common)", 0.0, 4.0)
+    hard_share: float = param(0.12, "chance that an object drawn by popularity is hard to see (small and "
+                              "faded)", 0.0, 1.0)
+    hard_share_partners: float = param(0.45, "chance that an object placed as a partner is hard to see "
+                                       "(context objects are the small ones)", 0.0, 1.0)
+    hard_min_size: int = param(6, "smallest hard-to-see object side in pixels", 2, 512)
+    hard_max_size: int = param(9, "largest hard-to-see object side in pixels", 2, 512)
+    hard_fade: float = param(0.55, "how far a hard object's colour is blended toward the background "
+                             "(0 = full colour, 1 = invisible)", 0.0, 0.95)
+    caption_noise: float = param(0.3, "chance, per object of a training caption, that one of its absent "
+                                 "partners (by partner weight) is named after it", 0.0, 1.0)
+    enhance_given_right: float = param(0.8, "share of θ0's answer-enhancement examples whose given answer is "
+                                       "right (about θ0's own accuracy: it learns to keep right answers and "
+                                       "fix wrong ones)", 0.0, 1.0)
     pool_images: int = param(1200, "unlabeled pool images", 1, BIG)
     instruct_images: int = param(12000, "images of θ0's instruction set", 1, BIG)
     instruct_examples_per_image: int = param(6, "instruction examples per image", 1, 50)
     eval: WorldEvalParams = section(WorldEvalParams, "the test set the world benchmarks report")
     eval_dev: WorldEvalParams = section(WorldEvalParams, "the dev set (benchmark world_dev), where settings "
                                         "are chosen; disjoint images of the same distribution")
+    eval_cal: WorldEvalParams = section(WorldEvalParams, "the calibration set (benchmark world_cal), where θ0 "
+                                        "is checked against docs/world.md's targets; neither dev nor test")
 
     def check(self, p: Params, at: str) -> None:
         if not self.colours or not self.shapes:
@@ -139,15 +156,16 @@ class WorldParams:
             raise Invalid("'world.min_object_size' exceeds 'world.max_object_size'; swap them")
         if self.max_object_size * 2 > self.image_size:
             raise Invalid("'world.max_object_size' must fit a quadrant (<= image_size / 2)")
-        names = {f"{c} {s}" for c in self.colours for s in self.shapes}
-        seen: set[str] = set()
-        for i, pair in enumerate(self.cooccurrence_pairs):
-            if len(pair) != 2 or not set(pair) <= names or pair[0] == pair[1]:
-                raise Invalid(f"'world.cooccurrence_pairs[{i}]' must be two different objects "
-                              "'<colour> <shape>' from world.colours x world.shapes")
-            if seen & set(pair):
-                raise Invalid(f"'world.cooccurrence_pairs[{i}]' reuses an object; each object has one partner")
-            seen |= set(pair)
+        if self.hard_min_size > self.hard_max_size:
+            raise Invalid("'world.hard_min_size' exceeds 'world.hard_max_size'; swap them")
+        if self.hard_max_size * 2 > self.image_size:
+            raise Invalid("'world.hard_max_size' must fit a quadrant (<= image_size / 2)")
+        objects = len(self.colours) * len(self.shapes)
+        if len(self.partner_weights) > objects - 1:
+            raise Invalid(f"'world.partner_weights' names {len(self.partner_weights)} partners per object; "
+                          f"the world has {objects} objects, so at most {objects - 1}")
+        if any(w <= 0 or not math.isfinite(w) for w in self.partner_weights):
+            raise Invalid("'world.partner_weights' must be positive numbers (strongest partner first)")
 
 
 @dataclass

@@ -19,6 +19,7 @@ MICRO = {
         "instruct_examples_per_image": 4,
         "eval": {"pope_images": 8, "chair_images": 8, "vqa_images": 8, "question_images": 8},
         "eval_dev": {"pope_images": 4, "chair_images": 4, "vqa_images": 4, "question_images": 4},
+        "eval_cal": {"pope_images": 4, "chair_images": 4, "vqa_images": 4, "question_images": 4},
     },
     "base": {"steps": 20, "batch_size": 8, "lr": 0.003, "warmup_steps": 2, "threads": 1,
              "vision_hidden": 32, "text_hidden": 32, "text_intermediate": 64},

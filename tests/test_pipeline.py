@@ -79,7 +79,8 @@ EVERY_STAGE = {"code", "world", "base"} | ALWAYS | SUMMARIES | LOOP | EVALS
 SMALLER = {
     "world": {"pool_images": 40,
               "eval": {"pope_images": 8, "chair_images": 8, "vqa_images": 8, "question_images": 8},
-              "eval_dev": {"pope_images": 4, "chair_images": 4, "vqa_images": 4, "question_images": 4}},
+              "eval_dev": {"pope_images": 4, "chair_images": 4, "vqa_images": 4, "question_images": 4},
+              "eval_cal": {"pope_images": 4, "chair_images": 4, "vqa_images": 4, "question_images": 4}},
     "base": {"threads": 1},  # one per xdist worker
     "sample": {"images_per_iteration": 8},
     "train": {"global_batch_size": 2, "per_device_batch_size": 2},

@@ -6,6 +6,11 @@
 - world_questions: does "ask a question about this image" give a question of the
   world's forms that the image can answer?
 - world_dev: world_pope and world_chair on the dev set, where settings are chosen.
+- world_cal: world_pope, world_chair and world_vqa on the calibration set, where θ0 is checked
+  against docs/world.md's targets (neither dev nor test).
+world_pope and world_chair also report co-occurrence hallucination: "yes" to an absent partner of
+a present object against "yes" to any other absent object, and the share of a caption's chances
+to name an absent partner that it takes.
 Each returns (metrics, per-question records). Callable on any VLM. The records at the end
 are what the benchmark registry (bench/registry.py) finds.
 """
@@ -31,7 +36,7 @@ from sena_cli.progress import Tick
 from sena_cli.vlm import VLM
 from sena_cli.world.build import POPE_SPLITS
 from sena_cli.world.language import ask, parse_question
-from sena_cli.world.scenes import Scene
+from sena_cli.world.scenes import Scene, absent_partners
 
 
 class WorldEvalSet:
@@ -77,7 +82,25 @@ def world_pope(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
         counts[split] = pope_counts(parsed, [r["label"] for r in rows])
         records += [{"benchmark": f"pope_{split}", **r, "answer": a, "parsed": p}
                     for r, a, p in zip(rows, answers, parsed)]
+    metrics["partner"], counts["partner"] = pope_partner_rates(records, data.truth, params)
     return {**metrics, "n": counts}, records
+
+
+def pope_partner_rates(records: list[dict], truth: dict[str, Scene], params: Params):
+    """How often "yes" is said of an absent co-occurrence partner of a present object, and of any other
+    absent object: each (image, object) negative once, over the three splits. The ratio of the two is
+    the co-occurrence hallucination the method targets (POPE's adversarial split, isolated)."""
+    said: dict[tuple[str, str], bool] = {}
+    for r in records:
+        parsed = parse_question(r["text"], params.world)
+        if r["label"] == "no" and parsed and parsed[0] == "exists":
+            said.setdefault((r["image"], parsed[1]["name"]), r["parsed"] == "yes")
+    partner = [yes for (image, name), yes in said.items() if name in absent_partners(truth[image].names, params.world)]
+    other = [yes for (image, name), yes in said.items()
+             if name not in absent_partners(truth[image].names, params.world)]
+    rates = {"yes_rate": sum(partner) / len(partner) if partner else 0.0,
+             "other_yes_rate": sum(other) / len(other) if other else 0.0}
+    return rates, {"yes_rate": len(partner), "other_yes_rate": len(other)}
 
 
 def _sizes(data: WorldEvalSet, params: Params):
@@ -104,7 +127,24 @@ def world_chair(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     truth = [data.truth[n].names for n in names]
     records = [{"benchmark": "chair", "image": n, "caption": c, "mentioned": s, "truth": t}
                for n, c, s, t in zip(names, captions, said, truth)]
-    return {**chair_metrics(said, truth), "n": chair_counts(said, truth)}, records
+    partner, partner_n = caption_partner_rates(said, truth, params)
+    return ({**chair_metrics(said, truth), "partner": partner, "n": {**chair_counts(said, truth), "partner": partner_n}},
+            records)
+
+
+def caption_partner_rates(said: list[list[str]], truth: list[list[str]], params: Params):
+    """rate: share of a caption's chances to name an absent partner (one per image and absent partner)
+    that it takes; share: share of its hallucinated mentions that are absent partners."""
+    chances = taken = wrong = wrong_partner = 0
+    for mentioned, real in zip(said, truth):
+        mates = set(absent_partners(list(real), params.world))
+        chances += len(mates)
+        taken += len(mates & set(mentioned))
+        bad = [m for m in mentioned if m not in real]
+        wrong += len(bad)
+        wrong_partner += sum(m in mates for m in bad)
+    return ({"rate": taken / chances if chances else 0.0, "share": wrong_partner / wrong if wrong else 0.0},
+            {"rate": chances, "share": wrong})
 
 
 def world_vqa(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
@@ -198,6 +238,27 @@ def run_dev(ctx, vlm: VLM, tick: Tick):
     return {"pope": pope, "chair": chair}, records
 
 
+def _cal(ctx) -> WorldEvalSet:
+    """The calibration set: where θ0 is checked against docs/world.md's targets, seen by nothing else."""
+    return ctx.once("world_cal", lambda: WorldEvalSet(layout.world_dir(ctx.root), "eval_cal",
+                                                      ctx.params.world.eval_cal))
+
+
+def run_cal(ctx, vlm: VLM, tick: Tick):
+    """POPE, CHAIR and short answers on the calibration set (docs/world.md: θ0's calibration targets)."""
+    data = _cal(ctx)
+    pope_m, pope_records = world_pope(vlm, data, ctx.params, tick)
+    chair_m, chair_records = world_chair(vlm, data, ctx.params, tick)
+    vqa_m, vqa_records = world_vqa(vlm, data, ctx.params, tick)
+    records = [{**r, "benchmark": f"cal_{r['benchmark']}"} for r in pope_records + chair_records + vqa_records]
+    return {"pope": pope_m, "chair": chair_m, "vqa": {**vqa_m, "n": {"accuracy": len(vqa_records)}}}, records
+
+
+def count_cal(ctx) -> int:
+    return (sum(len(_cal(ctx).rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
+            + len(chair_images(_cal(ctx), ctx.params)) + len(_cal(ctx).rows("vqa.jsonl")))
+
+
 def count_dev(ctx) -> int:
     return (sum(len(_dev(ctx).rows(f"pope_{s}.jsonl")) for s in POPE_SPLITS)
             + len(chair_images(_dev(ctx), ctx.params)))
@@ -205,15 +266,21 @@ def count_dev(ctx) -> int:
 
 W = "sena_cli.bench.world"  # the records name their runner and counter as "module:function"
 WORLD = "drawn by `sena world` (the embedded default's synthetic world)"
-CHAIR_METRICS = ("chair_s", "chair_i", "recall", "caption_f1")
+CHAIR_METRICS = ("chair_s", "chair_i", "recall", "caption_f1", "partner.rate", "partner.share")
+POPE_METRICS = (*pope.METRICS, "partner.yes_rate", "partner.other_yes_rate")
+PARTNER_CHART = Chart("Co-occurrence hallucination (lower is better)",
+                      (("POPE yes to an absent partner", "partner.yes_rate"),
+                       ("POPE yes to another absent object", "partner.other_yes_rate")))
 BENCHMARKS = (
     Benchmark("world_pope", "pope", ("data/world/eval",),
-              f"{W}:run_pope", f"{W}:count_pope", pope.METRICS, pope.charts("POPE"),
+              f"{W}:run_pope", f"{W}:count_pope", POPE_METRICS, (*pope.charts("POPE"), PARTNER_CHART),
               order=0, source=WORLD, embedded_default=True),
     Benchmark("world_chair", "chair", ("data/world/eval", "eval.chair_prompt"),
               f"{W}:run_chair", f"{W}:count_chair", CHAIR_METRICS,
               (Chart("CHAIR (lower is better)", (("CHAIR_s", "chair_s"), ("CHAIR_i", "chair_i"))),
-               Chart("Caption recall and F1", (("recall", "recall"), ("caption F1", "caption_f1")))), order=1,
+               Chart("Caption recall and F1", (("recall", "recall"), ("caption F1", "caption_f1"))),
+               Chart("Captions naming an absent partner (lower is better)",
+                     (("share of chances taken", "partner.rate"),))), order=1,
               source=WORLD, embedded_default=True),
     Benchmark("world_vqa", "world_vqa", ("data/world/eval",),
               f"{W}:run_vqa", f"{W}:count_vqa", ("accuracy", "accuracy_<kind>"),
@@ -226,8 +293,15 @@ BENCHMARKS = (
               source=WORLD, embedded_default=True),
     Benchmark("world_dev", "world_dev", ("data/world/eval_dev", "eval.chair_prompt"),
               f"{W}:run_dev", f"{W}:count_dev",
-              tuple(f"pope.{m}" for m in pope.METRICS) + tuple(f"chair.{m}" for m in CHAIR_METRICS),
+              tuple(f"pope.{m}" for m in POPE_METRICS) + tuple(f"chair.{m}" for m in CHAIR_METRICS),
               (Chart("Dev set (where settings are chosen)", (("POPE adv. F1", "pope.adversarial.f1"),
                                                              ("CHAIR_i", "chair.chair_i"))),), order=4,
+              source=WORLD),
+    Benchmark("world_cal", "world_cal", ("data/world/eval_cal", "eval.chair_prompt"),
+              f"{W}:run_cal", f"{W}:count_cal",
+              tuple(f"pope.{m}" for m in POPE_METRICS) + tuple(f"chair.{m}" for m in CHAIR_METRICS)
+              + ("vqa.accuracy",),
+              (Chart("Calibration set (θ0 against docs/world.md's targets)",
+                     (("POPE adv. F1", "pope.adversarial.f1"), ("CHAIR_i", "chair.chair_i"))),), order=5,
               source=WORLD),
 )

@@ -21,13 +21,14 @@ from sena_cli.frame import POINTER, publish, read_jsonl
 from sena_cli.method.prompts import with_suffix
 from sena_cli.progress import Progress, no_progress
 from sena_cli.world import tiny
+from sena_cli.world.build import HELD_OUT
 
 
 def vocabulary_texts(params: Params, examples: list[dict], world: Path) -> list[str]:
     """Every text θ0 must read or write: the instruction set, the eval questions, all prompts."""
     p = params.qa.prompts
     texts = [t for ex in examples for t in (ex["prompt"], ex["answer"])]
-    for held_out in ("eval", "eval_dev"):  # the test and dev sets
+    for held_out in HELD_OUT:  # the test, dev and calibration sets
         for split in ("random", "popular", "adversarial"):
             texts += [r["text"] for r in read_jsonl(world / held_out / f"pope_{split}.jsonl")]
         texts += [r["text"] + " " + r["answer"] for r in read_jsonl(world / held_out / "vqa.jsonl")]

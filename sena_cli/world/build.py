@@ -12,6 +12,7 @@ Layout under `out` (data/world):
   eval/cooccurrence.json       object frequencies and co-occurrence counts of the instruct set
   eval_dev/...                 the same for the dev set (world.eval_dev): other images of the same
                                distribution, where settings are chosen (benchmark world_dev)
+  eval_cal/...                 the same for the calibration set (world.eval_cal, benchmark world_cal)
 Everything is a function of world params and the qa prompts: same params, same bytes.
 """
 
@@ -37,13 +38,13 @@ def _scenes(world, seed_tag: str, count: int) -> list[Scene]:
     return [sample_scene(rng, world) for _ in range(count)]
 
 
-def _save_images(scenes: list[Scene], folder: Path, size: int, tick: Callable[[int], None]) -> list[str]:
+def _save_images(scenes: list[Scene], folder: Path, world, tick: Callable[[int], None]) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for i, scene in enumerate(scenes):
         name = f"{i:05d}.png"
         # optimize=False and no metadata: PNG bytes depend only on the pixels.
-        draw_scene(scene, size).save(folder / name, format="PNG")
+        draw_scene(scene, world.image_size, world.hard_fade).save(folder / name, format="PNG")
         names.append(name)
         tick(1)
     return names
@@ -92,14 +93,15 @@ def pope_questions(scenes: list[Scene], image_names: list[str], params: Params, 
 
 
 def vqa_questions(scenes: list[Scene], image_names: list[str], params: Params, split: str = "eval") -> list[dict]:
-    """Colour and shape questions with one right answer, for θ0's grounding check."""
+    """Short-answer questions with one right answer (colour, shape, quadrant colour, count, position)."""
     world = params.world
     rng = random.Random(f"{world.seed}-vqa")
     out = []
-    for scene, image in zip(scenes[: world.eval.vqa_images], image_names):
+    for scene, image in zip(scenes[: getattr(world, split).vqa_images], image_names):
         options = [ask("colour", scene, world, shape=s) for s in world.shapes]
         options += [ask("shape", scene, world, colour=c) for c in world.colours]
         options += [ask("quadrant_colour", scene, world, quadrant=o.quadrant) for o in scene.objects]
+        options += [ask("count", scene, world)] + [ask("position", scene, world, name=n) for n in scene.names]
         options = [q for q in options if q.answer is not None]
         for q in rng.sample(options, min(2, len(options))):
             out.append({"question_id": len(out), "image": image, "text": q.text, "answer": q.answer, "kind": q.kind})
@@ -112,14 +114,14 @@ def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = l
     pool = _scenes(world, "pool", world.pool_images)
     instruct = _scenes(world, "instruct", world.instruct_images)
     # test (eval/) and dev (eval_dev/): disjoint draws of the same distribution
-    held_out = {split: _scenes(world, "eval" if split == "eval" else "eval-dev", _held_out_count(getattr(world, split)))
+    held_out = {split: _scenes(world, split.replace("_", "-"), _held_out_count(getattr(world, split)))
                 for split in HELD_OUT}
     with atomic_dir(out) as tmp:
-        pool_names = _save_images(pool, tmp / "pool", world.image_size, tick)
+        pool_names = _save_images(pool, tmp / "pool", world, tick)
         write_jsonl(tmp / "truth" / "pool.jsonl",
                     [{"image": n, **s.to_dict()} for n, s in zip(pool_names, pool)])
 
-        inst_names = _save_images(instruct, tmp / "instruct" / "images", world.image_size, tick)
+        inst_names = _save_images(instruct, tmp / "instruct" / "images", world, tick)
         rng = random.Random(f"{world.seed}-instructions")
         examples = []
         for name, scene in zip(inst_names, instruct):
@@ -133,7 +135,7 @@ def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = l
         counts = {}
         for split, scenes in held_out.items():
             folder = tmp / split
-            names = _save_images(scenes, folder / "images", world.image_size, tick)
+            names = _save_images(scenes, folder / "images", world, tick)
             write_jsonl(folder / "truth.jsonl", [{"image": n, **s.to_dict()} for n, s in zip(names, scenes)])
             write_json(folder / "cooccurrence.json", stats)
             pope = pope_questions(scenes, names, params, stats, split)
@@ -151,7 +153,9 @@ def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = l
     }
 
 
-HELD_OUT = {"eval": "test", "eval_dev": "dev"}  # folder (and params section) -> the set's name
+# folder (and params section) -> the set's name. The calibration set is where θ0 is checked against
+# docs/world.md's targets; neither the study's choices (dev) nor its results (test) see it.
+HELD_OUT = {"eval": "test", "eval_dev": "dev", "eval_cal": "calibration"}
 
 
 def _held_out_count(ev) -> int:

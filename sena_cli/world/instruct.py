@@ -2,10 +2,12 @@
 
 One example is (prompt, answer, task). Prompts are the method's own prompts from
 params.yaml (qa.prompts), so the embedded θ0 is taught exactly what the loop asks.
-Two biases are deliberate and documented in docs/world.md: images follow the
-co-occurrence pairs (scenes.py), and captions name an absent partner with
-probability `world.caption_noise`. Yes/no questions about absent objects pick the
-absent object uniformly, so co-occurrence partners are rarely seen as negatives.
+Two biases are deliberate and documented in docs/world.md: images follow graded
+co-occurrence (scenes.py), and captions name an absent partner with probability
+`world.caption_noise`. Yes/no questions about absent objects pick the absent object
+uniformly, so co-occurrence partners are rarely seen as negatives. Enhancement examples
+give a right answer at about θ0's own accuracy (`world.enhance_given_right`), so that
+enhancing keeps right answers and fixes wrong ones instead of ignoring the given answer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sena_cli.world.language import (
     answerable_questions,
     ask,
     caption,
+    own_question,
     pick_question,
     unanswerable_questions,
     wrong_answer,
@@ -61,11 +64,11 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
         q = _existence_question(scene, world, rng)
         prompt, answer = P.short_answer_prompt(p, q.text), q.answer
     elif task == "generate_question":
-        prompt, answer = p.question_generate, pick_question(scene, world, rng).text
+        prompt, answer = p.question_generate, own_question(scene, world).text
     elif task == "check_question":
         bad = unanswerable_questions(scene, world)
         if bad and rng.random() < 0.5:
-            given, fixed = rng.choice(bad).text, pick_question(scene, world, rng).text
+            given, fixed = rng.choice(bad).text, own_question(scene, world).text
         else:
             given = fixed = pick_question(scene, world, rng).text
         prompt, answer = P.check_prompt(p, given), f"QUESTION: {fixed}"
@@ -77,12 +80,12 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
             answer = f"Improved Answer: {noisy_caption()}"
         else:  # a `gen` record: a short answer, right or wrong, checked against the description
             q = pick_question(scene, world, rng)
-            given = q.answer if rng.random() < 0.5 else wrong_answer(q, world, rng)
+            given = q.answer if rng.random() < world.enhance_given_right else wrong_answer(q, world, rng)
             prompt = P.enhance_prompt(p, noisy_caption(), P.short_answer_prompt(p, q.text), given)
             answer = f"Improved Answer: {q.answer}"
     elif task == "enhance_yes_no":
         q = _existence_question(scene, world, rng)
-        given = q.answer if rng.random() < 0.5 else wrong_answer(q, world, rng)
+        given = q.answer if rng.random() < world.enhance_given_right else wrong_answer(q, world, rng)
         prompt = P.fill(p.enhance_yes_no, question=P.short_answer_prompt(p, q.text), answer=given)
         answer = f"Improved Answer: {q.answer}"
     else:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from sena_cli.config import WorldParams
-from sena_cli.world.scenes import QUADRANTS, Scene, object_names, partners
+from sena_cli.world.scenes import QUADRANTS, Scene, object_names, partner_graph, partners
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 
@@ -37,16 +37,16 @@ def join_names(names: list[str]) -> str:
 
 
 def caption(scene: Scene, world: WorldParams, rng: random.Random, noise: float) -> str:
-    """The scene's objects in reading order; with probability `noise` per object whose
-    co-occurrence partner is absent, the partner is named right after it (caption noise)."""
-    mate = partners(world)
+    """The scene's objects in reading order; with probability `noise` per object, one of its absent
+    co-occurrence partners (drawn by partner weight) is named right after it (caption noise)."""
+    graph = partner_graph(world)
     present = set(scene.names)
     names: list[str] = []
     for name in scene.names:
         names.append(name)
-        other = mate.get(name)
-        if other and other not in present and other not in names and rng.random() < noise:
-            names.append(other)
+        options = [(p, w) for p, w in graph[name] if p not in present and p not in names]
+        if options and rng.random() < noise:
+            names.append(rng.choices([p for p, _ in options], weights=[w for _, w in options])[0])
     return join_names(names)
 
 
@@ -167,6 +167,33 @@ def pick_question(scene: Scene, world: WorldParams, rng: random.Random) -> Quest
         by_kind.setdefault(q.kind, []).append(q)
     kind = rng.choice(sorted(by_kind))
     return rng.choice(by_kind[kind])
+
+
+# The forms a self-question takes, in the order `own_question` tries them.
+QUESTION_FORMS = ("colour", "shape", "count", "colour_count", "position", "quadrant_colour", "quadrant_shape",
+                  "exists")
+
+
+def own_question(scene: Scene, world: WorldParams) -> Question:
+    """The question θ0 is taught to ask of an image: its form follows from the first plainly visible
+    object (object k -> form k mod 8, the next form when the scene cannot answer it), its slots
+    from that object, and an existence question asks about that object's strongest partner. A
+    real VLM's questions follow what it sees; a form drawn at random per example instead teaches a
+    distribution whose greedy mode is one or two forms (issue 25: 284 of 300 self-questions)."""
+    names = object_names(world)
+    visible = [o for o in scene.objects if not o.hard] or list(scene.objects)
+    first = visible[0]
+    start = names.index(first.name) % len(QUESTION_FORMS)
+    for step in range(len(QUESTION_FORMS)):
+        kind = QUESTION_FORMS[(start + step) % len(QUESTION_FORMS)]
+        slots = {"colour": {"shape": first.shape}, "shape": {"colour": first.colour}, "count": {},
+                 "colour_count": {"colour": first.colour}, "position": {"name": first.name},
+                 "quadrant_colour": {"quadrant": first.quadrant}, "quadrant_shape": {"quadrant": first.quadrant},
+                 "exists": {"name": (partners(world)[first.name] or [first.name])[0]}}[kind]
+        q = ask(kind, scene, world, **slots)
+        if q.answer is not None:
+            return q
+    return ask("count", scene, world)
 
 
 def wrong_answer(question: Question, world: WorldParams, rng: random.Random) -> str:

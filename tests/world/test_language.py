@@ -1,16 +1,19 @@
+import collections
 import random
 
 from sena_cli.config import QAPrompts, WorldParams
 from sena_cli.world.instruct import TASK_WEIGHTS, instruction_examples
 from sena_cli.world.language import (
+    QUESTION_FORMS,
     answerable_questions,
     ask,
     caption,
     mentioned_objects,
+    own_question,
     parse_question,
     unanswerable_questions,
 )
-from sena_cli.world.scenes import Scene, SceneObject
+from sena_cli.world.scenes import Scene, SceneObject, partners, sample_scene
 
 WORLD = WorldParams()
 SCENE = Scene((SceneObject("red", "circle", "top left", (2, 2, 12, 12)),
@@ -23,15 +26,26 @@ def test_clean_caption_names_exactly_the_objects():
     assert mentioned_objects(text, WORLD) == ["red circle", "green cross"]
 
 
-def test_noisy_caption_names_the_absent_partner():
-    text = caption(SCENE, WORLD, random.Random(0), noise=1.0)
-    assert mentioned_objects(text, WORLD) == ["red circle", "blue square", "green cross"]  # green cross has no partner
+def test_noisy_caption_names_one_absent_partner_after_each_object_by_partner_weight():
+    mates = partners(WORLD)
+    for seed in range(20):
+        said = mentioned_objects(caption(SCENE, WORLD, random.Random(seed), noise=1.0), WORLD)
+        # each object, then one of its partners that the scene lacks (and the caption has not named yet)
+        assert said[0] == "red circle" and said[1] in mates["red circle"] and said[1] not in SCENE.names
+        cross = said.index("green cross")
+        assert cross == 2 and set(said[3:]) <= set(mates["green cross"]) and len(said) == 4
+    rng = random.Random(3)
+    named = collections.Counter(mentioned_objects(caption(SCENE, WORLD, rng, 1.0), WORLD)[1] for _ in range(3000))
+    share = [named[p] / 3000 for p in mates["red circle"]]
+    expected = [w / sum(WORLD.partner_weights) for w in WORLD.partner_weights]
+    assert all(abs(a - b) < 0.03 for a, b in zip(share, expected)), (share, expected)
 
 
 def test_caption_noise_rate_is_about_the_parameter():
     rng = random.Random(3)
-    noisy = sum("blue square" in caption(SCENE, WORLD, rng, 0.5) for _ in range(2000)) / 2000
-    assert 0.45 < noisy < 0.55
+    noisy = sum(len(mentioned_objects(caption(SCENE, WORLD, rng, 0.5), WORLD)) > 2 for _ in range(2000)) / 2000
+    # two objects, each naming a partner with probability 0.5: at least one named 1 - 0.25 of the time
+    assert 0.71 < noisy < 0.79
 
 
 def test_questions_answer_from_the_scene_and_parse_back():
@@ -64,5 +78,38 @@ def test_instruction_set_covers_every_request_of_the_method():
             assert e["answer"].startswith("Improved Answer: ")
         if e["task"] == "yes_no":
             assert e["answer"] in ("Yes", "No") and e["prompt"].endswith(prompts.short_answer_suffix)
-    kinds = {parse_question(e["answer"], WORLD)[0] for e in examples if e["task"] == "generate_question"}
-    assert {"colour", "shape", "count", "position", "exists"} <= kinds
+    # the question θ0 is taught to ask follows the image (one per scene), and over scenes takes every form
+    asked = {e["answer"] for e in examples if e["task"] == "generate_question"}
+    assert asked == {own_question(SCENE, WORLD).text}
+    rng = random.Random(1)
+    kinds = collections.Counter(own_question(sample_scene(rng, WORLD), WORLD).kind for _ in range(2000))
+    assert set(kinds) == set(QUESTION_FORMS) and min(kinds.values()) > 100, kinds
+
+
+def test_own_questions_are_answerable_and_existence_asks_about_the_strongest_partner():
+    rng = random.Random(2)
+    for _ in range(500):
+        scene = sample_scene(rng, WORLD)
+        q = own_question(scene, WORLD)
+        assert q.answer is not None and parse_question(q.text, WORLD)[0] == q.kind
+        if q.kind == "exists":
+            first = next(o for o in scene.objects if not o.hard) if any(not o.hard for o in scene.objects) \
+                else scene.objects[0]
+            assert q.text == f"Is there a {partners(WORLD)[first.name][0]} in the image?"
+
+
+def test_enhancement_examples_give_a_right_answer_at_the_parameters_rate():
+    from dataclasses import replace
+
+    for right in (0.8, 0.3):
+        world = replace(WORLD, enhance_given_right=right)
+        rng = random.Random(4)
+        given_right = []
+        for _ in range(3000):
+            e = instruction_examples(SCENE, world, QAPrompts(), rng, 1)[0]
+            if e["task"] == "enhance" and "Question:" in e["prompt"] and "Description:" in e["prompt"]:
+                given = e["prompt"].split(" Answer: ", 1)[1].split(" Use the description", 1)[0]
+                if given and "Improved Answer: " in e["answer"] and not given.startswith("A "):
+                    given_right.append(given == e["answer"].removeprefix("Improved Answer: "))
+        rate = sum(given_right) / len(given_right)
+        assert abs(rate - right) < 0.08, (right, rate, len(given_right))

@@ -1,3 +1,4 @@
+import collections
 import hashlib
 import random
 
@@ -5,7 +6,7 @@ from PIL import Image
 
 from sena_cli.config import PALETTE, WorldParams
 from sena_cli.world.build import build_world
-from sena_cli.world.scenes import QUADRANTS, Scene, draw_scene, sample_scene
+from sena_cli.world.scenes import QUADRANTS, Scene, draw_scene, object_names, partners, sample_scene
 
 
 def _digest(folder):
@@ -37,15 +38,26 @@ def _centre_pixel(obj):
 def test_ground_truth_agrees_with_pixels():
     world = WorldParams()
     rng = random.Random(0)
+    hard = 0
     for _ in range(300):
         scene = sample_scene(rng, world)
-        image = draw_scene(scene, world.image_size)
+        image = draw_scene(scene, world.image_size, world.hard_fade)
         px = image.load()
         assert 1 <= len(scene.objects) <= world.max_objects
         assert len({o.quadrant for o in scene.objects}) == len(scene.objects)
         half = world.image_size // 2
+        expected = {}
         for obj in scene.objects:
-            assert px[_centre_pixel(obj)] == PALETTE[obj.colour]
+            # a hard-to-see object is small and its colour blended toward the background by hard_fade
+            colour = PALETTE[obj.colour]
+            if obj.hard:
+                hard += 1
+                colour = tuple(round(c + (b - c) * world.hard_fade) for c, b in zip(colour, scene.background))
+                assert world.hard_min_size <= obj.box[2] - obj.box[0] + 1 <= world.hard_max_size
+            else:
+                assert world.min_object_size <= obj.box[2] - obj.box[0] + 1 <= world.max_object_size
+            expected[obj] = colour
+            assert px[_centre_pixel(obj)] == colour
             q = QUADRANTS.index(obj.quadrant)
             x0, y0, x1, y1 = obj.box
             assert (q % 2) * half <= x0 <= x1 < (q % 2 + 1) * half
@@ -58,7 +70,8 @@ def test_ground_truth_agrees_with_pixels():
                     assert any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in boxes)
         # the colours in the image are exactly the colours of the objects
         colours = {c for _, c in image.getcolors(4096)} - {scene.background}
-        assert colours == {PALETTE[o.colour] for o in scene.objects}
+        assert colours == set(expected.values())
+    assert hard > 50  # the hard tail is there
 
 
 def test_shapes_are_told_apart_by_their_pixels():
@@ -73,15 +86,31 @@ def test_shapes_are_told_apart_by_their_pixels():
     assert fill["square"] > fill["circle"] > fill["triangle"] and fill["cross"] < fill["circle"]
 
 
-def test_cooccurrence_bias_is_in_the_images():
+def test_cooccurrence_is_graded_and_the_hard_tail_sits_among_partners():
     world = WorldParams()
     rng = random.Random(1)
-    scenes = [sample_scene(rng, world) for _ in range(3000)]
-    with_a = [s for s in scenes if "red circle" in s.names]
-    together = sum("blue square" in s.names for s in with_a) / len(with_a)
-    with_c = [s for s in scenes if "red cross" in s.names]  # red cross has no partner
-    by_chance = sum("blue square" in s.names for s in with_c) / len(with_c)
-    assert together > 0.6 and by_chance < 0.35
+    scenes = [sample_scene(rng, world) for _ in range(6000)]
+    mates = partners(world)
+    names = object_names(world)
+
+    def given(a: str, b: str) -> float:
+        with_a = [s for s in scenes if a in s.names]
+        return sum(b in s.names for s in with_a) / len(with_a)
+
+    by_rank = [sum(given(a, mates[a][r]) for a in names) / len(names) for r in range(len(world.partner_weights))]
+    others = sum(given(a, b) for a in names for b in names if b != a and b not in mates[a]) / \
+        sum(1 for a in names for b in names if b != a and b not in mates[a])
+    # P(partner | object) falls with the partner's weight, and every partner beats a non-partner
+    assert by_rank[0] > by_rank[1] + 0.05 > by_rank[2] + 0.05 and by_rank[2] > others + 0.03, (by_rank, others)
+    # object frequency has a long tail (popularity_exponent)
+    freq = collections.Counter(n for s in scenes for n in s.names)
+    assert freq.most_common()[0][1] > 2.5 * freq.most_common()[-1][1]
+    # hard objects: mostly ones placed beside a present object they partner
+    def partnered(scene, obj):
+        return any(obj.name in mates[o.name] for o in scene.objects if o is not obj)
+    hard = [partnered(s, o) for s in scenes for o in s.objects if o.hard]
+    easy = [partnered(s, o) for s in scenes for o in s.objects if not o.hard]
+    assert sum(hard) / len(hard) > sum(easy) / len(easy) + 0.2
 
 
 def test_pool_and_truth_are_separate_files(tmp_path, micro_params):
