@@ -154,7 +154,7 @@ def probes(where: Path) -> dict:
     flips["questions"] = len(rows)
     metrics = json.loads((where / "metrics" / "iter0.json").read_text())
     return {"captions": captions, "enhancement": flips, "world_cal": metrics["world_cal"],
-            "seconds": json.loads("0" + (where / "repro_seconds.txt").read_text().strip())}
+            "seconds": int((where / "repro_seconds.txt").read_text().strip())}
 
 
 def quantities(c: dict) -> dict:

@@ -31,7 +31,7 @@ def test_shipped_params_load_and_differ_from_paper_only_where_documented():
         ({"world": {"colours": ["red", "teal"]}}, ["'world.colours'", "'teal'"]),
         ({"world": {"partner_weights": [0.5, -0.1]}}, ["'world.partner_weights' must be positive"]),
         ({"world": {"partner_weights": [1.0] * 16}}, ["'world.partner_weights' names 16 partners", "at most 15"]),
-        ({"world": {"hard_min_size": 12}}, ["'world.hard_min_size' exceeds 'world.hard_max_size'"]),
+        ({"world": {"hard_min_size": 13}}, ["'world.hard_min_size' exceeds 'world.hard_max_size'"]),
         ({"qa": {"prompts": {"enhance": "Improve it."}}}, ["'qa.prompts.enhance'", "{description}"]),
         ({"train": 3}, ["train must be a mapping"]),
         ({"loop": {"iterations": True}}, ["'loop.iterations'", "whole number"]),

@@ -113,3 +113,37 @@ def test_enhancement_examples_give_a_right_answer_at_the_parameters_rate():
                     given_right.append(given == e["answer"].removeprefix("Improved Answer: "))
         rate = sum(given_right) / len(given_right)
         assert abs(rate - right) < 0.08, (right, rate, len(given_right))
+
+
+def test_annotations_leave_out_hard_objects_at_the_parameters_rate_and_never_a_plain_one():
+    from sena_cli.world.instruct import noticed
+
+    scene = Scene((SceneObject("red", "circle", "top left", (2, 2, 17, 17)),
+                   SceneObject("blue", "square", "top right", (26, 2, 32, 8), hard=True)), (240, 240, 240))
+    rng = random.Random(5)
+    kept = [noticed(scene, WORLD, rng).names for _ in range(4000)]
+    assert all("red circle" in k for k in kept)
+    assert abs(sum("blue square" in k for k in kept) / 4000 - (1 - WORLD.hard_unnoticed)) < 0.03
+    only_hard = Scene(scene.objects[1:], scene.background)  # an annotator always names something
+    assert all(noticed(only_hard, WORLD, rng).names == ["blue square"] for _ in range(50))
+
+
+def test_no_examples_test_binding_and_rarely_ask_about_a_plausible_partner():
+    from sena_cli.world.scenes import absent_partners, object_names
+
+    rng = random.Random(6)
+    asked = collections.Counter()
+    for _ in range(4000):
+        e = instruction_examples(SCENE, WORLD, QAPrompts(), rng, 1)[0]
+        if e["task"] == "yes_no" and e["answer"] == "No":
+            asked[parse_question(e["prompt"].split("?")[0] + "?", WORLD)[1]["name"]] += 1
+    absent = [n for n in object_names(WORLD) if n not in SCENE.names]
+    mates = set(absent_partners(SCENE.names, WORLD))
+    binding = {n for n in absent if n not in mates and (n.split()[0] in ("red", "green") or
+                                                         n.split()[1] in ("circle", "cross"))}
+    total = sum(asked.values())
+    share = lambda names: sum(asked[n] for n in names) / total  # noqa: E731
+    # half binding by design, plus their share of the uniform half
+    expected_binding = WORLD.binding_negatives + (1 - WORLD.binding_negatives) * len(binding) / len(absent)
+    assert abs(share(binding) - expected_binding) < 0.05
+    assert abs(share(mates) - (1 - WORLD.binding_negatives) * len(mates) / len(absent)) < 0.04
