@@ -139,7 +139,7 @@ class WorldParams:
                                   "to-see object (annotators name the salient objects)", 0.0, 1.0)
     binding_negatives: float = param(0.5, "share of θ0's \"No\" examples that ask about an absent object "
                                      "sharing a colour or shape with a present one (never a partner)", 0.0, 1.0)
-    caption_noise: float = param(0.05, "chance, per object of a training caption, that one of its absent "
+    caption_noise: float = param(0.07, "chance, per object of a training caption, that one of its absent "
                                  "partners (by partner weight) is named after it", 0.0, 1.0)
     enhance_given_right: float = param(0.8, "share of θ0's answer-enhancement examples whose given answer is "
                                        "right (about θ0's own accuracy: it learns to keep right answers and "

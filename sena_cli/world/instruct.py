@@ -42,7 +42,7 @@ TASK_WEIGHTS = {
     "yes_no": 4.0,
     "generate_question": 0.7,
     "check_question": 0.6,
-    "enhance": 1.0,
+    "enhance": 2.0,
     "enhance_yes_no": 0.15,
 }
 
@@ -99,7 +99,7 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
 
 # Share of enhancement examples that enhance a description (the rest a short answer, right or
 # wrong): rewriting a caption is what θ0 does anyway; keeping or fixing a given answer is the skill.
-DESCRIPTION_ENHANCE_SHARE = 0.3
+DESCRIPTION_ENHANCE_SHARE = 0.2
 
 # Share of short-answer examples that ask the colour of a shape or the shape of a colour:
 # finding an object by its shape is what θ0 learns last, so it gets more of these.
