@@ -91,7 +91,6 @@ def probes(where: Path) -> dict:
     from sena_cli.config import load_params
     from sena_cli.method import prompts as P
     from sena_cli.method.noise import corrupt_image, corrupt_pictures, scheduler
-    from sena_cli.method.prompts import with_suffix
     from sena_cli.vlm import VLM
     from sena_cli.world.scenes import absent_partners
 
@@ -166,6 +165,10 @@ def quantities(c: dict) -> dict:
     return q
 
 
+def _share(run: dict, key: str) -> float:
+    return run["enhancement"][key] / run["enhancement"]["questions"]
+
+
 def table(out: Path) -> str:
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("theta0-*/calibration.json"))]
     if not runs:
@@ -205,8 +208,8 @@ def table(out: Path) -> str:
         f"({r['captions']['corrupted']['partners']}/{r['captions']['corrupted']['hallucinated']})")
     row("enhancing its own answer (dev): right→wrong / wrong→right of n", lambda r:
         f"{r['enhancement']['right_to_wrong']} / {r['enhancement']['wrong_to_right']} of "
-        f"{r['enhancement']['questions']} (direct {r['enhancement']['direct_right'] / r['enhancement']['questions']:.3f}, "
-        f"enhanced {r['enhancement']['enhanced_right'] / r['enhancement']['questions']:.3f})")
+        f"{r['enhancement']['questions']} (direct {_share(r, 'direct_right'):.3f}, "
+        f"enhanced {_share(r, 'enhanced_right'):.3f})")
     row("world + θ0 + calibration eval, seconds", lambda r: str(r["seconds"]))
     return "\n".join(lines)
 

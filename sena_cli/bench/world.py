@@ -95,9 +95,9 @@ def pope_partner_rates(records: list[dict], truth: dict[str, Scene], params: Par
         parsed = parse_question(r["text"], params.world)
         if r["label"] == "no" and parsed and parsed[0] == "exists":
             said.setdefault((r["image"], parsed[1]["name"]), r["parsed"] == "yes")
-    partner = [yes for (image, name), yes in said.items() if name in absent_partners(truth[image].names, params.world)]
-    other = [yes for (image, name), yes in said.items()
-             if name not in absent_partners(truth[image].names, params.world)]
+    partner, other = [], []
+    for (image, name), yes in said.items():
+        (partner if name in absent_partners(truth[image].names, params.world) else other).append(yes)
     rates = {"yes_rate": sum(partner) / len(partner) if partner else 0.0,
              "other_yes_rate": sum(other) / len(other) if other else 0.0}
     return rates, {"yes_rate": len(partner), "other_yes_rate": len(other)}
@@ -128,8 +128,8 @@ def world_chair(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     records = [{"benchmark": "chair", "image": n, "caption": c, "mentioned": s, "truth": t}
                for n, c, s, t in zip(names, captions, said, truth)]
     partner, partner_n = caption_partner_rates(said, truth, params)
-    return ({**chair_metrics(said, truth), "partner": partner, "n": {**chair_counts(said, truth), "partner": partner_n}},
-            records)
+    counts = {**chair_counts(said, truth), "partner": partner_n}
+    return {**chair_metrics(said, truth), "partner": partner, "n": counts}, records
 
 
 def caption_partner_rates(said: list[list[str]], truth: list[list[str]], params: Params):

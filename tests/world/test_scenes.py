@@ -120,3 +120,24 @@ def test_pool_and_truth_are_separate_files(tmp_path, micro_params):
     assert (tmp_path / "w" / "truth" / "pool.jsonl").is_file()
     with Image.open(pool[0]) as im:
         assert im.size == (micro_params.world.image_size,) * 2
+
+
+def test_the_shipped_test_set_sees_co_occurrence_hallucination():
+    """Issue 25: at least 500 absent-partner POPE negatives (each image and object once over the three
+    splits) and 500 chances for a caption to name an absent partner, from the shipped params."""
+    from sena_cli.config import load_params
+    from sena_cli.world.build import _scenes, cooccurrence_stats, pope_questions
+    from sena_cli.world.language import parse_question
+    from sena_cli.world.scenes import absent_partners
+
+    params = load_params("params.yaml")
+    world = params.world
+    scenes = _scenes(world, "eval", max(world.eval.pope_images, world.eval.chair_images))
+    names = [f"{i:05d}.png" for i in range(len(scenes))]
+    stats = cooccurrence_stats(_scenes(world, "instruct", world.instruct_images))
+    truth = dict(zip(names, scenes))
+    negatives = {(r["image"], parse_question(r["text"], world)[1]["name"])
+                 for rows in pope_questions(scenes, names, params, stats).values() for r in rows if r["label"] == "no"}
+    partner_negatives = [1 for image, name in negatives if name in absent_partners(truth[image].names, world)]
+    chances = sum(len(absent_partners(s.names, world)) for s in scenes[: world.eval.chair_images])
+    assert len(partner_negatives) >= 500 and chances >= 500, (len(partner_negatives), chances)
