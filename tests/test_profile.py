@@ -35,7 +35,7 @@ def test_the_ci_profile_changes_its_keys_and_nothing_else_of_the_shipped_file(tm
     changed = apply_profile(params, REPO / "profiles" / "ci.yaml")
 
     after = params.read_text()
-    assert changed == wanted and len(wanted) == 14
+    assert changed == wanted and len(wanted) == 18
     removed, added = _changed_lines(before, after)
     # One line per changed key, in place: `  pool_images: 1200` -> `  pool_images: 90`.
     assert len(removed) == len(added) == len(wanted)
