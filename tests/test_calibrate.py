@@ -20,7 +20,8 @@ def test_the_targets_are_the_ones_docs_world_md_fixed():
     targets = _calibrate().TARGETS
     text = (REPO / "docs" / "world.md").read_text()
     fixed = text[text.index("## Calibration targets for θ0"):text.index("## Calibration of θ0")]
-    f1 = re.search(r"\| POPE F1 random / popular / adversarial \| ([\d.]+) / ([\d.]+) / ([\d.]+), each ± ([\d.]+)", fixed)
+    f1 = re.search(r"\| POPE F1 random / popular / adversarial \| ([\d.]+) / ([\d.]+) / ([\d.]+), each ± ([\d.]+)",
+                   fixed)
     centre, tol = [float(x) for x in f1.groups()[:3]], float(f1.group(4))
     for split, c in zip(("random", "popular", "adversarial"), centre):
         assert targets[f"pope.{split}.f1"] == (round(c - tol, 2), round(c + tol, 2))
