@@ -116,7 +116,9 @@ def test_repro_runs_three_iterations_and_writes_well_formed_artifacts(project):
             values = metrics["pope"][split]
             assert set(values) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
             assert all(0.0 <= v <= 1.0 for v in values.values())
-        assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall", "caption_f1", "n"}  # n: the counts
+        # n: the counts; partner: absent co-occurrence partners named (issue 25)
+        assert set(metrics["chair"]) == {"chair_s", "chair_i", "recall", "caption_f1", "partner", "n"}
+        assert set(metrics["pope"]["partner"]) == {"yes_rate", "other_yes_rate"}
         assert (root / f"data/iter{k}/eval/answers.jsonl").stat().st_size > 0
     for k in ITERS:
         pairs = (root / f"data/iter{k}/pairs/pairs.jsonl").read_text().splitlines()
