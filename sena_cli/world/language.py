@@ -184,16 +184,13 @@ def own_question(scene: Scene, world: WorldParams) -> Question:
     visible = [o for o in scene.objects if not o.hard] or list(scene.objects)
     first = visible[0]
     start = names.index(first.name) % len(QUESTION_FORMS)
-    for step in range(len(QUESTION_FORMS)):
-        kind = QUESTION_FORMS[(start + step) % len(QUESTION_FORMS)]
-        slots = {"colour": {"shape": first.shape}, "shape": {"colour": first.colour}, "count": {},
-                 "colour_count": {"colour": first.colour}, "position": {"name": first.name},
-                 "quadrant_colour": {"quadrant": first.quadrant}, "quadrant_shape": {"quadrant": first.quadrant},
-                 "exists": {"name": (partners(world)[first.name] or [first.name])[0]}}[kind]
-        q = ask(kind, scene, world, **slots)
-        if q.answer is not None:
-            return q
-    return ask("count", scene, world)
+    slots = {"colour": {"shape": first.shape}, "shape": {"colour": first.colour}, "count": {},
+             "colour_count": {"colour": first.colour}, "position": {"name": first.name},
+             "quadrant_colour": {"quadrant": first.quadrant}, "quadrant_shape": {"quadrant": first.quadrant},
+             "exists": {"name": (partners(world)[first.name] or [first.name])[0]}}
+    kinds = QUESTION_FORMS[start:] + QUESTION_FORMS[:start]
+    # "count" always has an answer, so one form does
+    return next(q for q in (ask(k, scene, world, **slots[k]) for k in kinds) if q.answer is not None)
 
 
 def wrong_answer(question: Question, world: WorldParams, rng: random.Random) -> str:
