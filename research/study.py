@@ -51,11 +51,13 @@ EVERY = ("eval@0", "eval@1", "eval@2", "eval@3")
 DEV_ONLY = {"eval": {"benchmarks": ["world_dev"]}}
 TEST_AND_DEV = {"eval": {"benchmarks": ["world_pope", "world_chair", "world_vqa", "world_questions", "world_dev"]}}
 # Candidate settings of the embedded profile, within the method (its parameters, per-iteration lr, M).
+# The shipped params halve train.lr at each iteration (3e-5, 1.5e-5, 7.5e-6).
 SEARCH = {
     "shipped": {},
-    "lr1e-5": {"train": {"lr": 1.0e-5}},
+    "lr-constant": {"iterations": {"2": {"train": {"lr": 3.0e-5}}, "3": {"train": {"lr": 3.0e-5}}}},
+    "lr1e-4-halved": {"train": {"lr": 1.0e-4},
+                      "iterations": {"2": {"train": {"lr": 5.0e-5}}, "3": {"train": {"lr": 2.5e-5}}}},
     "beta0.3": {"train": {"beta": 0.3}},
-    "lr-decay": {"iterations": {"2": {"train": {"lr": 1.5e-5}}, "3": {"train": {"lr": 7.5e-6}}}},
 }
 # Tried only with `search --more` (each M1200 run costs about four runs of the others).
 MORE = {
@@ -117,6 +119,15 @@ def set_params(params_file: Path, layers: tuple) -> dict:
     return changed
 
 
+def study_commit(out: Path) -> str:
+    """The commit every run of the study clones: main's HEAD when the study began (OUT/commit.txt), so
+    that work landing on main during the study cannot change the code of later runs (and retrain θ0)."""
+    pinned = out / "commit.txt"
+    if not pinned.is_file():
+        pinned.write_text(_sh(["git", "rev-parse", "HEAD"], REPO).strip() + "\n")
+    return pinned.read_text().strip()
+
+
 def run_one(out: Path, name: str, theta0: int, loop_seed: int, layers: tuple, threads: int = 1,
             targets: tuple = ENDS) -> dict:
     """One clone, params set (θ0's seed and the test set, the loop seed, then `layers`), `dvc repro TARGETS`;
@@ -128,6 +139,7 @@ def run_one(out: Path, name: str, theta0: int, loop_seed: int, layers: tuple, th
         subprocess.run(["rm", "-rf", str(where)], check=True)
     where.parent.mkdir(parents=True, exist_ok=True)
     _sh(["git", "clone", "-q", REPO, where], out)
+    _sh(["git", "checkout", "-q", study_commit(out)], where)
     _sh([Path(sys.executable).parent / "dvc", "cache", "dir", "--local", (out / "cache").resolve()], where)
     settings = set_params(where / "params.yaml", ({"base": {"seed": theta0}, "world": {"eval": TEST_SET}},
                                                   {s: {k: loop_seed} for s, k in SEED_KEYS}, *layers))
@@ -136,7 +148,7 @@ def run_one(out: Path, name: str, theta0: int, loop_seed: int, layers: tuple, th
         _sh([Path(sys.executable).parent / "dvc", "repro", *targets], where, log=log,
             env={"OMP_NUM_THREADS": str(threads)})
     info = {"name": name, "theta0": theta0, "seed": loop_seed, "seconds": round(time.perf_counter() - started, 1),
-            "settings": settings,
+            "commit": study_commit(out), "settings": settings,
             "command": "dvc exp run " + " ".join(f"-S {k}={json.dumps(v)}" for k, v in settings.items())
                        + "".join(f" {t}" for t in targets)}
     (where / "run.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -218,30 +230,57 @@ def _get(metrics: dict, path: tuple):
     return metrics
 
 
-DEV = {"pope_adv_f1": ("world_dev", "pope", "adversarial", "f1"), "chair_i": ("world_dev", "chair", "chair_i"),
-       "caption_f1": ("world_dev", "chair", "caption_f1")}
-TEST = {"pope_adv_f1": ("pope", "adversarial", "f1"), "chair_i": ("chair", "chair_i"),
-        "caption_f1": ("chair", "caption_f1")}
+def _keys(prefix: tuple) -> dict:
+    return {"pope_adv_f1": (*prefix, "pope", "adversarial", "f1"), "chair_i": (*prefix, "chair", "chair_i"),
+            "recall": (*prefix, "chair", "recall"), "pope_partner": (*prefix, "pope", "partner", "yes_rate"),
+            "caption_partner": (*prefix, "chair", "partner", "rate")}
+
+
+DEV, TEST = _keys(("world_dev",)), _keys(())
+# Issue 25's pre-registered success (docs/results.md, "Pre-registered"), θ3 − θ0 of the same run, mean over
+# θ0 × loop seeds: (name, quantity, test, the size of one step of the target for the dev score).
+CRITERIA = (
+    ("POPE adv. F1 gain ≥ +0.010", "pope_adv_f1_gain", lambda v: v >= 0.01, lambda v: max(0.0, 0.01 - v) / 0.01),
+    ("POPE partner yes θ3/θ0 ≤ 0.75", "pope_partner_ratio", lambda v: v <= 0.75,
+     lambda v: max(0.0, v - 0.75) / 0.25),
+    ("caption partner rate θ3/θ0 ≤ 0.75", "caption_partner_ratio", lambda v: v <= 0.75,
+     lambda v: max(0.0, v - 0.75) / 0.25),
+    ("CHAIR_i θ3/θ0 < 1", "chair_i_ratio", lambda v: v < 1.0, lambda v: max(0.0, v - 1.0) / 0.1),
+    ("caption recall gain ≥ −0.010", "recall_gain", lambda v: v >= -0.01, lambda v: max(0.0, -0.01 - v) / 0.01),
+)
+
+
+def _ratio(m0: dict, m3: dict, path: tuple) -> float:
+    return _get(m3, path) / max(_get(m0, path), 1e-9)
 
 
 def _targets(m0: dict, m3: dict, keys: dict) -> dict:
-    """The issue's targets for one run: CHAIR_i ratio, POPE adv. F1 gain, caption F1 gain."""
-    return {"chair_i_ratio": _get(m3, keys["chair_i"]) / max(_get(m0, keys["chair_i"]), 1e-9),
-            "pope_adv_f1_gain": _get(m3, keys["pope_adv_f1"]) - _get(m0, keys["pope_adv_f1"]),
-            "caption_f1_gain": _get(m3, keys["caption_f1"]) - _get(m0, keys["caption_f1"])}
+    """The quantities issue 25's success is stated in, for one run (θ3 against its own θ0)."""
+    return {"pope_adv_f1_gain": _get(m3, keys["pope_adv_f1"]) - _get(m0, keys["pope_adv_f1"]),
+            "pope_partner_ratio": _ratio(m0, m3, keys["pope_partner"]),
+            "caption_partner_ratio": _ratio(m0, m3, keys["caption_partner"]),
+            "chair_i_ratio": _ratio(m0, m3, keys["chair_i"]),
+            "recall_gain": _get(m3, keys["recall"]) - _get(m0, keys["recall"])}
+
+
+def _mean_targets(runs: list[dict], keys: dict) -> dict:
+    t = [_targets(r["metrics"][0], r["metrics"][3], keys) for r in runs]
+    return {k: statistics.mean(x[k] for x in t) for k in t[0]}
+
+
+def dev_score(mean: dict) -> float:
+    """How far a candidate's mean dev quantities are from meeting every criterion: minus the summed
+    shortfalls, each in steps of its own target (0 when all are met; the highest is chosen)."""
+    return -sum(shortfall(mean[q]) for _, q, _, shortfall in CRITERIA)
 
 
 def _dev_score(out: Path, name: str) -> dict | None:
-    """Mean over θ0 of the dev targets, and one score: how far from meeting all three (higher is better)."""
+    """Mean over θ0 of the dev quantities, and their score."""
     runs = _runs(out, name)
     if not runs:
         return None
-    t = [_targets(r["metrics"][0], r["metrics"][3], DEV) for r in runs]
-    mean = {k: statistics.mean(x[k] for x in t) for k in t[0]}
-    # each target's shortfall, in its own unit (ratio 0.7, +0.01 F1, +0 caption F1); 0 when met
-    score = -(max(0.0, mean["chair_i_ratio"] - 0.7) + max(0.0, 0.01 - mean["pope_adv_f1_gain"])
-              + max(0.0, -mean["caption_f1_gain"]))
-    return {**mean, "score": score, "runs": len(runs)}
+    mean = _mean_targets(runs, DEV)
+    return {**mean, "score": dev_score(mean), "runs": len(runs)}
 
 
 def _cell(values: list[float], digits: int = 3) -> str:
@@ -258,7 +297,9 @@ def table(out: Path) -> str:
     heads = [("POPE adv. acc.", ("pope", "adversarial", "accuracy")), ("POPE adv. F1", ("pope", "adversarial", "f1")),
              ("POPE adv. yes-ratio", ("pope", "adversarial", "yes_ratio")), ("CHAIR_s", ("chair", "chair_s")),
              ("CHAIR_i", ("chair", "chair_i")), ("caption recall", ("chair", "recall")),
-             ("caption F1", ("chair", "caption_f1"))]
+             ("caption F1", ("chair", "caption_f1")), ("POPE yes to absent partner", ("pope", "partner", "yes_rate")),
+             ("POPE yes to other absent", ("pope", "partner", "other_yes_rate")),
+             ("caption partner rate", ("chair", "partner", "rate"))]
     machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").is_file() else {}
     lines = ["Generated by `python research/study.py table` from the runs of `python research/study.py theta0`, "
              "`search` and `final`", "(metrics/iterK.json of each run); nothing here is typed by hand. Machine: "
@@ -267,33 +308,38 @@ def table(out: Path) -> str:
     # θ0
     t0 = _runs(out, "theta0", needed=(0,))
     lines += ["## The three θ0 (base.seed 0, 1, 2: same params, same world)", "",
-              "| base.seed | POPE random acc. | POPE adv. acc. | POPE adv. F1 | CHAIR_i | caption recall "
-              "| caption F1 | world VQA colour / shape | dev POPE adv. F1 | dev CHAIR_i | θ0 wall time |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| base.seed | POPE random F1 | POPE adv. F1 | POPE adv. yes-ratio | CHAIR_i | caption recall "
+              "| POPE yes to absent partner / other | caption partner rate | world VQA | dev POPE adv. F1 "
+              "| dev CHAIR_i | θ0 wall time |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in t0:
         m = r["metrics"][0]
         pope, chair, vqa, dev = m["pope"], m["chair"], m["world_vqa"], m["world_dev"]
-        cells = [pope["random"]["accuracy"], pope["adversarial"]["accuracy"], pope["adversarial"]["f1"],
-                 chair["chair_i"], chair["recall"], chair["caption_f1"]]
+        cells = [pope["random"]["f1"], pope["adversarial"]["f1"], pope["adversarial"]["yes_ratio"],
+                 chair["chair_i"], chair["recall"]]
         lines.append(f"| {r['theta0']} | " + " | ".join(f"{c:.3f}" for c in cells) +
-                     f" | {vqa['accuracy_colour']:.3f} / {vqa['accuracy_shape']:.3f} | "
+                     f" | {pope['partner']['yes_rate']:.3f} / {pope['partner']['other_yes_rate']:.3f} "
+                     f"(n {pope['n']['partner']['yes_rate']} / {pope['n']['partner']['other_yes_rate']}) | "
+                     f"{chair['partner']['rate']:.3f} (n {chair['n']['partner']['rate']}) | {vqa['accuracy']:.3f} | "
                      f"{dev['pope']['adversarial']['f1']:.3f} | {dev['chair']['chair_i']:.3f} | {r['seconds']:.0f} s |")
     # search
     chosen_file = out / "chosen.json"
     if chosen_file.is_file():
         chosen = json.loads(chosen_file.read_text())
         lines += ["", "## How the setting was chosen: dev set, θ3 − θ0, mean over the three θ0 (one loop seed)", "",
-                  "Target (issue 18): CHAIR_i ratio ≤ 0.70, POPE adv. F1 gain ≥ +0.010, caption F1 gain ≥ 0. Score = "
-                  "minus the summed shortfalls; the highest is chosen.", "",
-                  "| candidate | settings | runs | CHAIR_i θ3/θ0 | POPE adv. F1 gain | caption F1 gain | score |",
-                  "|---|---|---|---|---|---|---|"]
+                  "Pre-registered criteria (issue 25): " + "; ".join(c[0] for c in CRITERIA) + ". Score = minus "
+                  "the summed shortfalls, each in steps of its target (F1 0.01, partner ratios 0.25, CHAIR_i ratio "
+                  "0.1, recall 0.01); the highest is chosen.", "",
+                  "| candidate | settings | runs | " + " | ".join(c[0] for c in CRITERIA) + " | score |",
+                  "|---|---|---|" + "---|" * len(CRITERIA) + "---|"]
         for name, s in chosen["scores"].items():
             if s is None:
                 continue
             mark = " **(chosen)**" if name == chosen["chosen"] else ""
             settings = ", ".join(f"{k}={v}" for k, v in _leaves({**SEARCH, **MORE}[name])) or "the shipped params"
-            lines.append(f"| {name}{mark} | {settings} | {s['runs']} | {s['chair_i_ratio']:.3f} | "
-                         f"{s['pope_adv_f1_gain']:+.3f} | {s['caption_f1_gain']:+.3f} | {s['score']:.3f} |")
+            lines.append(f"| {name}{mark} | {settings} | {s['runs']} | " +
+                         " | ".join(f"{s[q]:+.3f}" if q.endswith("gain") else f"{s[q]:.3f}" for _, q, _, _ in CRITERIA)
+                         + f" | {s['score']:.3f} |")
     # final
     variants = {v: _runs(out, v) for v in ABLATIONS}
     variants = {v: r for v, r in variants.items() if r}
@@ -306,21 +352,23 @@ def table(out: Path) -> str:
             secs = [r["seconds"] for r in runs]
             lines.append(f"| {v} | {len(runs)} | " + " | ".join(cells) +
                          f" | {statistics.mean(secs):.0f} s |")
-        lines += ["", "## Which targets hold (test set, mean over runs)", "",
-                  "| variant | CHAIR_i θ3/θ0 ≤ 0.70 | POPE adv. F1 gain ≥ +0.010 | caption F1 gain ≥ 0 |",
-                  "|---|---|---|---|"]
+        lines += ["", "## Which pre-registered criteria hold (test set, mean over θ0 × loop seeds)", "",
+                  "| variant | runs | " + " | ".join(c[0] for c in CRITERIA) + " |",
+                  "|---|---|" + "---|" * len(CRITERIA)]
         for v, runs in variants.items():
-            t = [_targets(r["metrics"][0], r["metrics"][3], TEST) for r in runs]
-            ratio = statistics.mean(x["chair_i_ratio"] for x in t)
-            f1 = statistics.mean(x["pope_adv_f1_gain"] for x in t)
-            cap = statistics.mean(x["caption_f1_gain"] for x in t)
-            lines.append(f"| {v} | {ratio:.3f} {'✓' if ratio <= 0.7 else '✗'} | {f1:+.3f} {'✓' if f1 >= 0.01 else '✗'}"
-                         f" | {cap:+.3f} {'✓' if cap >= 0 else '✗'} |")
-        if "seva" in variants:
+            mean = _mean_targets(runs, TEST)
+            lines.append(f"| {v} | {len(runs)} | " + " | ".join(
+                (f"{mean[q]:+.3f}" if q.endswith("gain") else f"{mean[q]:.3f}") + (" ✓" if holds(mean[q]) else " ✗")
+                for _, q, holds, _ in CRITERIA) + " |")
+        if "seva" in variants and "full" in variants:
             lines += ["", "## The method against SeVa, paired by θ0 (θ3 − θ0 of full minus that of SeVa; test set)", "",
-                      "| θ0 | " + " | ".join(h for h, _ in heads) + " |", "|---|" + "---|" * len(heads)]
+                      "Pre-registered: the full method ahead of SeVa on partner hallucination, i.e. a lower θ3/θ0 "
+                      "of the POPE partner yes-rate and of the caption partner rate (mean over θ0).", "",
+                      "| θ0 | " + " | ".join(h for h, _ in heads) + " | POPE partner θ3/θ0 full / SeVa "
+                      "| caption partner θ3/θ0 full / SeVa |", "|---|" + "---|" * (len(heads) + 2)]
+            paired = []
             for t in THETA0_SEEDS:
-                full = [r for r in variants.get("full", []) if r["theta0"] == t]
+                full = [r for r in variants["full"] if r["theta0"] == t]
                 seva = [r for r in variants["seva"] if r["theta0"] == t]
                 if not full or not seva:
                     continue
@@ -329,7 +377,17 @@ def table(out: Path) -> str:
                     df = statistics.mean(_get(r["metrics"][3], p) - _get(r["metrics"][0], p) for r in full)
                     ds = statistics.mean(_get(r["metrics"][3], p) - _get(r["metrics"][0], p) for r in seva)
                     cells.append(f"{df - ds:+.3f}")
-                lines.append(f"| {t} | " + " | ".join(cells) + " |")
+                mf, ms = _mean_targets(full, TEST), _mean_targets(seva, TEST)
+                paired.append((mf, ms))
+                lines.append(f"| {t} | " + " | ".join(cells) + f" | {mf['pope_partner_ratio']:.3f} / "
+                             f"{ms['pope_partner_ratio']:.3f} | {mf['caption_partner_ratio']:.3f} / "
+                             f"{ms['caption_partner_ratio']:.3f} |")
+            if paired:
+                ahead = {q: statistics.mean(f[q] for f, _ in paired) < statistics.mean(s_[q] for _, s_ in paired)
+                         for q in ("pope_partner_ratio", "caption_partner_ratio")}
+                lines += ["", "Full method ahead of SeVa on partner hallucination (mean over θ0): POPE "
+                          f"{'✓' if ahead['pope_partner_ratio'] else '✗'}, captions "
+                          f"{'✓' if ahead['caption_partner_ratio'] else '✗'}."]
         lines += _pair_quality_table(out, variants)
         some = next(iter(variants.values()))
         any_run = some[0]
