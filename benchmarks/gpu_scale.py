@@ -23,7 +23,8 @@ with bf16, fp32 without checkpointing elsewhere; AdamW; vision tower frozen.
 - decode, today's path against the new one (qa's generation, sena_cli/vlm/model.py), at --decode-layers
   (default 8 and 32: the full LLaVA-1.5-7B fits one H200 in bf16), batch --batch, --prompts-per-image
   prompts per image: today = each prompt encodes its image, dynamic KV cache, eager; new = each
-  image's vision features once (qa.reuse_image_features) and qa.decode auto (static KV cache and a
+  image's vision features and prompt-prefix KV cache once (qa.reuse_image_features,
+  qa.reuse_prefix_cache) and qa.decode auto (static KV cache and a
   torch.compile'd decode step on a GPU; dynamic on a CPU). Forward passes/s, new tokens/s, images/s,
   and the share of the memory-bandwidth bound: one decode step reads the language model's weights
   and the batch's KV cache (batch x mean context x layers x 2 x KV width x bytes), so at the card's
@@ -330,7 +331,7 @@ def run_decode(shape: dict, layers: int, batch: int, new_tokens: int, per_image:
     """qa's generation, today's path and the new one, on `batch` images asked `per_image` prompts each."""
     import functools
 
-    from sena_cli.vlm import VLM, ImageFeatures
+    from sena_cli.vlm import VLM, ImageFeatures, PrefixCache
     from sena_cli.vlm.model import decode_mode
 
     model, processor, device = build(shape, layers)
@@ -358,8 +359,9 @@ def run_decode(shape: dict, layers: int, batch: int, new_tokens: int, per_image:
     for path, decode, reuse in (("today", "dynamic", False), ("new", "auto", True)):
         def once(decode=decode, reuse=reuse):
             features = ImageFeatures(2 * batch) if reuse else None
+            prefixes = PrefixCache(2 * batch) if reuse else None
             return vlm.generate(imgs, texts, max_new_tokens=new_tokens, batch_size=batch, features=features,
-                                decode=decode)
+                                decode=decode, prefixes=prefixes)
         _sync()
         t0 = time.perf_counter()
         first = once()  # warm-up: compiles the decode step on the compiled path
@@ -452,8 +454,9 @@ def main() -> None:
                   f"trainer at batch 2); with bf16 weights instead: {r['bf16_weights_max_abs']:.2e} nats")
     decode_layers = [int(x) for x in (args.decode_layers or (str(max(layers)) if args.tiny else "8,32")).split(",")]
     bandwidth = args.bandwidth_tbs or (card_bandwidth_tbs(device) if torch.cuda.is_available() else None)
-    print(f"\ndecode, today's path (per-prompt image encoding, dynamic cache, eager) vs the new one (features once "
-          f"per image, qa.decode auto): batch {args.batch}, {args.prompts_per_image} prompts per image, "
+    print(f"\ndecode, today's path (per-prompt image encoding, dynamic cache, eager) vs the new one (features and "
+          f"prefix KV cache once per image, qa.decode auto): batch {args.batch}, {args.prompts_per_image} prompts "
+          "per image, "
           f"{args.new_tokens} new tokens forced; bound = {bandwidth or 'unknown (no --bandwidth-tbs)'} TB/s / bytes "
           "per step (weights + KV cache at the mean context)")
     for n in decode_layers:

@@ -4,12 +4,15 @@ Paths (each runs qa_chunk, qa's own step 3, greedy, on the same images and promp
 - one at a time: batch 1 (the reference's way), today's path;
 - today: batched, mixed-length batches, each prompt encodes its image, dynamic KV cache;
 - new: batches by length (qa.length_batches), each image's vision features once (qa.reuse_image_features),
-  qa.decode auto (compiled on a GPU, dynamic on a CPU);
-- new, static: the same with qa.decode static (the preallocated KV cache, eager);
+  the key/value cache of each image's prompt prefix once (qa.reuse_prefix_cache), qa.decode auto
+  (compiled on a GPU, dynamic on a CPU);
+- new, no prefix cache: the same with qa.reuse_prefix_cache false (every prompt prefills its image);
+- new, static: the new path with qa.decode static (the preallocated KV cache, eager);
 - new, compiled (--compiled): qa.decode compiled, its first compilation included.
 Steps/s counts one decode step per token column generated (a batch runs until its last answer ends).
 For each: images/s, decode steps/s (forward passes of the language model, prefill included), new
-tokens/s (tokens of the decoded answers), images through the vision encoder, and whether the records
+tokens/s (tokens of the decoded answers), tokens prefilled (prompt tokens run through the language model:
+the prefix cache cuts the image's), images through the vision encoder, and whether the records
 equal today's. Models: the embedded θ0 (the folder --model, else an untrained micro θ0 built here) and
 the real-shaped LLaVA-1.5 fixture (sena_fixtures/families.py: 336-px CLIP geometry, 576 image tokens).
 Random or untrained weights answer at random lengths, so batches by length show little here: their
@@ -61,13 +64,17 @@ class Counters:
     model's forward, so a compiled decode step sees no Python counter (it would recompile per value)."""
 
     def __init__(self, vlm: VLM):
-        self.steps = self.encoded = self.tokens = 0
+        self.steps = self.encoded = self.tokens = self.prefilled = 0
         model, base = vlm.model, vlm.model.base_model
         model_generate, encode, generate = model.generate, base.get_image_features, vlm.generate
+        prefix_layers = vlm._prefix_layers
         tok = vlm.processor.tokenizer
 
         @functools.wraps(model_generate)
         def counted_model_generate(*a, **k):
+            cached = k["cache"].get_seq_length() if k.get("cache") is not None else 0
+            mask = k.get("attention_mask")
+            self.prefilled += int(mask[:, cached:].sum()) if mask is not None else k["input_ids"].numel()
             out = model_generate(*a, **k)
             self.steps += out.shape[1] - k["input_ids"].shape[1]
             return out
@@ -83,15 +90,23 @@ class Counters:
             self.tokens += sum(len(tok(t, add_special_tokens=False).input_ids) for t in answers)
             return answers
 
+        def counted_prefix_layers(prefix_ids, pieces, encoded, keys, prefixes, *rest):
+            missing = {key: len(ids) for key, ids in zip(keys, prefix_ids, strict=True) if key not in prefixes._store}
+            self.prefilled += sum(missing.values())
+            return prefix_layers(prefix_ids, pieces, encoded, keys, prefixes, *rest)
+
         model.generate, base.get_image_features, vlm.generate = counted_model_generate, counted_encode, counted_generate
+        vlm._prefix_layers = counted_prefix_layers
 
     def reset(self) -> None:
-        self.steps = self.encoded = self.tokens = 0
+        self.steps = self.encoded = self.tokens = self.prefilled = 0
 
 
-PATHS = {"today": dict(length_batches=False, reuse_image_features=False, decode="dynamic"),
-         "new": dict(length_batches=True, reuse_image_features=True, decode="auto"),
-         "new, static": dict(length_batches=True, reuse_image_features=True, decode="static")}
+PATHS = {"today": dict(length_batches=False, reuse_image_features=False, reuse_prefix_cache=False, decode="dynamic"),
+         "new": dict(length_batches=True, reuse_image_features=True, reuse_prefix_cache=True, decode="auto"),
+         "new, no prefix cache": dict(length_batches=True, reuse_image_features=True, reuse_prefix_cache=False,
+                                      decode="auto"),
+         "new, static": dict(length_batches=True, reuse_image_features=True, reuse_prefix_cache=True, decode="static")}
 
 
 def run(vlm, params, items, images, noised, batch_size: int, counters: Counters, **qa) -> tuple[dict, list]:
@@ -104,7 +119,8 @@ def run(vlm, params, items, images, noised, batch_size: int, counters: Counters,
         records += recs
     seconds = time.perf_counter() - started
     return {"images/s": len(items) / seconds, "steps/s": counters.steps / seconds,
-            "tokens/s": counters.tokens / seconds, "encoded": counters.encoded, "seconds": seconds}, records
+            "tokens/s": counters.tokens / seconds, "encoded": counters.encoded, "prefilled": counters.prefilled,
+            "seconds": seconds}, records
 
 
 def micro_theta0(folder: Path, params) -> Path:
@@ -173,8 +189,9 @@ def main() -> None:
             today = results["today"][1]
             for name, (m, records) in results.items():
                 same = sum(a == b for a, b in zip(records, today)) if len(records) == len(today) else 0
-                print(f"  {name:<14} {m['images/s']:8.2f} images/s {m['steps/s']:9.1f} steps/s "
-                      f"{m['tokens/s']:9.1f} tokens/s  {m['encoded']:4d} images encoded  "
+                print(f"  {name:<20} {m['images/s']:8.2f} images/s {m['steps/s']:9.1f} steps/s "
+                      f"{m['tokens/s']:9.1f} tokens/s {m['prefilled']:7d} tokens prefilled  "
+                      f"{m['encoded']:4d} images encoded  "
                       f"records = today's: {same}/{len(today)}  ({m['seconds']:.1f} s)")
             speedup = results["new"][0]["images/s"] / results["today"][0]["images/s"]
             print(f"  new / today: {speedup:.2f}x images/s")

@@ -301,6 +301,11 @@ class QAParams:
                                  "ones; greedy outputs are the same either way (false = the reference's order)")
     reuse_image_features: bool = param(True, "each image's vision features computed once per chunk and reused "
                                        "by all of its prompts (same greedy answers); false = encoded per prompt")
+    reuse_prefix_cache: bool = param(True, "the key/value cache of each image's prompt prefix (system prompt and "
+                                     "image tokens) computed once per chunk and reused by all of its prompts, "
+                                     "which then prefill their own text only (same greedy answers); holds 2 x "
+                                     "qa.batch_size images (LLaVA-1.5-7B: ~0.3 GB each in bf16); false = each "
+                                     "prompt prefills its image")
     decode: str = param("auto", "how decode steps run (same greedy answers): dynamic = a growing KV cache, eager "
                         "(transformers' default); static = a preallocated KV cache, eager; compiled = the static "
                         "cache and a torch.compile'd decode step (CUDA graphs); auto = compiled on a GPU, dynamic "
@@ -420,6 +425,10 @@ class EvalParams:
     image_feature_cache: int = param(512, "images whose vision features are kept and reused while a benchmark "
                                      "asks several questions of one image (same answers); 0 = encode every "
                                      "time", 0, 1_000_000)
+    prefix_cache: int = param(64, "images whose prompt-prefix key/value cache (system prompt and image tokens) is "
+                              "kept and reused while a benchmark asks several questions of one image (same "
+                              "answers; LLaVA-1.5-7B: ~0.3 GB each in bf16); 0 = prefill the image every time",
+                              0, 1_000_000)
     chair_prompt: str = param("", "CHAIR's caption prompt; empty = the first of qa.prompts.describe_instructions")
     yes_no_parsing: str = param("pope", "yes/no rule of world_pope and coco_pope: 'pope' = POPE's evaluate.py; "
                                 "'lenient' = any case and punctuation (not POPE's numbers)",

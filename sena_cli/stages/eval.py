@@ -49,7 +49,7 @@ from sena_cli.frame import (
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks, Shards
 from sena_cli.tracked import tracked_params
-from sena_cli.vlm import VLM, ImageFeatures
+from sena_cli.vlm import VLM, ImageFeatures, PrefixCache
 
 
 def run_eval(
@@ -86,7 +86,8 @@ def run_eval(
         part = _Part(ranks.folder / f"answers-{run_id}-{i}.jsonl") if ranks.is_main else None
         ctx.sink = part.empty if part is not None else _Discard
         try:
-            result, recs = b.runner()(ctx, _SharedGeneration(vlm, shards, i, params.eval.image_feature_cache), tick)
+            result, recs = b.runner()(ctx, _SharedGeneration(vlm, shards, i, params.eval.image_feature_cache,
+                                                                   params.eval.prefix_cache), tick)
         except _OnMain:  # the judge calls of this benchmark are rank 0's
             continue
         finally:
@@ -228,10 +229,12 @@ class _SharedGeneration:
     A batch is named by (benchmark, call, batch, hash of its prompts), so a resumed run reuses
     exactly the answers to the same questions, whichever process count wrote them."""
 
-    def __init__(self, vlm: VLM, shards: Shards, benchmark: int, feature_cache: int = 0):
+    def __init__(self, vlm: VLM, shards: Shards, benchmark: int, feature_cache: int = 0, prefix_cache: int = 0):
         self.vlm, self.shards, self.benchmark, self.calls = vlm, shards, benchmark, 0
-        # One image asked several questions (POPE's three splits, AMBER): its vision features once.
+        # One image asked several questions (POPE's three splits, AMBER): its vision features once, and
+        # the key/value cache of its prompt prefix once.
         self.features = ImageFeatures(feature_cache) if feature_cache else None
+        self.prefixes = PrefixCache(prefix_cache) if prefix_cache else None
 
     def generate(self, images, texts, *, max_new_tokens: int, batch_size: int = 8, on_batch=lambda n: None
                  ) -> list[str]:
@@ -244,7 +247,7 @@ class _SharedGeneration:
         def answer(batch: list[tuple]) -> list[str]:
             return self.vlm.generate([image for image, _ in batch] if images is not None else None,
                                      [text for _, text in batch], max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size, features=self.features)
+                                     batch_size=batch_size, features=self.features, prefixes=self.prefixes)
 
         found = self.shards.run(list(zip(images if images is not None else [None] * len(texts), texts, strict=True)),
                                 batch_size, answer, tick=on_batch, name=name, everyone=True)

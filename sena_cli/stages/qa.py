@@ -35,7 +35,7 @@ from sena_cli.method.questions import extract_questions, kept_questions
 from sena_cli.progress import Progress, no_progress
 from sena_cli.ranks import Ranks, Shards
 from sena_cli.tracked import tracked_params
-from sena_cli.vlm import VLM, ImageFeatures
+from sena_cli.vlm import VLM, ImageFeatures, PrefixCache
 
 
 def describe_instruction(params: Params, image_id: str, question_index: int) -> str:
@@ -55,13 +55,15 @@ def qa_chunk(vlm: VLM, params: Params, items: list[dict], images: list, corrupti
     qp, n_new, bs = params.qa.prompts, params.qa.max_new_tokens, params.qa.batch_size
     # Each image's features (clean and corrupted: two entries) once, for all of its prompts.
     features = ImageFeatures(2 * len(items)) if params.qa.reuse_image_features else None
+    # And the key/value cache of each image's prompt prefix: its prompts prefill their own text only.
+    prefixes = PrefixCache(2 * len(items)) if params.qa.reuse_prefix_cache else None
 
     def gen(imgs, texts, transform=None, keys=None, long=0):
         """Greedy answers; the first `long` texts are long requests (descriptions), the rest short."""
         lengths = ["long"] * long + ["short"] * (len(texts) - long) if params.qa.length_batches else None
         return vlm.generate(imgs, texts, max_new_tokens=n_new, batch_size=bs, pixel_transform=transform, keys=keys,
                             lengths=lengths, features=features if imgs is not None else None,
-                            decode=params.qa.decode)
+                            decode=params.qa.decode, prefixes=prefixes if imgs is not None else None)
 
     drops = {"no_question": 0, "dropped_word": 0}
     if params.qa.self_questioning:

@@ -525,6 +525,36 @@ class ImageFeatures:
             self._store.popitem(last=False)
 
 
+class PrefixCache:
+    """The key/value cache of each image's prompt prefix (everything up to its last image token: the
+    system prompt and the image), computed once and reused by all of that image's prompts.
+
+    Keyed by the image's pixels as the model sees them and the prefix's tokens, so a clean image and
+    its corrupted copy are two entries. Holds at most `limit` images, the least recently used going
+    first: one image's entry is layers x 2 x prefix tokens x KV width values (LLaVA-1.5-7B: ~0.3 GB
+    in bf16), so the limit is what bounds its memory.
+    """
+
+    def __init__(self, limit: int):
+        from collections import OrderedDict
+
+        self.limit = max(1, limit)
+        self._store: OrderedDict[str, tuple[tuple[torch.Tensor, torch.Tensor], ...]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: str):
+        found = self._store.get(key)
+        if found is not None:
+            self._store.move_to_end(key)
+        return found
+
+    def put(self, key: str, layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> None:
+        self._store[key] = layers
+        self._store.move_to_end(key)
+        while len(self._store) > self.limit:
+            self._store.popitem(last=False)
+
+
 # What the processors give besides tokens: the pixel inputs of the families' image encoders.
 _PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "image_sizes")
 
@@ -661,6 +691,7 @@ class VLM:
         lengths: Sequence[str] | None = None,
         features: ImageFeatures | None = None,
         decode: str = "dynamic",
+        prefixes: PrefixCache | None = None,
     ) -> list[str]:
         """Greedy answers to `texts`, each about the matching image (text-only when images is None).
 
@@ -671,6 +702,9 @@ class VLM:
         `features`, when given, holds each image's vision features: computed once per image (as
         the model sees it) and reused by all of its prompts, here and in later calls.
         `decode` is how the decode steps run (see `decode_kwargs`): dynamic, static, compiled or auto.
+        `prefixes`, when given, holds the key/value cache of each image's prompt prefix (system prompt
+        and image tokens): computed once per image and reused by all of its prompts, whose prefill then
+        runs over their own text only (families with 1-D positions; see `reuses_prefix`).
         `pixel_transform(pictures, keys)`, when given, replaces each image's pictures (as the model
         sees them, vlm/pixels.py) before the model runs: how `qa` feeds the corrupted copies.
         """
@@ -695,15 +729,25 @@ class VLM:
                 pictures = self.pre.layout.pictures(inputs)
                 new = pixel_transform(pictures, [keys[i] for i in rows])
                 inputs["pixel_values"] = self.pre.layout.with_pictures(inputs, new)
-            encoded = None
-            if features is not None and images is not None and "pixel_values" in inputs and self.reuses_features:
-                encoded = self._image_features(inputs, features)
+            encoded = pieces = None
+            with_prefix = prefixes is not None and images is not None and self.reuses_prefix
+            if with_prefix or (features is not None and images is not None and self.reuses_features):
+                pieces = _per_image_pixels(inputs) if "pixel_values" in inputs else None
+                pixel_keys = [_pixel_key(one) for one in pieces] if pieces is not None else None
+            if features is not None and pieces is not None and self.reuses_features:
+                encoded = self._image_features(pieces, pixel_keys, features)
+            if encoded is not None or (with_prefix and pieces is not None):
                 for key in _PIXEL_KEYS:
                     inputs.pop(key, None)
             inputs = inputs.to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-            answers = self._generate(inputs, [caps[i] for i in rows], encoded, decode)
+            row_caps = [caps[i] for i in rows]
+            if with_prefix and pieces is not None:
+                answers = self._generate_after_prefixes(inputs, row_caps, pieces, pixel_keys, encoded, prefixes,
+                                                        decode)
+            else:
+                answers = self._generate(inputs, row_caps, encoded, decode)
             for i, out in zip(rows[:real], answers[:real], strict=True):
                 outputs[i] = out
             on_batch(real)
@@ -719,15 +763,25 @@ class VLM:
         return ("mm_encoder_outputs" in inspect.signature(self.model.forward).parameters
                 and hasattr(self.model.base_model, "get_image_features"))
 
-    def _image_features(self, inputs, features: ImageFeatures) -> dict:
+    @property
+    def reuses_prefix(self) -> bool:
+        """Whether an image's prefix cache can be reused: transformers' VLMs whose image tokens are marked
+        (LLaVA, Idefics3/SmolVLM, Qwen2-VL; a remote-code model without precomputed features is not)."""
+        return self.reuses_features and getattr(self.model.config, "image_token_id", None) is not None
+
+    @property
+    def _mrope(self):
+        """Qwen2-VL's model when it positions tokens with M-RoPE (positions from the image grid), else None."""
+        base = self.model.base_model
+        return base if hasattr(base, "get_rope_index") else None
+
+    def _image_features(self, pieces: list[dict], keys: list[str], features: ImageFeatures) -> dict:
         """The batch's vision features as generate's `mm_encoder_outputs`, encoding only the images
         `features` does not hold yet (in one call of the family's own image encoder)."""
         import inspect
 
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        pieces = _per_image_pixels(inputs)
-        keys = [_pixel_key(p) for p in pieces]
         missing = list(dict.fromkeys(k for k in keys if features.get(k) is None))
         found = {k: features.get(k) for k in keys if k not in missing}
         if missing:
@@ -745,22 +799,129 @@ class VLM:
         features.hits += len(keys) - len(missing)
         return {"image": BaseModelOutputWithPooling(pooler_output=[found[k] for k in keys])}
 
-    def _generate(self, inputs, caps: list[int], encoded: dict | None = None, decode: str = "dynamic") -> list[str]:
+    def _prefix_layers(self, prefix_ids: list[torch.Tensor], pieces: list[dict], encoded: dict | None,
+                       keys: list[str], prefixes: PrefixCache, token_types: list[torch.Tensor] | None) -> list[tuple]:
+        """Each row's prefix key/values ((key, value) per layer, [1, heads, tokens, dim]), computing those
+        `prefixes` does not hold: one forward per group of missing prefixes of one length (no padding)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        missing: dict[str, int] = {}
+        for r, key in enumerate(keys):
+            if prefixes.get(key) is None and key not in missing:
+                missing[key] = r
+        by_length: dict[int, list[int]] = {}
+        for r in missing.values():
+            by_length.setdefault(len(prefix_ids[r]), []).append(r)
+        for group in by_length.values():
+            ids = torch.stack([prefix_ids[r] for r in group]).to(self.device)
+            args: dict = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": True}
+            if token_types is not None:  # Qwen2-VL: M-RoPE positions from the image grid, as in the full prompt
+                args["mm_token_type_ids"] = torch.stack([token_types[r] for r in group]).to(self.device)
+                args["image_grid_thw"] = torch.cat([pieces[r]["image_grid_thw"] for r in group]).to(self.device)
+            if encoded is not None:
+                pooled = encoded["image"].pooler_output
+                args["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(
+                    pooler_output=[pooled[r] for r in group])}
+            else:
+                batch = _joined([pieces[r] for r in group])
+                args.update({key: v.to(self.device) for key, v in batch.items()})
+                args["pixel_values"] = args["pixel_values"].to(self.model.dtype)
+            cache = self.model(**args).cache
+            for j, r in enumerate(group):
+                prefixes.put(keys[r], tuple((layer.keys[j : j + 1], layer.values[j : j + 1])
+                                            for layer in cache.layers))
+        prefixes.misses += len(missing)
+        prefixes.hits += len(keys) - len(missing)
+        return [prefixes.get(key) for key in keys]
+
+    def _generate_after_prefixes(self, inputs, caps: list[int], pieces: list[dict], pixel_keys: list[str],
+                                 encoded: dict | None, prefixes: PrefixCache, decode: str) -> list[str]:
+        """generate() continuing from each row's cached image prefix: row r is laid out as
+        [pad][prefix_r][pad][text_r], its positions following the attention mask (prefix 0.., text
+        right after it, as in the left-padded prompt), and only the text is prefilled."""
+        import hashlib
+
+        from transformers import DynamicCache, StaticCache
+
+        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+        image_token = self.model.config.image_token_id
+        types = inputs.get("mm_token_type_ids") if self._mrope is not None else None
+        prefix_ids, texts, token_types = [], [], ([] if types is not None else None)
+        for r in range(ids.shape[0]):
+            real = ids[r][mask[r]].cpu()
+            where = (real == image_token).nonzero()
+            cut = int(where[-1]) + 1 if len(where) else 0
+            if cut == 0 or cut == len(real):  # no image in this prompt or nothing after it: the full prefill
+                if encoded is None:
+                    inputs.update({key: v.to(self.device) for key, v in _joined(pieces).items()})
+                    inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+                return self._generate(inputs, caps, encoded, decode)
+            prefix_ids.append(real[:cut])
+            texts.append(real[cut:])
+            if token_types is not None:
+                token_types.append(types[r][mask[r]].cpu()[:cut])
+        keys = [f"{pk}:{hashlib.sha1(pre.numpy().tobytes()).hexdigest()}"
+                for pk, pre in zip(pixel_keys, prefix_ids, strict=True)]
+        layers = self._prefix_layers(prefix_ids, pieces, encoded, keys, prefixes, token_types)
+        if token_types is not None:
+            # Qwen2-VL: a text token's M-RoPE position is its index among the real tokens plus the row's
+            # rope delta (the image grid's offset); generate adds the deltas the model holds to the
+            # mask's positions when it continues from a cache, so they are set from the full prompt.
+            grids = torch.cat([one["image_grid_thw"] for one in pieces]).to(self.device)
+            _, deltas = self._mrope.get_rope_index(ids, mm_token_type_ids=types, image_grid_thw=grids,
+                                                   attention_mask=inputs["attention_mask"])
+            self._mrope.rope_deltas = deltas
+        n, width_p, width_t = len(texts), max(map(len, prefix_ids)), max(map(len, texts))
+        pad = self._pad_id
+        new_ids = torch.full((n, width_p + width_t), pad, dtype=ids.dtype)
+        new_mask = torch.zeros((n, width_p + width_t), dtype=torch.long)
+        for r, (pre, text) in enumerate(zip(prefix_ids, texts, strict=True)):
+            new_ids[r, width_p - len(pre) : width_p], new_ids[r, width_p + width_t - len(text) :] = pre, text
+            new_mask[r, width_p - len(pre) : width_p] = 1
+            new_mask[r, width_p + width_t - len(text) :] = 1
+
+        def joined(part: int, layer: int) -> torch.Tensor:  # the rows' prefixes, left-padded to one length
+            rows = [per_row[layer][part] for per_row in layers]
+            return torch.cat([torch.nn.functional.pad(t, (0, 0, width_p - t.shape[2], 0)) for t in rows])
+
+        n_layers = len(layers[0])
+        kv = [(joined(0, layer), joined(1, layer)) for layer in range(n_layers)]
+        if decode_mode(decode, self.device) == "dynamic":
+            cache = DynamicCache(ddp_cache_data=kv)
+        else:
+            cache = StaticCache(config=self.model.config, max_cache_len=self._cache_len(width_p + width_t, caps))
+            for layer, (k, v) in enumerate(kv):
+                cache.layers[layer].update(k, v)
+        batch = {"input_ids": new_ids.to(self.device), "attention_mask": new_mask.to(self.device)}
+        return self._generate(batch, caps, None, decode, cache=cache)
+
+    @property
+    def _pad_id(self) -> int:
+        tok = self.processor.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else self.chat.end_ids[0]
+
+    @staticmethod
+    def _cache_len(start: int, caps: list[int]) -> int:
+        """A static cache's length: few values, so few compiled graphs."""
+        return -(-(start + max(caps)) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
+
+    def _generate(self, inputs, caps: list[int], encoded: dict | None = None, decode: str = "dynamic",
+                  cache=None) -> list[str]:
         from transformers import StoppingCriteriaList
 
-        tok = self.processor.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else self.chat.end_ids[0]
         start = inputs["input_ids"].shape[1]
-        extra = {}
-        if decode_mode(decode, self.device) != "dynamic":  # few cache lengths, so few compiled graphs
-            extra["max_cache_len"] = -(-(start + max(caps)) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
+        extra = decode_kwargs(decode, self.device)
+        if cache is not None:  # continuing from cached prefixes: the cache is given, not made by generate
+            extra.pop("cache_implementation", None)
+            extra["cache"] = cache
+        elif decode_mode(decode, self.device) != "dynamic":
+            extra["max_cache_len"] = self._cache_len(start, caps)
         if len(set(caps)) > 1:  # each sequence stops at its own cap; the batch runs to the largest
             extra["stopping_criteria"] = StoppingCriteriaList([_PerSequenceCap(caps, start)])
         out = self.model.generate(
             **inputs, max_new_tokens=max(caps), do_sample=False,
-            pad_token_id=pad, eos_token_id=list(self.chat.end_ids), **extra,
+            pad_token_id=self._pad_id, eos_token_id=list(self.chat.end_ids), **extra,
             **({"mm_encoder_outputs": encoded} if encoded is not None else {}),
-            **decode_kwargs(decode, self.device),
         )
         new_tokens = [row[start : start + cap] for row, cap in zip(out, caps, strict=True)]
         return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]

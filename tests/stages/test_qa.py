@@ -114,7 +114,8 @@ def test_ablations_fixed_questions_and_no_enhancement(micro_project, micro_dict,
 
 
 def test_speed_ups_leave_every_record_as_it_was(micro_project, micro_dict, tmp_path):
-    """qa.length_batches and qa.reuse_image_features change the batches and what is encoded, not the records
+    """qa.length_batches, qa.reuse_image_features and qa.reuse_prefix_cache change the batches and what is
+    encoded and prefilled, not the records
     (fixed questions: the micro θ0 asks too few of its own to fill batches of both lengths)."""
     import shutil
 
@@ -126,7 +127,8 @@ def test_speed_ups_leave_every_record_as_it_was(micro_project, micro_dict, tmp_p
         params = params_from_dict({**micro_dict, "loop": {"iterations": 1},
                                    "sample": {"pool": "data/world/pool", "images_per_iteration": 6},
                                    "qa": {"batch_size": 4, "max_new_tokens": 16, "length_batches": on,
-                                          "reuse_image_features": on, "self_questioning": False}})
+                                          "reuse_image_features": on, "reuse_prefix_cache": on,
+                                          "self_questioning": False}})
         run_qa(params, 1, root=root)
         records[on] = [json.loads(line) for line in (root / "data/iter1/qa/records.jsonl").open()]
     assert records[True] == records[False] and len(records[True]) == 2 * 6

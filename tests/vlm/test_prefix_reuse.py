@@ -1,5 +1,6 @@
-"""Each image's vision features computed once and reused by all of its prompts: the same greedy answers
-as encoding the image for every prompt, on the embedded θ0 and on every real-shaped family."""
+"""Each image's vision features, and the key/value cache of its prompt prefix, computed once and reused by
+all of its prompts: the same greedy answers (and next-token logits) as encoding and prefilling the image for
+every prompt, on the embedded θ0 and on every real-shaped family."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from sena_cli import layout
-from sena_cli.vlm import VLM, ImageFeatures
+from sena_cli.vlm import VLM, ImageFeatures, PrefixCache
 from sena_fixtures.families import FAMILIES, TEST_PROCESSOR_SETTINGS
 
 TEXTS = ["Describe the image concisely.", "What color is the shape?", "How many shapes are there?"]
@@ -124,3 +125,63 @@ def test_a_model_that_takes_no_precomputed_features_is_encoded_per_prompt(vlm, m
     features = ImageFeatures(8)
     assert vlm.generate(images, TEXTS[:2], max_new_tokens=6, batch_size=2, features=features) == plain
     assert features.misses == features.hits == 0
+
+
+def _recorded_logits(vlm, monkeypatch) -> list[torch.Tensor]:
+    """The next-token logits of every generate() step, per call ([steps, batch, vocabulary])."""
+    seen: list[torch.Tensor] = []
+    original = vlm.model.generate
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs, output_scores=True, return_dict_in_generate=True)
+        seen.append(torch.stack(out.scores))
+        return out.sequences
+
+    monkeypatch.setattr(vlm.model, "generate", recording)
+    return seen
+
+
+@pytest.mark.parametrize("decode", ["dynamic", "static"])
+def test_a_cached_prefix_gives_the_full_prefills_logits(vlm, monkeypatch, decode):
+    """Greedy answers of random fixtures hardly depend on the image, so the check is on the logits: every
+    step's, cached prefix against the full prefill, to 1e-5 (they agree to ~1e-7), where another image moves
+    them by more than ten times that (checked here, so the comparison can see a wrong prefix: ~0.1 on the
+    random fixtures, ~5e-4 on the micro θ0; a wrong M-RoPE offset moves Qwen2-VL's by ~3e-3)."""
+    images = _images()
+    imgs = [images[i % 3] for i in range(9)]  # each image in several batches; rows of one text differ by image
+    texts = [TEXTS[i // 3] for i in range(9)]
+    caps = [6, 3, 5] * 3
+    seen = _recorded_logits(vlm, monkeypatch)
+    plain = vlm.generate(imgs, texts, max_new_tokens=caps, batch_size=4, decode=decode)
+    full, _ = list(seen), seen.clear()
+    prefixes = PrefixCache(8)
+    cached = vlm.generate(imgs, texts, max_new_tokens=caps, batch_size=4, decode=decode, prefixes=prefixes,
+                          features=ImageFeatures(8))
+    assert cached == plain and any(plain)
+    assert len(seen) == len(full) == 3
+    for a, b in zip(full, seen, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert (full[0][0, 0] - full[0][0, 1]).abs().max() > 1e-4  # rows 0 and 1: one text, two images
+    assert (prefixes.misses, prefixes.hits) == (3, 6)  # each image's prefix once, then reused
+
+
+def test_a_prefix_is_keyed_by_the_pixels_the_model_sees(vlm):
+    """The corrupted copy (a pixel_transform) never takes the clean image's prefix."""
+    images = _images()[:2]
+
+    def darker(pictures, keys):
+        return [[p * 0.5 for p in pics] for pics in pictures]
+
+    prefixes = PrefixCache(8)
+    vlm.generate(images, TEXTS[:2], max_new_tokens=4, batch_size=2, prefixes=prefixes)
+    plain = vlm.generate(images, TEXTS[:2], max_new_tokens=4, batch_size=2, pixel_transform=darker, keys=["a", "b"])
+    cached = vlm.generate(images, TEXTS[:2], max_new_tokens=4, batch_size=2, pixel_transform=darker,
+                          keys=["a", "b"], prefixes=prefixes)
+    assert cached == plain and prefixes.misses == 4 and prefixes.hits == 0
+
+
+def test_the_prefix_cache_keeps_at_most_its_limit():
+    prefixes = PrefixCache(2)
+    for key in "abc":
+        prefixes.put(key, ((torch.zeros(1), torch.zeros(1)),))
+    assert prefixes.get("a") is None and prefixes.get("b") is not None and prefixes.get("c") is not None
