@@ -424,7 +424,9 @@ def _pair_quality_table(out: Path, variants: dict) -> list[str]:
              "summed over the runs", "",
              "gen: pairs whose question the world can parse; des: description pairs, by absent objects named.", "",
              "| variant | iteration | gen right-over-wrong | gen wrong-over-right | gen both right / both wrong "
-             "| des chosen fewer hallucinations | des chosen more |", "|---|---|---|---|---|---|---|"]
+             "| des chosen fewer hallucinations | des chosen more | des present objects named, chosen / rejected "
+             "| des absent partners named, chosen / rejected | des other absent objects named, chosen / rejected |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for v, runs in variants.items():
         for k in (1, 2, 3):
             judged = [judge(_run_dir(out, r), k) for r in runs if (_run_dir(out, r) / f"data/iter{k}/pairs").is_dir()]
@@ -437,7 +439,10 @@ def _pair_quality_table(out: Path, variants: dict) -> list[str]:
             lines.append(f"| {v} | {k} | {right} ({right / parsed:.0%}) | {wrong} ({wrong / parsed:.0%})"
                          f" | {g['both right']} / {g['both wrong']} | {d['chosen fewer hallucinations']} "
                          f"({d['chosen fewer hallucinations'] / pairs:.0%}) | {d['chosen more hallucinations']} "
-                         f"({d['chosen more hallucinations'] / pairs:.0%}) |")
+                         f"({d['chosen more hallucinations'] / pairs:.0%}) | {d['chosen present named']} / "
+                         f"{d['rejected present named']} | {d['chosen absent partners named']} / "
+                         f"{d['rejected absent partners named']} | {d['chosen other absent named']} / "
+                         f"{d['rejected other absent named']} |")
     return lines
 
 
