@@ -13,8 +13,10 @@ class ScriptedVLM:
         self.answer = answer
         self.asked: list[str] = []
 
-    def generate(self, images, texts, *, max_new_tokens, batch_size, on_batch=lambda n: None, features=None):
-        # `features`: VLM.generate's cache of vision features (eval passes one); a scripted model has no vision tower
+    def generate(self, images, texts, *, max_new_tokens, batch_size, on_batch=lambda n: None, features=None,
+                 prefixes=None):
+        # `features`, `prefixes`: VLM.generate's caches of vision features and prompt-prefix key/values (eval
+        # passes them); a scripted model has neither a vision tower nor a KV cache
         from PIL import Image
 
         assert len(images) == len(texts) and all(isinstance(im, Image.Image) for im in images)
