@@ -91,7 +91,7 @@ class Counters:
             return answers
 
         def counted_prefix_layers(prefix_ids, pieces, encoded, keys, prefixes, *rest):
-            missing = {key: len(ids) for key, ids in zip(keys, prefix_ids, strict=True) if key not in prefixes._store}
+            missing = {key: len(ids) for key, ids in zip(keys, prefix_ids, strict=True) if key not in prefixes}
             self.prefilled += sum(missing.values())
             return prefix_layers(prefix_ids, pieces, encoded, keys, prefixes, *rest)
 

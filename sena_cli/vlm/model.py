@@ -497,50 +497,19 @@ def length_batches(lengths: Sequence[str], batch_size: int) -> list[list[int]]:
     return [rows[s : s + batch_size] for rows in groups.values() for s in range(0, len(rows), batch_size)]
 
 
-class ImageFeatures:
-    """The vision features of images, each computed once and reused by all of that image's prompts.
-
-    Keyed by the pixels the model sees (the processor's output for one image, after any
-    pixel_transform), so a clean image and its corrupted copy are two entries, and the same image
-    asked again hits. Holds at most `limit` images, the least recently used going first.
-    """
+class _PerImage:
+    """Something computed once per image (as the model sees it) and reused by all of its prompts: at
+    most `limit` images, the least recently used going first; hits and misses counted by the caller."""
 
     def __init__(self, limit: int):
         from collections import OrderedDict
 
         self.limit = max(1, limit)
-        self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._store: OrderedDict[str, object] = OrderedDict()
         self.hits = self.misses = 0
 
-    def get(self, key: str) -> torch.Tensor | None:
-        found = self._store.get(key)
-        if found is not None:
-            self._store.move_to_end(key)
-        return found
-
-    def put(self, key: str, features: torch.Tensor) -> None:
-        self._store[key] = features
-        self._store.move_to_end(key)
-        while len(self._store) > self.limit:
-            self._store.popitem(last=False)
-
-
-class PrefixCache:
-    """The key/value cache of each image's prompt prefix (everything up to its last image token: the
-    system prompt and the image), computed once and reused by all of that image's prompts.
-
-    Keyed by the image's pixels as the model sees them and the prefix's tokens, so a clean image and
-    its corrupted copy are two entries. Holds at most `limit` images, the least recently used going
-    first: one image's entry is layers x 2 x prefix tokens x KV width values (LLaVA-1.5-7B: ~0.3 GB
-    in bf16), so the limit is what bounds its memory.
-    """
-
-    def __init__(self, limit: int):
-        from collections import OrderedDict
-
-        self.limit = max(1, limit)
-        self._store: OrderedDict[str, tuple[tuple[torch.Tensor, torch.Tensor], ...]] = OrderedDict()
-        self.hits = self.misses = 0
+    def __contains__(self, key: str) -> bool:
+        return key in self._store
 
     def get(self, key: str):
         found = self._store.get(key)
@@ -548,11 +517,32 @@ class PrefixCache:
             self._store.move_to_end(key)
         return found
 
-    def put(self, key: str, layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> None:
-        self._store[key] = layers
+    def put(self, key: str, value) -> None:
+        self._store[key] = value
         self._store.move_to_end(key)
         while len(self._store) > self.limit:
             self._store.popitem(last=False)
+
+
+class ImageFeatures(_PerImage):
+    """The vision features of images, each computed once and reused by all of that image's prompts.
+
+    Keyed by the pixels the model sees (the processor's output for one image, after any
+    pixel_transform), so a clean image and its corrupted copy are two entries, and the same image
+    asked again hits. Holds at most `limit` images, the least recently used going first.
+    """
+
+
+class PrefixCache(_PerImage):
+    """The key/value cache of each image's prompt prefix (everything up to its last image token: the
+    system prompt and the image), computed once and reused by all of that image's prompts: per image,
+    ((key, value) per layer), each [1, heads, tokens, dim].
+
+    Keyed by the image's pixels as the model sees them and the prefix's tokens, so a clean image and
+    its corrupted copy are two entries. Holds at most `limit` images, the least recently used going
+    first: one image's entry is layers x 2 x prefix tokens x KV width values (LLaVA-1.5-7B: ~0.3 GB
+    in bf16), so the limit is what bounds its memory.
+    """
 
 
 # What the processors give besides tokens: the pixel inputs of the families' image encoders.
@@ -805,10 +795,10 @@ class VLM:
         `prefixes` does not hold: one forward per group of missing prefixes of one length (no padding)."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        missing: dict[str, int] = {}
-        for r, key in enumerate(keys):
-            if prefixes.get(key) is None and key not in missing:
-                missing[key] = r
+        # The batch's prefixes are gathered here, not read back from `prefixes`: a limit smaller than the
+        # batch's images would evict some before they are used.
+        found = {key: prefixes.get(key) for key in dict.fromkeys(keys)}
+        missing = {key: r for r, key in reversed(list(enumerate(keys))) if found[key] is None}
         by_length: dict[int, list[int]] = {}
         for r in missing.values():
             by_length.setdefault(len(prefix_ids[r]), []).append(r)
@@ -828,11 +818,11 @@ class VLM:
                 args["pixel_values"] = args["pixel_values"].to(self.model.dtype)
             cache = self.model(**args).cache
             for j, r in enumerate(group):
-                prefixes.put(keys[r], tuple((layer.keys[j : j + 1], layer.values[j : j + 1])
-                                            for layer in cache.layers))
+                found[keys[r]] = tuple((layer.keys[j : j + 1], layer.values[j : j + 1]) for layer in cache.layers)
+                prefixes.put(keys[r], found[keys[r]])
         prefixes.misses += len(missing)
         prefixes.hits += len(keys) - len(missing)
-        return [prefixes.get(key) for key in keys]
+        return [found[key] for key in keys]
 
     def _generate_after_prefixes(self, inputs, caps: list[int], pieces: list[dict], pixel_keys: list[str],
                                  encoded: dict | None, prefixes: PrefixCache, decode: str) -> list[str]:

@@ -180,6 +180,15 @@ def test_a_prefix_is_keyed_by_the_pixels_the_model_sees(vlm):
     assert cached == plain and prefixes.misses == 4 and prefixes.hits == 0
 
 
+def test_a_prefix_cache_smaller_than_a_batch_still_answers_every_row(vlm):
+    """eval.prefix_cache 1 with three images in one batch: the batch keeps what it computed."""
+    images = _images()
+    plain = vlm.generate(images, TEXTS, max_new_tokens=4, batch_size=3)
+    prefixes = PrefixCache(1)
+    assert vlm.generate(images, TEXTS, max_new_tokens=4, batch_size=3, prefixes=prefixes) == plain
+    assert prefixes.misses == 3 and len(prefixes._store) == 1
+
+
 def test_the_prefix_cache_keeps_at_most_its_limit():
     prefixes = PrefixCache(2)
     for key in "abc":
