@@ -52,9 +52,8 @@ SLOW = {
     "tests/test_families.py": "three real-shaped families built and run through every stage: fixtures of "
                               "18-62 s, two torchrun qa runs of 35-39 s",
     "tests/stages/test_qa.py::test_two_processes_split_the_images_and_merge_the_same_records": "torchrun, 2 ranks",
-    "tests/test_benchmark_scripts.py::test_benchmark_runs_at_its_tiny_size_and_ends_with_a_result_line"
-    "[train_startup_memory.py]": "torchrun, 2 ranks under DeepSpeed ZeRO-3 (CPU accelerator): 367 s; "
-    "in-process 355 s wall, 127 CPU-s (2026-12-03, machine shared with other work)",
+    "tests/test_travel.py::test_pool_add_links_refuses_in_one_line_and_is_idempotent": "11 dvc and sena commands "
+    "in subprocesses: 13.7 s (2026-12-03, `make test-fast`)",
     "tests/test_tracked.py::test_a_run_id_changes_with_exactly_the_keys_the_stage_tracks": "4 stages, 18-22 s each",
     "tests/stages/test_base_pointer.py::test_a_hub_id_in_the_local_cache_is_stored_as_is": "21 s",
     "tests/stages/test_base_pointer.py::test_an_unreachable_hub_id_fails_fast_in_one_line": "19 s",

@@ -96,7 +96,8 @@ def _photos(folder: Path) -> None:
         image.save(sub / f"{i}.jpg" if i < 3 else sub / f"{i}.png")
 
 
-def test_a_run_with_added_photos_pushed_to_s3_pulls_into_a_clone_elsewhere_with_nothing_to_rerun(tmp_path):
+def test_a_run_with_added_photos_pushed_to_s3_pulls_into_a_clone_elsewhere_with_nothing_to_rerun(tmp_path,
+                                                                                                 record_property):
     from tests.s3 import loopback_s3
 
     photos, root = tmp_path / "photos", tmp_path / "here" / "run"
@@ -123,7 +124,13 @@ def test_a_run_with_added_photos_pushed_to_s3_pulls_into_a_clone_elsewhere_with_
         tracked = _git(["ls-files"], root).split()
         assert "pool.dvc" in tracked and "dvc.lock" in tracked and not any(t.startswith("pool/") for t in tracked)
         pushed = _dvc(["push"], root, s3.env)
-        print(f"dvc push: {pushed.strip()}; the bucket holds {s3.stored()[0]} objects, {s3.stored()[1]:,} bytes")
+        objects, size = s3.stored()
+        print(f"dvc push: {pushed.strip()}; the bucket holds {objects} objects, {size:,} bytes")
+        record_property("s3_bytes_pushed", size)
+        models = sum((root / f"models/iter{k}/model.safetensors").stat().st_size for k in (0, 1))
+        assert objects > 0 and size > models
+        assert "up to date" in _dvc(["push"], root, s3.env).lower()  # a second push sends nothing
+        assert s3.stored() == (objects, size)
 
         shutil.rmtree(photos)  # the photo folder exists nowhere now; the clone lives on another path
         clone = tmp_path / "elsewhere" / "clone"
