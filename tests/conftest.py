@@ -51,7 +51,6 @@ SLOW = {
     "scripted POPE questions under tracemalloc: 37 s",
     "tests/test_families.py": "three real-shaped families built and run through every stage: fixtures of "
                               "18-62 s, two torchrun qa runs of 35-39 s",
-    "tests/stages/test_qa.py::test_two_processes_split_the_images_and_merge_the_same_records": "torchrun, 2 ranks",
     "tests/test_travel.py::test_pool_add_links_refuses_in_one_line_and_is_idempotent": "11 dvc and sena commands "
     "in subprocesses: 13.7 s (2026-12-03, `make test-fast`)",
     "tests/test_tracked.py::test_a_run_id_changes_with_exactly_the_keys_the_stage_tracks": "4 stages, 18-22 s each",

@@ -81,23 +81,6 @@ def test_killed_qa_resumes_without_redoing_finished_chunks(micro_project, micro_
     assert (project / out).read_bytes() == (reference / out).read_bytes()
 
 
-def test_two_processes_split_the_images_and_merge_the_same_records(micro_project, micro_dict, tmp_path):
-    import shutil
-
-    from tests.helpers import torchrun
-
-    project, params = _noised_project(micro_project, micro_dict, tmp_path / "p", images=8, batch_size=2)
-    single = tmp_path / "single"
-    shutil.copytree(project, single)
-    run_qa(params, 1, root=single)
-
-    proc = torchrun("-m", "sena_cli", "qa", "--iter", "1", cwd=project)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = "data/iter1/qa/records.jsonl"
-    assert (project / out).read_bytes() == (single / out).read_bytes()
-    assert "chunks run now" in proc.stdout
-
-
 def test_ablations_fixed_questions_and_no_enhancement(micro_project, micro_dict, tmp_path):
     fixed = ["What color is the circle?", "How many objects are there?"]
     project, _ = _noised_project(micro_project, micro_dict, tmp_path / "p", images=6, batch_size=4)
