@@ -58,12 +58,13 @@ SLOW = {
     "tests/stages/test_base_pointer.py::test_an_unreachable_hub_id_fails_fast_in_one_line": "19 s",
     "tests/stages/test_report.py::test_the_page_stays_small_for_big_photos[image]": "24 s",
     "tests/test_launch.py::test_stages_run_by_hand_and_under_a_launcher_leave_dvc_repro_nothing_to_rerun":
-        "a DVC project on the micro world: 4 repros, 3 stages by hand: 155-270 s",
+        "a DVC project on the micro world: 4 repros, 3 stages by hand: 53 s in `make test` (2026-12-03), "
+        "155-270 s on a loaded machine",
     "tests/test_launch.py::test_a_real_torchrun_launcher_runs_qa_on_two_processes_as_one_would":
-        "torchrun, 2 ranks: 58-62 s",
+        "torchrun, 2 ranks: 21 s in `make test` (2026-12-03), 58-62 s on a loaded machine",
     "tests/test_travel.py::test_a_run_with_added_photos_pushed_to_s3_pulls_into_a_clone_elsewhere_with_nothing_to_rerun":
-        "a one-iteration micro run, pushed to S3, cloned, pulled, repro'd: 218, 285 and 313 s (2026-12-03, 2 cores "
-        "shared, load ~8; its `dvc repro` of 13 stages 187-247 s, mostly each stage's imports)",
+        "a one-iteration micro run, pushed to S3, cloned, pulled, repro'd: 127-138 s in `make test` (2026-12-03); "
+        "218-313 s on a loaded machine (its `dvc repro` of 13 stages is mostly each stage's imports)",
     "tests/robustness/test_bounded.py::test_a_sampled_image_replaced_by_a_fifo_fails_at_once_instead_of_hanging":
         "`sena noise` in a subprocess (a hang must not hang the suite): 16-19 s alone, 27 s on a loaded machine",
 }
