@@ -241,8 +241,7 @@ def test_stages_run_by_hand_and_under_a_launcher_leave_dvc_repro_nothing_to_reru
 
 def test_a_real_torchrun_launcher_runs_qa_on_two_processes_as_one_would(micro_project, micro_dict, tmp_path):
     """launch.qa = torchrun with 2 processes (CPU, gloo): `sena qa` reruns itself under it, the ranks
-    share the chunks, and the records are byte-identical to one process's (qa's two-process test: the same
-    project launched by hand once was a second copy of this one)."""
+    share the chunks, and the records are byte-identical to one process's (this is qa's two-process test)."""
     import socket
 
     from sena_cli.stages.qa import run_qa

@@ -146,6 +146,17 @@ def _named(root: Path) -> set[str]:
     return set(json.loads(_dvc(["status", "--json"], root))) - ALWAYS
 
 
+def _params_edit(root: Path, edit) -> set[str]:
+    """The stages `dvc status` names after `edit` of params.yaml; the file is put back afterwards."""
+    params = root / "params.yaml"
+    original = params.read_text()
+    _edit_params(root, edit)
+    try:
+        return _named(root)
+    finally:
+        params.write_text(original)
+
+
 def _code_edit(root: Path, path: str, old: str, new: str):
     """Edit a file under root/sena_cli, rerun stage `code`, and give the stages `dvc status` then names;
     the file is put back (and `code` rerun) afterwards, so the run is as the earlier tests left it."""
@@ -237,13 +248,7 @@ def test_an_eval_parameter_names_only_the_evaluations_and_the_summaries(project)
     """The evaluations' outputs feed nothing but history and report, so the stages `dvc status` names are
     all that would rerun (a real repro of this took 46 s and ran exactly these)."""
     root, _ = project
-    params = root / "params.yaml"
-    original = params.read_text()
-    _edit_params(root, lambda d: d["eval"].update(max_new_tokens=d["eval"]["max_new_tokens"] + 4))
-    try:
-        named = _named(root)
-    finally:
-        params.write_text(original)
+    named = _params_edit(root, lambda d: d["eval"].update(max_new_tokens=d["eval"]["max_new_tokens"] + 4))
     assert EVALS <= named <= EVALS | SUMMARIES, sorted(named)
 
 
@@ -283,13 +288,7 @@ def test_a_qa_prompt_names_exactly_the_stages_that_read_it(project):
     changed, as DVC does for any data dependency (test_an_iteration_3_parameter_reruns_only_iteration_3
     shows it through noise@3's output); rebuilding the whole run to show it again took ~250 s of the suite."""
     root, _ = project
-    params = root / "params.yaml"
-    original = params.read_text()
-    _edit_params(root, lambda d: d["qa"]["prompts"].update(
+    named = _params_edit(root, lambda d: d["qa"]["prompts"].update(
         short_answer_suffix="Answer with one word or a short phrase."))
-    try:
-        named = _named(root)
-    finally:
-        params.write_text(original)
     assert named == READS_QA_PROMPTS, sorted(named ^ READS_QA_PROMPTS)
     assert _named(root) == set()

@@ -798,7 +798,10 @@ class VLM:
         # The batch's prefixes are gathered here, not read back from `prefixes`: a limit smaller than the
         # batch's images would evict some before they are used.
         found = {key: prefixes.get(key) for key in dict.fromkeys(keys)}
-        missing = {key: r for r, key in reversed(list(enumerate(keys))) if found[key] is None}
+        missing: dict[str, int] = {}  # each missing prefix once, computed from its first row
+        for r, key in enumerate(keys):
+            if found[key] is None:
+                missing.setdefault(key, r)
         by_length: dict[int, list[int]] = {}
         for r in missing.values():
             by_length.setdefault(len(prefix_ids[r]), []).append(r)
