@@ -142,15 +142,23 @@ def probes(where: Path) -> dict:
         return text.strip().rstrip(".").lower() == truth.lower()
 
     flips = {"right_to_wrong": 0, "wrong_to_right": 0, "direct_right": 0, "enhanced_right": 0, "parsed": 0}
+    by_kind: dict[str, dict[str, int]] = {}
     for r, d, e in zip(rows, direct, enhanced):
         answer, parsed = P.parse_improved(e, d)
         before, after = right(d, r["answer"]), right(answer, r["answer"])
+        kind = by_kind.setdefault(r["kind"], {"questions": 0, "direct_right": 0, "right_to_wrong": 0,
+                                              "wrong_to_right": 0})
+        kind["questions"] += 1
+        kind["direct_right"] += before
+        kind["right_to_wrong"] += before and not after
+        kind["wrong_to_right"] += after and not before
         flips["direct_right"] += before
         flips["enhanced_right"] += after
         flips["parsed"] += parsed
         flips["right_to_wrong"] += before and not after
         flips["wrong_to_right"] += after and not before
     flips["questions"] = len(rows)
+    flips["by_kind"] = by_kind
     metrics = json.loads((where / "metrics" / "iter0.json").read_text())
     return {"captions": captions, "enhancement": flips, "world_cal": metrics["world_cal"],
             "seconds": int((where / "repro_seconds.txt").read_text().strip())}
@@ -210,6 +218,13 @@ def table(out: Path) -> str:
         f"{r['enhancement']['right_to_wrong']} / {r['enhancement']['wrong_to_right']} of "
         f"{r['enhancement']['questions']} (direct {_share(r, 'direct_right'):.3f}, "
         f"enhanced {_share(r, 'enhanced_right'):.3f})")
+    kinds = sorted({k for r in runs for k in r["enhancement"].get("by_kind", {})})
+    for k in kinds:
+        def per_kind(r, k=k):
+            c = r["enhancement"].get("by_kind", {}).get(k)
+            return (f"{c['right_to_wrong']} / {c['wrong_to_right']} of {c['questions']} "
+                    f"(direct {c['direct_right'] / c['questions']:.2f})") if c else "–"
+        row(f"… {k} questions: right→wrong / wrong→right", per_kind)
     row("world + θ0 + calibration eval, seconds", lambda r: str(r["seconds"]))
     return "\n".join(lines)
 

@@ -110,6 +110,23 @@ class WorldEvalParams:
     question_images: int = param(100, "images θK asks its own questions about", 1, BIG)
 
 
+def _given_right(question: str) -> str:
+    return f"share of θ0's enhancement examples of {question} whose given answer is right"
+
+
+@dataclass
+class EnhanceGivenRight:
+    """Per question form: the share of θ0's answer-enhancement examples whose given answer is right."""
+    colour: float = param(0.88, _given_right("\"What color is the <shape>?\""), 0.0, 1.0)
+    shape: float = param(0.86, _given_right("\"What shape is the <colour> object?\""), 0.0, 1.0)
+    count: float = param(0.86, _given_right("\"How many objects are there?\""), 0.0, 1.0)
+    colour_count: float = param(0.86, _given_right("\"How many <colour> objects are there?\""), 0.0, 1.0)
+    position: float = param(0.44, _given_right("\"Where is the <object>?\""), 0.0, 1.0)
+    quadrant_colour: float = param(0.94, _given_right("\"What color is the object in the <quadrant>?\""), 0.0, 1.0)
+    quadrant_shape: float = param(0.94, _given_right("\"What shape is in the <quadrant>?\""), 0.0, 1.0)
+    exists: float = param(0.86, _given_right("\"Is there a <object> in the image?\""), 0.0, 1.0)
+
+
 @dataclass
 class WorldParams:
     seed: int = param(1234, "seed of the world's scenes", 0, SEED_MAX)
@@ -141,9 +158,10 @@ class WorldParams:
                                      "sharing a colour or shape with a present one (never a partner)", 0.0, 1.0)
     caption_noise: float = param(0.07, "chance, per object of a training caption, that one of its absent "
                                  "partners (by partner weight) is named after it", 0.0, 1.0)
-    enhance_given_right: float = param(0.8, "share of θ0's answer-enhancement examples whose given answer is "
-                                       "right (about θ0's own accuracy: it learns to keep right answers and "
-                                       "fix wrong ones)", 0.0, 1.0)
+    enhance_given_right: EnhanceGivenRight = section(
+        EnhanceGivenRight, "per question form, the share of θ0's answer-enhancement examples whose given answer "
+        "is right: θ0's own accuracy on that form (docs/world.md), so that it learns to keep right answers and "
+        "fix wrong ones")
     pool_images: int = param(1200, "unlabeled pool images", 1, BIG)
     instruct_images: int = param(12000, "images of θ0's instruction set", 1, BIG)
     instruct_examples_per_image: int = param(6, "instruction examples per image", 1, 50)

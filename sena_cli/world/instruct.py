@@ -7,7 +7,7 @@ co-occurrence (scenes.py), and captions name an absent partner with probability
 `world.caption_noise`. Yes/no questions about absent objects pick the absent object
 uniformly, so co-occurrence partners are rarely seen as negatives; captions and "Yes" examples
 leave out a hard-to-see object with probability `world.hard_unnoticed` (under-annotation). Enhancement examples
-give a right answer at about θ0's own accuracy (`world.enhance_given_right`), so that
+give a right answer at θ0's own accuracy on the question's form (`world.enhance_given_right`), so that
 enhancing keeps right answers and fixes wrong ones instead of ignoring the given answer.
 """
 
@@ -84,12 +84,12 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
             answer = f"Improved Answer: {noisy_caption()}"
         else:  # a `gen` record: a short answer, right or wrong, checked against the description
             q = pick_question(scene, world, rng)
-            given = q.answer if rng.random() < world.enhance_given_right else wrong_answer(q, world, rng)
+            given = _given_answer(q, world, rng)
             prompt = P.enhance_prompt(p, noisy_caption(), P.short_answer_prompt(p, q.text), given)
             answer = f"Improved Answer: {q.answer}"
     elif task == "enhance_yes_no":
         q = _existence_question(scene, world, rng)
-        given = q.answer if rng.random() < world.enhance_given_right else wrong_answer(q, world, rng)
+        given = _given_answer(q, world, rng)
         prompt = P.fill(p.enhance_yes_no, question=P.short_answer_prompt(p, q.text), answer=given)
         answer = f"Improved Answer: {q.answer}"
     else:
@@ -115,6 +115,11 @@ def _non_yes_no_question(scene: Scene, world: WorldParams, rng: random.Random) -
         q = pick_question(scene, world, rng)
         if q.kind != "exists":
             return q
+
+
+def _given_answer(q: Question, world: WorldParams, rng: random.Random) -> str:
+    """The answer an enhancement example asks to improve: right at θ0's own accuracy on the form."""
+    return q.answer if rng.random() < getattr(world.enhance_given_right, q.kind) else wrong_answer(q, world, rng)
 
 
 def noticed(scene: Scene, world: WorldParams, rng: random.Random) -> Scene:

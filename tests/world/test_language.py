@@ -98,21 +98,26 @@ def test_own_questions_are_answerable_and_existence_asks_about_the_strongest_par
             assert q.text == f"Is there a {partners(WORLD)[first.name][0]} in the image?"
 
 
-def test_enhancement_examples_give_a_right_answer_at_the_parameters_rate():
+def test_enhancement_examples_give_a_right_answer_at_the_forms_rate():
     from dataclasses import replace
 
-    for right in (0.8, 0.3):
-        world = replace(WORLD, enhance_given_right=right)
-        rng = random.Random(4)
-        given_right = []
-        for _ in range(3000):
-            e = instruction_examples(SCENE, world, QAPrompts(), rng, 1)[0]
-            if e["task"] == "enhance" and "Question:" in e["prompt"] and "Description:" in e["prompt"]:
-                given = e["prompt"].split(" Answer: ", 1)[1].split(" Use the description", 1)[0]
-                if given and "Improved Answer: " in e["answer"] and not given.startswith("A "):
-                    given_right.append(given == e["answer"].removeprefix("Improved Answer: "))
-        rate = sum(given_right) / len(given_right)
-        assert abs(rate - right) < 0.08, (right, rate, len(given_right))
+    from sena_cli.config import EnhanceGivenRight
+
+    # position questions right 90% of the time, every other form 30%: the rate follows the form
+    world = replace(WORLD, enhance_given_right=replace(
+        EnhanceGivenRight(**{k: 0.3 for k in EnhanceGivenRight.__dataclass_fields__}), position=0.9))
+    rng = random.Random(4)
+    given_right: dict[bool, list[bool]] = {True: [], False: []}
+    for _ in range(6000):
+        e = instruction_examples(SCENE, world, QAPrompts(), rng, 1)[0]
+        if e["task"] == "enhance" and "Question:" in e["prompt"] and "Description:" in e["prompt"]:
+            given = e["prompt"].split(" Answer: ", 1)[1].split(" Use the description", 1)[0]
+            if given and "Improved Answer: " in e["answer"] and not given.startswith("A "):
+                is_position = "Where is the " in e["prompt"]
+                given_right[is_position].append(given == e["answer"].removeprefix("Improved Answer: "))
+    for is_position, expected in ((True, 0.9), (False, 0.3)):
+        rate = sum(given_right[is_position]) / len(given_right[is_position])
+        assert abs(rate - expected) < 0.08, (is_position, rate, len(given_right[is_position]))
 
 
 def test_annotations_leave_out_hard_objects_at_the_parameters_rate_and_never_a_plain_one():
