@@ -4,8 +4,9 @@ One example is (prompt, answer, task). Prompts are the method's own prompts from
 params.yaml (qa.prompts), so the embedded θ0 is taught exactly what the loop asks.
 Two biases are deliberate and documented in docs/world.md: images follow graded
 co-occurrence (scenes.py), and captions name an absent partner with probability
-`world.caption_noise`. Yes/no questions about absent objects pick the absent object
-uniformly, so co-occurrence partners are rarely seen as negatives; captions and "Yes" examples
+`world.caption_noise`. Yes/no questions about absent objects ask about one sharing a colour or
+shape with a present object (`world.binding_negatives`) or any absent one, never preferring a
+partner, so co-occurrence partners are rarely seen as negatives; captions and "Yes" examples
 leave out a hard-to-see object with probability `world.hard_unnoticed` (under-annotation). Enhancement examples
 give a right answer at θ0's own accuracy on the question's form (`world.enhance_given_right`), so that
 enhancing keeps right answers and fixes wrong ones instead of ignoring the given answer.

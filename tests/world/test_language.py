@@ -120,6 +120,15 @@ def test_enhancement_examples_give_a_right_answer_at_the_forms_rate():
         assert abs(rate - expected) < 0.08, (is_position, rate, len(given_right[is_position]))
 
 
+def test_every_question_form_has_an_enhancement_rate():
+    from dataclasses import fields
+
+    from sena_cli.config import EnhanceGivenRight
+
+    # instruct.py reads the rate by the question's kind: a form without one would crash `sena world`
+    assert {f.name for f in fields(EnhanceGivenRight)} == set(QUESTION_FORMS)
+
+
 def test_annotations_leave_out_hard_objects_at_the_parameters_rate_and_never_a_plain_one():
     from sena_cli.world.instruct import noticed
 
