@@ -141,23 +141,21 @@ def probes(where: Path) -> dict:
     def right(text: str, truth: str) -> bool:
         return text.strip().rstrip(".").lower() == truth.lower()
 
-    flips = {"right_to_wrong": 0, "wrong_to_right": 0, "direct_right": 0, "enhanced_right": 0, "parsed": 0}
-    by_kind: dict[str, dict[str, int]] = {}
+    def counts() -> dict[str, int]:
+        return dict.fromkeys(("questions", "right_to_wrong", "wrong_to_right", "direct_right", "enhanced_right",
+                              "parsed"), 0)
+
+    flips, by_kind = counts(), {}
     for r, d, e in zip(rows, direct, enhanced):
         answer, parsed = P.parse_improved(e, d)
         before, after = right(d, r["answer"]), right(answer, r["answer"])
-        kind = by_kind.setdefault(r["kind"], {"questions": 0, "direct_right": 0, "right_to_wrong": 0,
-                                              "wrong_to_right": 0})
-        kind["questions"] += 1
-        kind["direct_right"] += before
-        kind["right_to_wrong"] += before and not after
-        kind["wrong_to_right"] += after and not before
-        flips["direct_right"] += before
-        flips["enhanced_right"] += after
-        flips["parsed"] += parsed
-        flips["right_to_wrong"] += before and not after
-        flips["wrong_to_right"] += after and not before
-    flips["questions"] = len(rows)
+        for c in (flips, by_kind.setdefault(r["kind"], counts())):  # overall, and per question form
+            c["questions"] += 1
+            c["direct_right"] += before
+            c["enhanced_right"] += after
+            c["parsed"] += parsed
+            c["right_to_wrong"] += before and not after
+            c["wrong_to_right"] += after and not before
     flips["by_kind"] = by_kind
     metrics = json.loads((where / "metrics" / "iter0.json").read_text())
     return {"captions": captions, "enhancement": flips, "world_cal": metrics["world_cal"],
