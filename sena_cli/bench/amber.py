@@ -40,6 +40,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sena_cli import bounded
 from sena_cli.bench.external import Tick, generate_windows, need
@@ -47,7 +48,9 @@ from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.errors import SenaError
 from sena_cli.frame import ANY, TEXT, TEXTS, WHOLE, Each, fault, given, one_of, read_json, refuse
-from sena_cli.vlm import VLM
+
+if TYPE_CHECKING:  # the model boundary imports torch; reading and scoring a benchmark needs neither
+    from sena_cli.vlm import VLM
 
 Similar = Callable[[str, str], bool]
 BENCH_EXTRA = 'pip install "sena-cli[bench]"'  # nltk and spaCy, pinned in constraints.txt

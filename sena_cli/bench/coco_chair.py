@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sena_cli.bench import chair as chair_lib
 from sena_cli.bench.external import Tick, generate_windows, need
@@ -13,7 +14,9 @@ from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import BIG, param
 from sena_cli.errors import SenaError
 from sena_cli.frame import TEXT, WHOLE, given, read_json
-from sena_cli.vlm import VLM
+
+if TYPE_CHECKING:  # the model boundary imports torch; reading and scoring a benchmark needs neither
+    from sena_cli.vlm import VLM
 
 
 @dataclass

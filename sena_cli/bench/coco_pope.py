@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sena_cli.bench import pope
 from sena_cli.bench.external import WINDOW, Tick, generate, need, open_benchmark_image
@@ -26,7 +27,9 @@ from sena_cli.config import param
 from sena_cli.errors import SenaError
 from sena_cli.frame import ANSWER_TEXT, ANY, TEXT, given, one_of, stream_records
 from sena_cli.method.prompts import with_suffix
-from sena_cli.vlm import VLM
+
+if TYPE_CHECKING:  # the model boundary imports torch; reading and scoring a benchmark needs neither
+    from sena_cli.vlm import VLM
 
 # The question is sized (limits.max_text_chars) here, before any model loads or tokenizer sees it.
 ROW = {"question_id": ANY, "image": TEXT, "text": ANSWER_TEXT, "label": one_of("yes", "no")}

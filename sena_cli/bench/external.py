@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -16,7 +17,9 @@ from sena_cli.artifacts import decode
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.progress import Tick
-from sena_cli.vlm import VLM
+
+if TYPE_CHECKING:  # the model boundary imports torch and transformers (~2 s): `sena report` needs neither
+    from sena_cli.vlm import VLM
 
 
 def need(value: str, key: str) -> Path:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sena_cli.bench.external import Tick, generate_windows, judged_result, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.errors import SenaError
 from sena_cli.frame import ANY, TEXT, given, read_records
-from sena_cli.vlm import VLM
+
+if TYPE_CHECKING:  # the model boundary imports torch; reading and scoring a benchmark needs neither
+    from sena_cli.vlm import VLM
 
 PROMPT_VERSION = "sena-llava-bench-v1"
 RULE = (

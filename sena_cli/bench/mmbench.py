@@ -32,6 +32,7 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
@@ -41,7 +42,9 @@ from sena_cli.bench.external import Tick, generate, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.errors import SenaError
-from sena_cli.vlm import VLM
+
+if TYPE_CHECKING:  # the model boundary imports torch; reading and scoring a benchmark needs neither
+    from sena_cli.vlm import VLM
 
 REQUIRED = ("index", "question", "A", "B", "answer", "image")
 INSTRUCTION = "Answer with the option's letter from the given choices directly."

@@ -9,12 +9,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sena_cli.bench.external import Tick, generate_windows, judged_result, need
 from sena_cli.bench.record import Benchmark, Chart
 from sena_cli.config import param
 from sena_cli.frame import TEXT, TEXTS, given, read_json
-from sena_cli.vlm import VLM
+
+if TYPE_CHECKING:  # the model boundary imports torch; reading and scoring a benchmark needs neither
+    from sena_cli.vlm import VLM
 
 PROMPT_VERSION = "sena-mmhal-v1"
 RULE = (

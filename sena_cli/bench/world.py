@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -33,10 +34,12 @@ from sena_cli.errors import SenaError
 from sena_cli.frame import read_jsonl
 from sena_cli.method.prompts import with_suffix
 from sena_cli.progress import Tick
-from sena_cli.vlm import VLM
 from sena_cli.world.build import POPE_SPLITS
 from sena_cli.world.language import ask, parse_question
 from sena_cli.world.scenes import Scene, absent_partners
+
+if TYPE_CHECKING:  # the model boundary imports torch; reading and scoring a benchmark needs neither
+    from sena_cli.vlm import VLM
 
 
 class WorldEvalSet:
