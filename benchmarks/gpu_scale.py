@@ -29,6 +29,8 @@ with bf16, fp32 without checkpointing elsewhere; AdamW; vision tower frozen.
   and the share of the memory-bandwidth bound: one decode step reads the language model's weights
   and the batch's KV cache (batch x mean context x layers x 2 x KV width x bytes), so at the card's
   bandwidth (--bandwidth-tbs; known cards by name) the bound is bandwidth / those bytes steps/s.
+  qa/pair and the decode comparison at the same depth run in one process (one start-up); each
+  other depth in its own.
 
 Ends with `RESULT gpu_scale <stored/live peak-memory ratio of the DPO step at the most layers>`.
 """
@@ -414,6 +416,18 @@ def main() -> None:
         kind, n, *mode = args.child.split(",")
         if kind == "inference":
             result = run_inference(shape, int(n), args.batch, args.new_tokens, args.pairs, args.pair_batch)
+            if mode == ["decode"]:  # the decode comparison at the same depth: one process, one start-up
+                import gc
+
+                import torch
+
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                try:
+                    result["decode"] = run_decode(shape, int(n), args.batch, args.new_tokens, args.prompts_per_image)
+                except Exception as e:  # noqa: BLE001 - reported like a failed child, the qa/pair figures kept
+                    result["decode"] = {"error": f"{type(e).__name__}: {e}", "stderr": ""}
         elif kind == "decode":
             result = run_decode(shape, int(n), args.batch, args.new_tokens, args.prompts_per_image)
         else:
@@ -431,7 +445,9 @@ def main() -> None:
           f"{shape['vision_layers']} layers at 336 px (576 image tokens); decoder layers {layers} of 32; "
           f"random weights")
     t_all = time.perf_counter()
-    inf = _child(args, "--child", f"inference,{max(layers)}")
+    decode_layers = [int(x) for x in (args.decode_layers or (str(max(layers)) if args.tiny else "8,32")).split(",")]
+    shared = max(layers) in decode_layers  # its decode comparison runs in the inference child
+    inf = _child(args, "--child", f"inference,{max(layers)}" + (",decode" if shared else ""))
     if "error" in inf:
         print(f"qa/pair: FAILED: {inf['error']}\n{inf['stderr']}")
     else:
@@ -452,7 +468,6 @@ def main() -> None:
             print(f"one regime: max |step-0 log-ratio| over {r['answers']} answers (mean log-prob "
                   f"{r['mean_logp']:.1f}): {r['step0_max_abs']:.2e} nats (reference at batch {p['batch']}, "
                   f"trainer at batch 2); with bf16 weights instead: {r['bf16_weights_max_abs']:.2e} nats")
-    decode_layers = [int(x) for x in (args.decode_layers or (str(max(layers)) if args.tiny else "8,32")).split(",")]
     bandwidth = args.bandwidth_tbs or (card_bandwidth_tbs(device) if torch.cuda.is_available() else None)
     print(f"\ndecode, today's path (per-prompt image encoding, dynamic cache, eager) vs the new one (features and "
           f"prefix KV cache once per image, qa.decode auto): batch {args.batch}, {args.prompts_per_image} prompts "
@@ -460,7 +475,7 @@ def main() -> None:
           f"{args.new_tokens} new tokens forced; bound = {bandwidth or 'unknown (no --bandwidth-tbs)'} TB/s / bytes "
           "per step (weights + KV cache at the mean context)")
     for n in decode_layers:
-        r = _child(args, "--child", f"decode,{n}")
+        r = inf.get("decode", inf) if shared and n == max(layers) else _child(args, "--child", f"decode,{n}")
         if "error" in r:
             print(f"  {n:>2} layers: FAILED: {r['error']}\n{r['stderr']}")
             continue
