@@ -67,6 +67,22 @@ SLOW = {
         "218-313 s on a loaded machine (its `dvc repro` of 13 stages is mostly each stage's imports)",
     "tests/robustness/test_bounded.py::test_a_sampled_image_replaced_by_a_fifo_fails_at_once_instead_of_hanging":
         "`sena noise` in a subprocess (a hang must not hang the suite): 16-19 s alone, 27 s on a loaded machine",
+    # 2026-12-04, `make test-fast` on a quiet machine (`--durations=0`): the fast tier's tests of 2 s or more
+    # besides the benchmark scripts' tiny runs, which must stay in it
+    "tests/stages/test_qa.py::test_killed_qa_resumes_without_redoing_finished_chunks": "`sena qa` in a "
+    "subprocess, killed and rerun: 9.1 s",
+    "tests/stages/test_report.py::test_report_is_self_contained_and_renders_in_headless_chromium": "a run of "
+    "every stage, then Chromium: 6.5 s with its fixture",
+    "tests/stages/test_report.py::test_the_page_stays_small_for_big_photos[pixel_values]": "2.1 s",
+    "tests/test_cli.py::test_train_without_pairs_is_one_line_naming_the_missing_file": "`sena train` in a "
+    "subprocess: 3.2 s",
+    "tests/stages/test_train.py::test_checkpoints_are_removed_after_the_save_unless_kept": "2.9 s",
+    "tests/test_deps.py::test_a_stage_s_code_changes_only_its_own_fingerprint": "2.9 s",
+    "tests/test_deps.py::test_shared_code_changes_every_fingerprint_that_runs_it": "2.2 s",
+    "tests/robustness/test_bounded.py::test_a_jsonl_file_is_streamed_not_held": "2.7 s",
+    "tests/world/test_scenes.py::test_cooccurrence_is_graded_and_the_hard_tail_sits_among_partners": "2.4 s",
+    "tests/stages/test_headlines.py::test_dvc_plots_draw_every_headline_of_the_run": "`dvc plots` in a "
+    "subprocess: 2.0 s",
 }
 
 # Files whose tests take minutes (the reduced pipeline run, ZeRO-2/3 under torchrun, the model families, the
