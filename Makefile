@@ -15,12 +15,17 @@ setup: $(VENV)/.installed
 # (it runs on CPU too; see docs/models.md). The package's torch range then installs nothing more.
 # DeepSpeed builds against the installed torch (no build isolation); the ZeRO tests run it on CPU.
 # constraints.txt fixes every version to one known resolution (see its header).
+# Without a GPU, DeepSpeed's ranks talk through a C++ shared-memory collective that it compiles the first
+# time ranks start from this .venv (~35 s, kept in ~/.cache/torch_extensions; a .venv at another path
+# compiles it again): compiled here, so that it is part of the setup rather than of the first ZeRO run.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(PY) -m pip install --quiet -c constraints.txt --no-build-isolation deepspeed==0.19.8
+	command -v nvidia-smi >/dev/null || DS_ACCELERATOR=cpu $(PY) -c \
+	    "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()" >/dev/null
 	touch $@
 
 lint: setup
