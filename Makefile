@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 # DeepSpeed builds against the installed torch (no build isolation); the ZeRO tests run it on CPU.
 # constraints.txt fixes every version to one known resolution (see its header).
 # Without a GPU, DeepSpeed's ranks talk through a C++ shared-memory collective that it compiles the first
-# time ranks start from this .venv (~35 s, kept in ~/.cache/torch_extensions; a .venv at another path
+# time ranks start from this .venv (33 s here, kept in ~/.cache/torch_extensions; a .venv at another path
 # compiles it again): compiled here, so that it is part of the setup rather than of the first ZeRO run.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)

@@ -83,7 +83,7 @@ SLOW = {
     "tests/world/test_scenes.py::test_cooccurrence_is_graded_and_the_hard_tail_sits_among_partners": "2.4 s",
     "tests/stages/test_headlines.py::test_dvc_plots_draw_every_headline_of_the_run": "`dvc plots` in a "
     "subprocess: 2.0 s",
-    # and of 1.4-1.9 s (`make test-fast` took 116-120 s in clean clones at cbad724 and f507de1)
+    # and of 1.4-1.8 s (`make test-fast` took 116-120 s in clean clones at cbad724 and f507de1)
     "tests/stages/test_train.py::test_theta_k_is_saved_in_the_base_dtype_unless_told": "1.8 s",
     "tests/test_tracked.py::test_the_read_finder_sees_through_aliases_and_sections": "1.8 s",
     "tests/robustness/test_bounded.py::test_a_trickling_judge_is_bounded_by_one_deadline_for_all_tries": "1.5 s",

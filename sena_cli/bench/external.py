@@ -18,7 +18,7 @@ from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.progress import Tick
 
-if TYPE_CHECKING:  # the model boundary imports torch and transformers (~2 s): `sena report` needs neither
+if TYPE_CHECKING:  # an annotation only: importing the registry (history, report, params checks) loads no model code
     from sena_cli.vlm import VLM
 
 
