@@ -64,6 +64,8 @@ MORE = {
     "lr1e-4": {"train": {"lr": 1.0e-4}},
     "align2": {"train": {"alignment_weight": 2.0}},
     "M1200": {"world": {"pool_images": 3600}, "sample": {"images_per_iteration": 1200}},
+    # More DPO steps per pair (docs/results.md's open list after v7): each pair seen three times.
+    "epochs3": {"train": {"epochs": 3.0}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
