@@ -44,6 +44,7 @@ import resource
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -427,8 +428,6 @@ def main() -> None:
                 try:
                     result["decode"] = run_decode(shape, int(n), args.batch, args.new_tokens, args.prompts_per_image)
                 except Exception as e:  # noqa: BLE001 - reported like a failed child, the qa/pair figures kept
-                    import traceback
-
                     result["decode"] = {"error": f"{type(e).__name__}: {e}", "stderr": traceback.format_exc()[-2000:]}
         elif kind == "decode":
             result = run_decode(shape, int(n), args.batch, args.new_tokens, args.prompts_per_image)

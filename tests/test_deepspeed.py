@@ -10,7 +10,7 @@ torch_autocast the same way (stages/train.py deepspeed_config), so:
   two micro-batches), and ZeRO-3 loads the weights already sharded.
 The reference is one process rather than DDP under torchrun: plain DDP trains what one process trains
 (tests/stages/test_train.py::test_two_processes_train_what_one_trains), and a third two-rank launch made
-this test 108 s under `make test` instead of 45 s (2026-12-04).
+this test 108 s under `pytest -n 2` instead of 45 s (2026-12-04).
 DeepSpeed's own bf16 mode (16-bit weights) would not give 0 (measured in docs/models.md).
 
 Needs the `deepspeed` package (make setup installs it: `pip install --no-build-isolation deepspeed==0.19.8`)

@@ -6,6 +6,7 @@ The tests share one run and go in file order: each later test starts from the st
 earlier ones left.
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -146,15 +147,22 @@ def _named(root: Path) -> set[str]:
     return set(json.loads(_dvc(["status", "--json"], root))) - ALWAYS
 
 
-def _params_edit(root: Path, edit) -> set[str]:
-    """The stages `dvc status` names after `edit` of params.yaml; the file is put back afterwards."""
+@contextlib.contextmanager
+def _params_edited(root: Path, edit):
+    """params.yaml with `edit` applied inside the block, put back byte for byte afterwards."""
     params = root / "params.yaml"
     original = params.read_text()
     _edit_params(root, edit)
     try:
-        return _named(root)
+        yield
     finally:
         params.write_text(original)
+
+
+def _params_edit(root: Path, edit) -> set[str]:
+    """The stages `dvc status` names after `edit` of params.yaml; the file is put back afterwards."""
+    with _params_edited(root, edit):
+        return _named(root)
 
 
 def _code_edit(root: Path, path: str, old: str, new: str):
@@ -272,19 +280,16 @@ def test_an_iteration_3_parameter_reruns_only_iteration_3(project):
     repro of this ran exactly those stages and took 28 s of the suite.) With the parameter put back,
     DVC's run cache restores noise@3's first output and nothing is left to rerun."""
     root, _ = project
-    params = root / "params.yaml"
-    original = params.read_text()
     iteration_3 = {f"{s}@3" for s in ("noise", "qa", "pair", "train", "eval")} | SUMMARIES
-    _edit_params(root, lambda d: d["iterations"]["3"]["noise"].update(seed=7))
     try:
-        named = _named(root)
-        assert {"noise@3", "qa@3"} <= named and named | _downstream(root, named) == iteration_3, sorted(named)
-        assert _ran(_dvc(["repro", "noise@3"], root)) <= {"noise@3"} | ALWAYS  # nothing before it
-        changed = json.loads(_dvc(["status", "--json", "qa@3"], root))["qa@3"]
-        assert any("data/iter3/noised" in c.get("changed deps", {}) for c in changed), changed
+        with _params_edited(root, lambda d: d["iterations"]["3"]["noise"].update(seed=7)):
+            named = _named(root)
+            assert {"noise@3", "qa@3"} <= named and named | _downstream(root, named) == iteration_3, sorted(named)
+            assert _ran(_dvc(["repro", "noise@3"], root)) <= {"noise@3"} | ALWAYS  # nothing before it
+            changed = json.loads(_dvc(["status", "--json", "qa@3"], root))["qa@3"]
+            assert any("data/iter3/noised" in c.get("changed deps", {}) for c in changed), changed
     finally:
-        params.write_text(original)
-        _dvc(["repro", "noise@3"], root)
+        _dvc(["repro", "noise@3"], root)  # the parameter is back: noise@3's first output, from the run cache
     assert _named(root) == set()
 
 
