@@ -15,11 +15,15 @@ from sena_cli.ranks import Ranks, Shards
 from tests.helpers import torchrun
 
 START = """
-import os, sys
+import atexit, os, sys
 from pathlib import Path
+import torch.distributed as dist
 from sena_cli.errors import SenaError
 from sena_cli.ranks import Ranks
 
+# Registered first, so it runs last at exit (atexit is last in, first out): after Ranks' own handler.
+atexit.register(lambda: os.write(1, f"rank {os.environ['RANK']} at exit: process group "
+                                    f"{'still up' if dist.is_initialized() else 'torn down'}\\n".encode()))
 root = Path(sys.argv[1])
 if sys.argv[2] == "separate":  # each rank on its own "machine": folders that are not shared
     root = root / f"machine{os.environ['RANK']}"
@@ -58,6 +62,9 @@ def test_ranks_that_share_the_folder_agree_on_one_launch(tmp_path):
     started = sorted(line for line in result.stdout.splitlines() if "started" in line)
     assert [line.split(",")[0] for line in started] == ["rank 0 of 2 started", "rank 1 of 2 started"]
     assert len({line.split("launch ")[1] for line in started}) == 1
+    # Torn down before the interpreter's own teardown, whose gloo threads sometimes abort a finished rank.
+    assert sorted(line for line in result.stdout.splitlines() if "at exit" in line) == [
+        "rank 0 at exit: process group torn down", "rank 1 at exit: process group torn down"]
 
 
 def test_unfinished_chunks_are_dealt_afresh_whatever_the_process_count():
