@@ -186,10 +186,29 @@ def _machine() -> dict:
     return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
+# The params sections θ0 is built from (the world and its training): a candidate that sets one of them
+# has θ0s of its own.
+THETA0_SECTIONS = ("world", "base")
+
+
+def own_theta0s(out: Path, name: str, over: dict) -> None:
+    """Build the θ0s of a candidate that changes them, one at a time on base.threads (as `theta0` does),
+    before its runs go `-j` at a time: `sena base` takes base.threads whatever OMP_NUM_THREADS says, so
+    two θ0 trained side by side on 2 cores oversubscribe them (the ~5x slowdown). The runs then restore
+    each θ0 from the shared DVC run cache."""
+    if not any(section in over for section in THETA0_SECTIONS):
+        return
+    for seed in THETA0_SEEDS:
+        info = run_one(out, f"{name}.theta0", seed, 0, (DEV_ONLY, over), threads=2, targets=("base",))
+        print(f"{name}: θ0 base.seed {seed}: {info['seconds']:.0f} s", flush=True)
+
+
 def search(out: Path, parallel: int, more: bool = False, only: list[str] | None = None) -> None:
     candidates = {**SEARCH, **(MORE if more else {})}
     if only:
         candidates = {name: {**SEARCH, **MORE}[name] for name in only}
+    for name, over in candidates.items():
+        own_theta0s(out, name, over)
     jobs = [(name, t, 0, (DEV_ONLY, over)) for name, over in candidates.items() for t in THETA0_SEEDS]
     _pool(out, jobs, parallel)
     scores = {name: _dev_score(out, name) for name in {**SEARCH, **MORE}}
@@ -203,6 +222,7 @@ def final(out: Path, parallel: int, loop_seeds: int = len(LOOP_SEEDS), ends_only
     scored on test and dev at every iteration, or at θ0 and θ3 only (`ends_only`: a study on a time budget)."""
     chosen = json.loads((out / "chosen.json").read_text())["chosen"]
     setting = {**SEARCH, **MORE}[chosen]
+    own_theta0s(out, chosen, setting)
     jobs = []
     for variant, profile in ABLATIONS.items():
         seeds = LOOP_SEEDS[:loop_seeds] if variant in ("full", "seva") else LOOP_SEEDS[:1]
