@@ -310,6 +310,23 @@ def test_artifacts_pushed_from_one_clone_pull_into_another_with_nothing_to_rerun
     assert shown == json.loads(_dvc(["metrics", "show", "--json"], root))
 
 
+def test_a_bigger_pool_does_not_train_theta0_again(project):
+    """`base` tracks the world keys θ0's code reads, not the whole section, and the pool reaches θ0 through
+    no file: with world.pool_images raised, the world is rebuilt and the draws see the new pool, but θ0
+    stays (docs/results.md, M1200: before, its bigger pool trained three identical θ0 again)."""
+    root, _ = project
+    try:
+        with _params_edited(root, lambda d: d["world"].update(pool_images=d["world"]["pool_images"] + 40)):
+            named = _named(root)
+            assert "world" in named and "base" not in named, sorted(named)
+            assert _ran(_dvc(["repro", "world"], root)) <= {"world"} | ALWAYS
+            named = _named(root)
+            assert "sample@1" in named and "base" not in named, sorted(named)  # a new pool, θ0's files the same
+    finally:
+        _dvc(["repro", "world"], root)  # the parameter is back: the first world, from the run cache
+    assert _named(root) == set()
+
+
 # The stages whose params name qa.prompts: θ0's instruction set is written with the qa prompts (world, base);
 # qa and eval prompt the model with them; history and report run the benchmark modules' record code.
 READS_QA_PROMPTS = {"world", "base"} | {f"qa@{k}" for k in ITERS} | EVALS | SUMMARIES
