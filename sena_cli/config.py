@@ -156,6 +156,9 @@ class WorldParams:
                                   "to-see object (annotators name the salient objects)", 0.0, 1.0)
     binding_negatives: float = param(0.5, "share of θ0's \"No\" examples that ask about an absent object "
                                      "sharing a colour or shape with a present one (never a partner)", 0.0, 1.0)
+    balanced_negatives: float = param(0.0, "share of θ0's other \"No\" examples (not binding ones) that ask "
+                                      "about an absent non-partner drawn by popularity rather than uniformly, so "
+                                      "that frequent objects are asked about when absent as when present", 0.0, 1.0)
     caption_noise: float = param(0.07, "chance, per object of a training caption, that one of its absent "
                                  "partners (by partner weight) is named after it", 0.0, 1.0)
     enhance_given_right: EnhanceGivenRight = section(

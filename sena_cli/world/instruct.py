@@ -5,8 +5,9 @@ params.yaml (qa.prompts), so the embedded θ0 is taught exactly what the loop as
 Two biases are deliberate and documented in docs/world.md: images follow graded
 co-occurrence (scenes.py), and captions name an absent partner with probability
 `world.caption_noise`. Yes/no questions about absent objects ask about one sharing a colour or
-shape with a present object (`world.binding_negatives`) or any absent one, never preferring a
-partner, so co-occurrence partners are rarely seen as negatives; captions and "Yes" examples
+shape with a present object (`world.binding_negatives`), one drawn by popularity
+(`world.balanced_negatives`, never a partner) or any absent one, never preferring a partner, so
+co-occurrence partners are rarely seen as negatives; captions and "Yes" examples
 leave out a hard-to-see object with probability `world.hard_unnoticed` (under-annotation). Enhancement examples
 give a right answer at θ0's own accuracy on the question's form (`world.enhance_given_right`), so that
 enhancing keeps right answers and fixes wrong ones instead of ignoring the given answer.
@@ -28,7 +29,7 @@ from sena_cli.world.language import (
     unanswerable_questions,
     wrong_answer,
 )
-from sena_cli.world.scenes import Scene, absent_partners, object_names
+from sena_cli.world.scenes import Scene, absent_partners, object_names, popularity
 
 # Relative frequency of each request. Captions and short answers carry most of the image
 # signal per token, so they dominate; the long check/enhance prompts are rarer but present.
@@ -140,5 +141,14 @@ def _existence_question(scene: Scene, world: WorldParams, rng: random.Random) ->
         mates = set(absent_partners(scene.names, world))
         binding = [n for n in absent if n not in mates and any(
             n.split(" ")[0] == o.colour or n.split(" ")[1] == o.shape for o in scene.objects)]
-        name = rng.choice(binding if binding and rng.random() < world.binding_negatives else absent)
+        if binding and rng.random() < world.binding_negatives:
+            name = rng.choice(binding)
+        elif world.balanced_negatives and rng.random() < world.balanced_negatives:
+            # GQA/VQAv2-style balance: an object is asked about when absent about as often as when
+            # present, so the "No"s follow the objects' popularity (still never a partner)
+            plain = [n for n in absent if n not in mates]
+            freq = popularity(world)
+            name = rng.choices(plain, weights=[freq[n] for n in plain])[0]
+        else:
+            name = rng.choice(absent)
     return ask("exists", scene, world, name=name)

@@ -161,3 +161,30 @@ def test_no_examples_test_binding_and_rarely_ask_about_a_plausible_partner():
     expected_binding = WORLD.binding_negatives + (1 - WORLD.binding_negatives) * len(binding) / len(absent)
     assert abs(share(binding) - expected_binding) < 0.05
     assert abs(share(mates) - (1 - WORLD.binding_negatives) * len(mates) / len(absent)) < 0.04
+
+
+def test_balanced_no_examples_follow_popularity_and_never_ask_about_a_partner():
+    import dataclasses
+
+    from sena_cli.world.scenes import absent_partners, object_names, popularity
+
+    world = dataclasses.replace(WORLD, binding_negatives=0.0, balanced_negatives=1.0)
+    rng = random.Random(7)
+    asked = collections.Counter()
+    for _ in range(6000):
+        e = instruction_examples(SCENE, world, QAPrompts(), rng, 1)[0]
+        if e["task"] == "yes_no" and e["answer"] == "No":
+            asked[parse_question(e["prompt"].split("?")[0] + "?", world)[1]["name"]] += 1
+    mates = set(absent_partners(SCENE.names, world))
+    plain = [n for n in object_names(world) if n not in SCENE.names and n not in mates]
+    assert mates and not mates & set(asked)
+    freq = popularity(world)
+    total, weight = sum(asked.values()), sum(freq[n] for n in plain)
+    assert total > 500
+    # each name's share follows its popularity among the absent non-partners (uniform would give
+    # every name 1/len(plain); the most and least popular differ several-fold)
+    top, bottom = max(plain, key=freq.get), min(plain, key=freq.get)
+    assert freq[top] / freq[bottom] > 3
+    for name in (top, bottom):
+        expected = freq[name] / weight
+        assert abs(asked[name] / total - expected) < 3 * (expected * (1 - expected) / total) ** 0.5 + 0.005
