@@ -172,6 +172,12 @@ def train_summary_file(k: int, root: Path = Path(".")) -> Path:
     return train_dir(k, root) / "summary.json"
 
 
+def base_work_dir(root: Path = Path(".")) -> Path:
+    """The last checkpoint of an unfinished training of the embedded θ0; not a DVC output, so a rerun of
+    `sena base` resumes from it."""
+    return iter_dir(0, root) / "base.partial"
+
+
 def train_work_dir(k: int, root: Path = Path(".")) -> Path:
     """Checkpoints of an unfinished training run of θk; not a DVC output, so a rerun can resume."""
     return iter_dir(k, root) / "train.partial"

@@ -7,6 +7,7 @@ not copied into the DVC cache; every stage loads θ0 through the pointer.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,12 +15,13 @@ from pathlib import Path
 import torch
 
 from sena_cli import bounded, layout
-from sena_cli.artifacts import atomic_dir, decode
+from sena_cli.artifacts import atomic_dir, decode, file_identity, fingerprint
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.frame import POINTER, publish, read_jsonl
 from sena_cli.method.prompts import with_suffix
 from sena_cli.progress import Progress, no_progress
+from sena_cli.tracked import tracked_params
 from sena_cli.world import tiny
 from sena_cli.world.build import HELD_OUT
 
@@ -107,12 +109,18 @@ def run_base(
     if unknown:
         raise RuntimeError(f"{unknown} unknown tokens in the instruction set: the vocabulary is incomplete")
 
+    work = layout.base_work_dir(root)
+    resume = _resume_state(work, fingerprint(tracked_params("base", None, params, root),
+                                             file_identity(world / "instruct")), model)
     step_tick = progress("training θ0", params.base.steps)
+    step_tick(resume["step"] if resume else 0)  # a resumed run starts part-way
     started = time.perf_counter()
     log = tiny.train_tiny(model, pixels, encoded, [index[ex["image"]] for ex in examples], params.base,
-                          tokenizer.pad_token_id, on_step=lambda step, loss: step_tick(1))
+                          tokenizer.pad_token_id, on_step=lambda step, loss: step_tick(1), resume=resume,
+                          on_checkpoint=lambda state: _save_state(work, model, state))
     seconds = time.perf_counter() - started
-    info = {"train_seconds": round(seconds, 1), "parameters": sum(p.numel() for p in model.parameters()),
+    info = {"train_seconds": round(seconds + (resume["seconds"] if resume else 0.0), 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
             "vocabulary": len(tokenizer), "examples": len(examples), "steps": params.base.steps}
     from sena_cli.vlm import non_finite_weight
 
@@ -122,4 +130,31 @@ def run_base(
             raise SenaError(f"θ0 not written: its weight {name} is not finite after training; lower base.lr "
                             f"({params.base.lr:g}) and rerun `sena base`; {layout.model_dir(0, root)} is left as "
                             "it was")
-    return {**info, "final loss": log[-1]["loss"], "output": str(layout.model_dir(0, root))}
+    shutil.rmtree(work, ignore_errors=True)
+    resumed = {"resumed from step": resume["step"]} if resume else {}
+    return {**info, **resumed, "final loss": log[-1]["loss"], "output": str(layout.model_dir(0, root))}
+
+
+def _resume_state(work: Path, run_id: str, model) -> dict | None:
+    """The training state of an interrupted run of the same inputs, its weights loaded into `model`;
+    anything else (no checkpoint, other params or another world) starts afresh in an empty `work`."""
+    from safetensors.torch import load_model
+
+    checkpoint = work / "checkpoint"
+    stamp = work / "run_id"
+    if stamp.is_file() and stamp.read_text() == run_id and (checkpoint / "state.pt").is_file():
+        load_model(model, checkpoint / "model.safetensors")
+        return torch.load(checkpoint / "state.pt", weights_only=True)  # tensors and plain values only
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    stamp.write_text(run_id)
+    return None
+
+
+def _save_state(work: Path, model, state: dict) -> None:
+    """One checkpoint, replaced whole: the weights in safetensors, the rest of the state beside them."""
+    from safetensors.torch import save_model
+
+    with atomic_dir(work / "checkpoint") as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(state, tmp / "state.pt")

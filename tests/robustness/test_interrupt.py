@@ -112,3 +112,32 @@ def test_killed_eval_resumes_at_the_first_unanswered_batch(micro_project, micro_
     for out in ("metrics/iter0.json", "data/iter0/eval/answers.jsonl"):
         assert (project / out).read_bytes() == (reference / out).read_bytes()
     assert not (project / "data/iter0/eval.partial").exists()
+
+
+def test_killed_base_resumes_from_its_last_checkpoint(micro_project, micro_dict, tmp_path):
+    """The embedded θ0 (`sena base`): a checkpoint every tiny.CHECKPOINT_EVERY (100) steps."""
+    import shutil
+
+    from sena_cli import layout
+    from sena_cli.stages.base import run_base
+    from sena_cli.world import tiny
+
+    d = {**micro_dict, "base": {**micro_dict["base"], "steps": tiny.CHECKPOINT_EVERY + 20}}
+    params = params_from_dict(d)
+    projects = []
+    for name in ("ref", "p"):
+        root = tmp_path / name
+        shutil.copytree(micro_project / "data" / "world", layout.world_dir(root))
+        (root / "params.yaml").write_text(full_params_yaml(d))
+        projects.append(root)
+    reference, project = projects
+    run_base(params, root=reference)
+    state = layout.base_work_dir(project) / "checkpoint" / "state.pt"
+    _kill_when(project, ["base"], state.is_file)
+    assert not layout.model_dir(0, project).exists()  # nothing published half-way
+    info = run_base(params, root=project)
+    assert info["resumed from step"] == tiny.CHECKPOINT_EVERY
+    ours = load_file(layout.model_dir(0, project) / "model.safetensors")
+    theirs = load_file(layout.model_dir(0, reference) / "model.safetensors")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)  # the same θ0 as without the kill
+    assert not layout.base_work_dir(project).exists()

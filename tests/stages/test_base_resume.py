@@ -1,0 +1,75 @@
+"""A killed `sena base` (the embedded θ0) resumes from its last checkpoint and ends with the same θ0."""
+
+import dataclasses
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sena_cli import layout
+from sena_cli.config import load_params
+from sena_cli.stages.base import run_base
+from sena_cli.world import tiny
+
+
+def _project(micro_project, tmp_path):
+    """A fresh project holding the micro world only (no θ0 yet)."""
+    root = tmp_path / "project"
+    shutil.copytree(micro_project / "data" / "world", layout.world_dir(root))
+    shutil.copy(micro_project / "params.yaml", root / "params.yaml")
+    return root
+
+
+def _killed_after(steps: int):
+    """A progress whose θ0 training is interrupted (Ctrl-C) once `steps` steps are done."""
+    done = [0]
+
+    def progress(name, total):
+        def tick(n):
+            if name == "training θ0":
+                done[0] += n
+                if done[0] > steps:
+                    raise KeyboardInterrupt
+        return tick
+    return progress
+
+
+def _weights(root):
+    return load_file(layout.model_dir(0, root) / "model.safetensors")
+
+
+def test_a_killed_theta0_training_resumes_and_gives_the_same_theta0(micro_project, tmp_path, monkeypatch):
+    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
+    root = _project(micro_project, tmp_path)
+    params = load_params(root / "params.yaml")
+    assert params.base.steps == 20
+    whole = run_base(params, root=root)
+    assert "resumed from step" not in whole
+    expected = _weights(root)
+    shutil.rmtree(layout.model_dir(0, root))
+
+    with pytest.raises(KeyboardInterrupt):
+        run_base(params, root=root, progress=_killed_after(12))  # checkpoints at steps 5 and 10
+    assert not layout.model_dir(0, root).exists()  # nothing half-written
+    assert (layout.base_work_dir(root) / "checkpoint" / "state.pt").is_file()
+
+    resumed = run_base(params, root=root)
+    assert resumed["resumed from step"] == 10
+    got = _weights(root)
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)  # bit for bit
+    assert resumed["final loss"] == whole["final loss"]
+    assert not layout.base_work_dir(root).exists()  # the checkpoint goes once θ0 is saved
+
+
+def test_a_checkpoint_of_other_params_is_not_resumed(micro_project, tmp_path, monkeypatch):
+    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
+    root = _project(micro_project, tmp_path)
+    params = load_params(root / "params.yaml")
+    with pytest.raises(KeyboardInterrupt):
+        run_base(params, root=root, progress=_killed_after(7))
+    assert (layout.base_work_dir(root) / "checkpoint").is_dir()
+    other = dataclasses.replace(params, base=dataclasses.replace(params.base, lr=params.base.lr / 2))
+    assert "resumed from step" not in run_base(other, root=root)
+    assert layout.model_dir(0, root).is_dir() and not layout.base_work_dir(root).exists()
