@@ -110,8 +110,9 @@ def run_base(
         raise RuntimeError(f"{unknown} unknown tokens in the instruction set: the vocabulary is incomplete")
 
     work = layout.base_work_dir(root)
+    warnings: list[str] = []
     resume = _resume_state(work, fingerprint(tracked_params("base", None, params, root),
-                                             file_identity(world / "instruct")), model)
+                                             file_identity(world / "instruct")), model, warnings)
     step_tick = progress("training θ0", params.base.steps)
     step_tick(resume["step"] if resume else 0)  # a resumed run starts part-way
     started = time.perf_counter()
@@ -132,10 +133,11 @@ def run_base(
                             "it was")
     shutil.rmtree(work, ignore_errors=True)
     resumed = {"resumed from step": resume["step"]} if resume else {}
-    return {**info, **resumed, "final loss": log[-1]["loss"], "output": str(layout.model_dir(0, root))}
+    return {**info, **resumed, "final loss": log[-1]["loss"], "output": str(layout.model_dir(0, root)),
+            **({"warnings": warnings} if warnings else {})}
 
 
-def _resume_state(work: Path, run_id: str, model) -> dict | None:
+def _resume_state(work: Path, run_id: str, model, warnings: list[str]) -> dict | None:
     """The training state of an interrupted run of the same inputs, its weights loaded into `model`;
     anything else (no checkpoint, other params or another world) starts afresh in an empty `work`."""
     from safetensors.torch import load_model
@@ -143,8 +145,14 @@ def _resume_state(work: Path, run_id: str, model) -> dict | None:
     checkpoint = work / "checkpoint"
     stamp = work / "run_id"
     if stamp.is_file() and stamp.read_text() == run_id and (checkpoint / "state.pt").is_file():
-        load_model(model, checkpoint / "model.safetensors")
-        return torch.load(checkpoint / "state.pt", weights_only=True)  # tensors and plain values only
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            state = torch.load(checkpoint / "state.pt", weights_only=True)  # tensors and plain values only
+            load_model(model, checkpoint / "model.safetensors")
+            return state
+        except Exception as exc:  # a damaged checkpoint costs the steps it held, never the run
+            model.load_state_dict(initial)
+            warnings.append(f"{checkpoint}: unreadable ({type(exc).__name__}); θ0 trained from step 0")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     stamp.write_text(run_id)

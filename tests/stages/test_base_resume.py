@@ -73,3 +73,22 @@ def test_a_checkpoint_of_other_params_is_not_resumed(micro_project, tmp_path, mo
     other = dataclasses.replace(params, base=dataclasses.replace(params.base, lr=params.base.lr / 2))
     assert "resumed from step" not in run_base(other, root=root)
     assert layout.model_dir(0, root).is_dir() and not layout.base_work_dir(root).exists()
+
+
+def test_a_damaged_checkpoint_is_trained_over_with_a_warning(micro_project, tmp_path, monkeypatch):
+    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
+    root = _project(micro_project, tmp_path)
+    params = load_params(root / "params.yaml")
+    whole = run_base(params, root=root)
+    expected = _weights(root)
+    shutil.rmtree(layout.model_dir(0, root))
+    with pytest.raises(KeyboardInterrupt):
+        run_base(params, root=root, progress=_killed_after(7))
+    weights = layout.base_work_dir(root) / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short, as a full disk would leave it
+    info = run_base(params, root=root)
+    assert "resumed from step" not in info
+    assert len(info["warnings"]) == 1 and "unreadable" in info["warnings"][0]
+    got = _weights(root)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)  # θ0 as if never interrupted
+    assert info["final loss"] == whole["final loss"]
