@@ -66,6 +66,12 @@ MORE = {
     "M1200": {"world": {"pool_images": 3600}, "sample": {"images_per_iteration": 1200}},
     # More DPO steps per pair (docs/results.md's open list after v7): each pair seen three times.
     "epochs3": {"train": {"epochs": 3.0}},
+    # The noise step (declared 2026-12-04, before any run of them): the reference code's default is 500, its
+    # launch script and the paper set 600. A weaker corruption keeps more of the image, so the rejected
+    # answer differs from the chosen one less by noise chaos and more by the prior (calibration: the partner
+    # share of caption hallucinations is 0.50-0.54 at t = 600 and 0.57-0.66 on clean inputs).
+    "t500": {"noise": {"timestep": 500}},
+    "t400": {"noise": {"timestep": 400}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
