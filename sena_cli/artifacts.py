@@ -15,7 +15,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,18 @@ def fingerprint(*parts) -> str:
 def file_identity(folder: str | Path, pattern: str = "*") -> list:
     """Names, sizes and modification times: cheap identity of a model folder (no hashing of GBs)."""
     return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(folder).glob(pattern)) if p.is_file()]
+
+
+def resumable_dir(work: Path, run_id: str, holds_progress: Callable[[Path], bool]) -> bool:
+    """True when `work` belongs to an interrupted run of the same inputs (its `run_id` stamp) and
+    `holds_progress(work)`; otherwise `work` is emptied and stamped for this run, and False."""
+    stamp = work / "run_id"
+    if stamp.is_file() and stamp.read_text() == run_id and holds_progress(work):
+        return True
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    stamp.write_text(run_id)
+    return False
 
 
 class Journal:

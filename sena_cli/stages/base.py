@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from sena_cli import bounded, layout
-from sena_cli.artifacts import atomic_dir, decode, file_identity, fingerprint
+from sena_cli.artifacts import atomic_dir, decode, file_identity, fingerprint, resumable_dir
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.frame import POINTER, publish, read_jsonl
@@ -143,20 +143,18 @@ def _resume_state(work: Path, run_id: str, model, warnings: list[str]) -> dict |
     from safetensors.torch import load_model
 
     checkpoint = work / "checkpoint"
-    stamp = work / "run_id"
-    if stamp.is_file() and stamp.read_text() == run_id and (checkpoint / "state.pt").is_file():
-        initial = {k: v.clone() for k, v in model.state_dict().items()}
-        try:
-            state = torch.load(checkpoint / "state.pt", weights_only=True)  # tensors and plain values only
-            load_model(model, checkpoint / "model.safetensors")
-            return state
-        except Exception as exc:  # a damaged checkpoint costs the steps it held, never the run
-            model.load_state_dict(initial)
-            warnings.append(f"{checkpoint}: unreadable ({type(exc).__name__}); θ0 trained from step 0")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    stamp.write_text(run_id)
-    return None
+    if not resumable_dir(work, run_id, lambda w: (checkpoint / "state.pt").is_file()):
+        return None
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        state = torch.load(checkpoint / "state.pt", weights_only=True)  # tensors and plain values only
+        load_model(model, checkpoint / "model.safetensors")
+        return state
+    except Exception as exc:  # a damaged checkpoint costs the steps it held, never the run
+        model.load_state_dict(initial)  # load_model may have copied some tensors before it failed
+        warnings.append(f"{checkpoint}: unreadable ({type(exc).__name__}); θ0 trained from step 0")
+        resumable_dir(work, run_id, lambda w: False)  # emptied, stamped afresh
+        return None
 
 
 def _save_state(work: Path, model, state: dict) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from sena_cli import bounded, layout
-from sena_cli.artifacts import file_identity, fingerprint, sampled_image_loader
+from sena_cli.artifacts import file_identity, fingerprint, resumable_dir, sampled_image_loader
 from sena_cli.config import Params
 from sena_cli.errors import SenaError
 from sena_cli.frame import (
@@ -295,18 +295,11 @@ def _check_reference(params: Params, k: int, root: Path, chat) -> None:
 
 def _prepare_work_dir(work: Path, run_id: str) -> bool:
     """Keep the checkpoints of an interrupted run of the same inputs; anything else starts afresh (rank 0)."""
-    stamp = work / "run_id"
     # trainer_state.json is the last file a checkpoint gets: without it the save was cut short.
     for partial in (work / "checkpoints").glob("checkpoint-*"):
         if not (partial / "trainer_state.json").is_file():
             shutil.rmtree(partial)
-    checkpoints = list((work / "checkpoints").glob("checkpoint-*"))
-    if stamp.is_file() and stamp.read_text() == run_id and checkpoints:
-        return True
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    stamp.write_text(run_id)
-    return False
+    return resumable_dir(work, run_id, lambda w: any((w / "checkpoints").glob("checkpoint-*")))
 
 
 def _last_checkpoint_step(work: Path) -> int:

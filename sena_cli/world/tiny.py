@@ -202,7 +202,6 @@ def train_tiny(
     on_step: Callable[[int, float], None] = lambda step, loss: None,
     resume: dict | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
-    checkpoint_every: int | None = None,
 ) -> list[dict]:
     """Supervised next-token training on the answers (prompt tokens masked). Returns the log.
 
@@ -211,7 +210,7 @@ def train_tiny(
     block mask, and positions that restart after the prefix). Each example thus gets exactly
     the logits it would get alone, for one pass over the image instead of one per example.
 
-    Every `checkpoint_every` (CHECKPOINT_EVERY) steps `on_checkpoint` gets the training state other than the
+    Every CHECKPOINT_EVERY steps `on_checkpoint` gets the training state other than the
     weights (optimizer, schedule, random states, the batches left, the log); given back as
     `resume` with the weights of that step already in `model`, training goes on exactly as
     if it had never stopped (the same θ0, bit for bit, on the same machine and threads).
@@ -226,7 +225,6 @@ def train_tiny(
     batches: list[list[int]] = []
     log: list[dict] = []
     first, elapsed = 1, 0.0
-    every = checkpoint_every or CHECKPOINT_EVERY
     if resume is not None:
         optim.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
@@ -257,7 +255,7 @@ def train_tiny(
             log.append({"step": step, "loss": round(value, 5), "lr": sched.get_last_lr()[0],
                         "seconds": round(time.perf_counter() - started, 2)})
         on_step(step, value)
-        if on_checkpoint is not None and step % every == 0 and step < base.steps:
+        if on_checkpoint is not None and step % CHECKPOINT_EVERY == 0 and step < base.steps:
             on_checkpoint({"step": step, "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
                            "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "rows": rows,
                            "batches": batches, "log": log, "seconds": time.perf_counter() - started})

@@ -92,3 +92,14 @@ def test_a_damaged_checkpoint_is_trained_over_with_a_warning(micro_project, tmp_
     got = _weights(root)
     assert all(torch.equal(got[k], expected[k]) for k in expected)  # θ0 as if never interrupted
     assert info["final loss"] == whole["final loss"]
+
+
+def test_a_checkpoint_of_another_instruction_set_is_not_resumed(micro_project, tmp_path, monkeypatch):
+    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
+    root = _project(micro_project, tmp_path)
+    params = load_params(root / "params.yaml")
+    with pytest.raises(KeyboardInterrupt):
+        run_base(params, root=root, progress=_killed_after(7))
+    train = layout.world_dir(root) / "instruct" / "train.jsonl"
+    train.write_text(train.read_text())  # the world written again (`sena world`): a new identity
+    assert "resumed from step" not in run_base(params, root=root)

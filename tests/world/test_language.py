@@ -142,15 +142,20 @@ def test_annotations_leave_out_hard_objects_at_the_parameters_rate_and_never_a_p
     assert all(noticed(only_hard, WORLD, rng).names == ["blue square"] for _ in range(50))
 
 
+def _asked_when_absent(world, rng, draws):
+    """How often each object is the subject of a "No" example among `draws` examples about SCENE."""
+    asked = collections.Counter()
+    for _ in range(draws):
+        e = instruction_examples(SCENE, world, QAPrompts(), rng, 1)[0]
+        if e["task"] == "yes_no" and e["answer"] == "No":
+            asked[parse_question(e["prompt"].split("?")[0] + "?", world)[1]["name"]] += 1
+    return asked
+
+
 def test_no_examples_test_binding_and_rarely_ask_about_a_plausible_partner():
     from sena_cli.world.scenes import absent_partners, object_names
 
-    rng = random.Random(6)
-    asked = collections.Counter()
-    for _ in range(4000):
-        e = instruction_examples(SCENE, WORLD, QAPrompts(), rng, 1)[0]
-        if e["task"] == "yes_no" and e["answer"] == "No":
-            asked[parse_question(e["prompt"].split("?")[0] + "?", WORLD)[1]["name"]] += 1
+    asked = _asked_when_absent(WORLD, random.Random(6), 4000)
     absent = [n for n in object_names(WORLD) if n not in SCENE.names]
     mates = set(absent_partners(SCENE.names, WORLD))
     binding = {n for n in absent if n not in mates and (n.split()[0] in ("red", "green") or
@@ -169,12 +174,7 @@ def test_balanced_no_examples_follow_popularity_and_never_ask_about_a_partner():
     from sena_cli.world.scenes import absent_partners, object_names, popularity
 
     world = dataclasses.replace(WORLD, binding_negatives=0.0, balanced_negatives=1.0)
-    rng = random.Random(7)
-    asked = collections.Counter()
-    for _ in range(6000):
-        e = instruction_examples(SCENE, world, QAPrompts(), rng, 1)[0]
-        if e["task"] == "yes_no" and e["answer"] == "No":
-            asked[parse_question(e["prompt"].split("?")[0] + "?", world)[1]["name"]] += 1
+    asked = _asked_when_absent(world, random.Random(7), 6000)
     mates = set(absent_partners(SCENE.names, world))
     plain = [n for n in object_names(world) if n not in SCENE.names and n not in mates]
     assert mates and not mates & set(asked)
