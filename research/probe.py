@@ -78,6 +78,18 @@ def hit_rate_at(false_alarm: float, present: list[float], absent: list[float]) -
     return sum(s > threshold for s in present) / len(present)
 
 
+def faint_context(objects: list[dict], name: str) -> str:
+    """What faint evidence an image offers for an absent object: a faint object of its colour, else one of
+    its shape, else some other faint object, else none (every object plain: the absence is plain to see)."""
+    colour, shape = name.split()
+    faint = [o for o in objects if o["hard"]]
+    if any(o["colour"] == colour for o in faint):
+        return "a faint object of its colour"
+    if any(o["shape"] == shape for o in faint):
+        return "a faint object of its shape"
+    return "another faint object" if faint else "no faint object"
+
+
 def main() -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -133,12 +145,24 @@ def main() -> None:
     for group, keys in groups.items():
         cells = [theta0[group]] + [sum(s > 0 for s in score[f][group]) / len(keys) for f in FEATURES]
         print(f"| {group} (n {len(keys)}) | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    print()
+    print("| θ0's \"yes\" to an absent partner, on images with … | rate |")
+    print("|---|---|")
+    contexts: dict[str, list[bool]] = {}
+    for image, name in groups["absent partner"]:
+        contexts.setdefault(faint_context(test[image], name), []).append(asked[(image, name)])
+    for context, said_yes in sorted(contexts.items()):
+        print(f"| {context} | {sum(said_yes) / len(said_yes):.3f} ({sum(said_yes)}/{len(said_yes)}) |")
+    print()
     # The probe at θ0's own false-alarm rate on absent partners, and at 0.75 of it (the success's partner
     # target): how many faint objects does it then find?
+    print("| faint present objects found at a \"yes\" rate to absent partners of … | "
+          + " | ".join(f"probe: {f}" for f in FEATURES) + " |")
+    print("|---" * (1 + len(FEATURES)) + "|")
     for share in (1.0, 0.75):
         alarm = share * theta0["absent partner"]
         cells = [hit_rate_at(alarm, score[f]["present, faint"], score[f]["absent partner"]) for f in FEATURES]
-        print(f"| present, faint, at a \"yes\" rate to absent partners of {alarm:.3f} | – | "
+        print(f"| {alarm:.3f} ({'θ0' if share == 1.0 else '0.75 of θ0'}'s; θ0 finds {theta0['present, faint']:.3f}) | "
               + " | ".join(f"{c:.3f}" for c in cells) + " |")
 
 if __name__ == "__main__":

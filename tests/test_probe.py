@@ -34,3 +34,13 @@ def test_the_probe_reads_a_label_its_features_carry_and_not_one_they_do_not():
     said = probe.probe_scores(fitted, features[300:]) > 0
     assert (said[:, 0] == carried[300:].bool()).float().mean() > 0.95
     assert (said[:, 1] == noise[300:].bool()).float().mean() < 0.7
+
+
+def test_faint_context_names_the_evidence_an_absent_object_could_be_mistaken_for():
+    probe = _probe()
+    faint_red_circle = {"colour": "red", "shape": "circle", "hard": True}
+    plain_blue_cross = {"colour": "blue", "shape": "cross", "hard": False}
+    assert probe.faint_context([faint_red_circle], "red square") == "a faint object of its colour"
+    assert probe.faint_context([faint_red_circle], "green circle") == "a faint object of its shape"
+    assert probe.faint_context([faint_red_circle], "green square") == "another faint object"
+    assert probe.faint_context([plain_blue_cross], "blue square") == "no faint object"
