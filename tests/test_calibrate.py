@@ -58,3 +58,11 @@ def test_the_table_ticks_a_theta0_inside_every_target_and_crosses_one_outside(tm
     assert rows["random_minus_adversarial_f1"].endswith("| 0.030 ✓ | 0.070 ✓ |")
     assert rows["partner_yes_ratio"].endswith("| 3.000 ✓ | 1.500 ✗ |")
     assert "0.120 ± 0.010 (1000)" in rows["POPE yes to an absent partner (± s.e., n)"]
+
+
+def test_the_partner_share_probe_corrupts_at_the_papers_t_whatever_params_yaml_ships():
+    from sena_cli.config import NoiseParams
+
+    calibrate = _calibrate()
+    assert calibrate.PROBE_TIMESTEP == NoiseParams().timestep == 600  # issue 25's deliverable 2: "the t = 600 input"
+    assert f"clean → corrupted (t = {calibrate.PROBE_TIMESTEP})" in (REPO / "docs" / "world.md").read_text()
