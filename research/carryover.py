@@ -94,7 +94,7 @@ def run(study: Path, out: Path, theta0: int, train: dict, replace: bool = False)
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     if train:  # laid over the run's params.yaml as research/study.py lays a candidate's keys
         layer = {"train": dict(train), "iterations": {"1": {"train": dict(train)}}}
-        _study().set_params(where / "params.yaml", (layer,))
+        _research("study").set_params(where / "params.yaml", (layer,))
     params = load_params(where / "params.yaml")
     truth = {}
     for line in (where / "data/world/truth/pool.jsonl").read_text().splitlines():
@@ -113,19 +113,11 @@ def run(study: Path, out: Path, theta0: int, train: dict, replace: bool = False)
     (where / "carryover.json").write_text(json.dumps(info) + "\n")
 
 
-def _study():
+def _research(name: str):
+    """research/NAME.py as a module (research/ is scripts, not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("study", REPO / "research" / "study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _formats():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("formats", REPO / "research" / "formats.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "research" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -165,7 +157,7 @@ def _arrow(metrics: list[dict], path: tuple, digits: int = 3) -> str:
 def table(out: Path) -> None:
     from sena_cli.config import load_params
 
-    formats = _formats()
+    formats = _research("formats")
     print("| θ0 | train; rejected | pairs | caption partner rate θ0 → θ1 (loop's θ1) "
           "| POPE partner yes θ0 → θ1 (loop's θ1) | POPE other absent yes | POPE adv. recall | CHAIR_i "
           "| caption recall | POPE adv. F1 | caption fixes that reached POPE (loop's) "

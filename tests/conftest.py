@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -12,6 +13,19 @@ from sena_fixtures import micro
 from sena_fixtures.micro import MICRO, full_params_yaml  # noqa: F401 - tests import these from here
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RESEARCH = Path(__file__).resolve().parents[1] / "research"
+
+
+@pytest.fixture(scope="session")
+def research():
+    """research/NAME.py as a module (research/ is scripts run by path, not a package): research("probe")."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, RESEARCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,5 @@
 """research/calibrate.py: θ0's calibration table checks the targets docs/world.md fixed, no others."""
 
-import importlib.util
 import json
 import math
 import re
@@ -9,15 +8,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _calibrate():
-    spec = importlib.util.spec_from_file_location("calibrate", REPO / "research" / "calibrate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_the_targets_are_the_ones_docs_world_md_fixed():
-    targets = _calibrate().TARGETS
+def test_the_targets_are_the_ones_docs_world_md_fixed(research):
+    targets = research("calibrate").TARGETS
     text = (REPO / "docs" / "world.md").read_text()
     fixed = text[text.index("## Calibration targets for θ0"):text.index("## Calibration of θ0")]
     f1 = re.search(r"\| POPE F1 random / popular / adversarial \| ([\d.]+) / ([\d.]+) / ([\d.]+), each ± ([\d.]+)",
@@ -48,8 +41,8 @@ def _run(seed, adversarial_f1, partner, other):
                             "parsed": 300, "questions": 300}, "seconds": 600}
 
 
-def test_the_table_ticks_a_theta0_inside_every_target_and_crosses_one_outside(tmp_path):
-    calibrate = _calibrate()
+def test_the_table_ticks_a_theta0_inside_every_target_and_crosses_one_outside(research, tmp_path):
+    calibrate = research("calibrate")
     for seed, run in ((0, _run(0, 0.84, 0.12, 0.04)), (1, _run(1, 0.80, 0.12, 0.08))):
         (tmp_path / f"theta0-{seed}").mkdir()
         (tmp_path / f"theta0-{seed}" / "calibration.json").write_text(json.dumps(run))
@@ -60,9 +53,9 @@ def test_the_table_ticks_a_theta0_inside_every_target_and_crosses_one_outside(tm
     assert "0.120 ± 0.010 (1000)" in rows["POPE yes to an absent partner (± s.e., n)"]
 
 
-def test_the_partner_share_probe_corrupts_at_the_papers_t_whatever_params_yaml_ships():
+def test_the_partner_share_probe_corrupts_at_the_papers_t_whatever_params_yaml_ships(research):
     from sena_cli.config import NoiseParams
 
-    calibrate = _calibrate()
+    calibrate = research("calibrate")
     assert calibrate.PROBE_TIMESTEP == NoiseParams().timestep == 600  # issue 25's deliverable 2: "the t = 600 input"
     assert f"clean → corrupted (t = {calibrate.PROBE_TIMESTEP})" in (REPO / "docs" / "world.md").read_text()

@@ -1,6 +1,5 @@
 """research/carryover.py: the ideal description pairs its diagnostic trains on."""
 
-import importlib.util
 import random
 from pathlib import Path
 
@@ -11,15 +10,9 @@ from sena_cli.world.scenes import absent_partners, partner_graph
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _carryover():
-    spec = importlib.util.spec_from_file_location("carryover", REPO / "research" / "carryover.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_the_rejected_caption_differs_from_the_chosen_by_one_absent_partner_only():
-    carryover, world = _carryover(), load_params(REPO / "params.yaml").world
+def test_the_rejected_caption_differs_from_the_chosen_by_one_absent_partner_only(research):
+    carryover, world = research("carryover"), load_params(REPO / "params.yaml").world
     graph, rng = partner_graph(world), random.Random(0)
     present = ["red cross", "blue circle"]
     stranger = next(f"{c} {s}" for c in world.colours for s in world.shapes
@@ -38,18 +31,18 @@ def test_the_rejected_caption_differs_from_the_chosen_by_one_absent_partner_only
         assert len(swapped) == 2 and len([n for n in swapped if n not in present]) == 1
 
 
-def test_no_pair_without_a_present_named_object_or_an_absent_partner():
-    carryover, world = _carryover(), load_params(REPO / "params.yaml").world
+def test_no_pair_without_a_present_named_object_or_an_absent_partner(research):
+    carryover, world = research("carryover"), load_params(REPO / "params.yaml").world
     graph, rng = partner_graph(world), random.Random(0)
     assert carryover.ideal_pair(["red cross"], ["blue circle"], graph, rng) is None
     everything = [f"{c} {s}" for c in world.colours for s in world.shapes]
     assert carryover.ideal_pair(["red cross"], everything, graph, rng) is None
 
 
-def test_recall_split_separates_objects_that_partner_another_present_one(tmp_path):
+def test_recall_split_separates_objects_that_partner_another_present_one(research, tmp_path):
     import json
 
-    carryover, world = _carryover(), load_params(REPO / "params.yaml").world
+    carryover, world = research("carryover"), load_params(REPO / "params.yaml").world
     mate = absent_partners(["red cross"], world)[0]  # a partner of the red cross, present here
     assert "red cross" in absent_partners([mate], world)  # and the red cross one of its partners
     pair = ["red cross", mate]

@@ -1,6 +1,5 @@
 """research/formats.py: a caption's belief against a POPE answer's, read from eval's answers.jsonl."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,12 +8,6 @@ from sena_cli.world.scenes import absent_partners
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _formats():
-    spec = importlib.util.spec_from_file_location("formats", REPO / "research" / "formats.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _answers(path: Path, caption_names: list[str], said_yes: set[str], asked: list[str], truth: list[str]) -> Path:
@@ -28,8 +21,8 @@ def _answers(path: Path, caption_names: list[str], said_yes: set[str], asked: li
     return path
 
 
-def test_each_object_is_counted_once_by_its_kind_and_whether_the_caption_names_it(tmp_path):
-    formats, world = _formats(), load_params(REPO / "params.yaml").world
+def test_each_object_is_counted_once_by_its_kind_and_whether_the_caption_names_it(research, tmp_path):
+    formats, world = research("formats"), load_params(REPO / "params.yaml").world
     truth = ["red cross"]
     mate, other_mate, named_mate = absent_partners(truth, world)
     stranger = next(f"{c} {s}" for c in world.colours for s in world.shapes
@@ -51,13 +44,13 @@ def test_each_object_is_counted_once_by_its_kind_and_whether_the_caption_names_i
                                                 "caption unchanged or started": [1, 0, 2]}
 
 
-def test_dev_reads_the_dev_set_only(tmp_path):
-    formats, world = _formats(), load_params(REPO / "params.yaml").world
+def test_dev_reads_the_dev_set_only(research, tmp_path):
+    formats, world = research("formats"), load_params(REPO / "params.yaml").world
     answers = _answers(tmp_path / "a.jsonl", ["red cross"], {"red cross"}, ["red cross"], ["red cross"])
     assert formats.beliefs(answers, dev=True, world=world) == {}  # no dev_pope rows: nothing asked on dev
 
 
-def test_existence_answers_counts_differing_gen_answers_to_existence_questions_only(tmp_path):
+def test_existence_answers_counts_differing_gen_answers_to_existence_questions_only(research, tmp_path):
     def record(kind, question, clean, corrupted):
         return {"type": kind, "question": question, "enhanced_answer": clean, "corrupted_answer": corrupted}
     rows = [record("gen", "Is there a red cross?", "Yes", "No"),
@@ -66,4 +59,4 @@ def test_existence_answers_counts_differing_gen_answers_to_existence_questions_o
             record("des", "Is there a red cross?", "A red cross.", "A blue cross.")]
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert _formats().existence_answers(path) == {("Yes", "No"): 1}
+    assert research("formats").existence_answers(path) == {("Yes", "No"): 1}

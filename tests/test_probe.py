@@ -1,6 +1,5 @@
 """research/probe.py: the linear read-out of θ0's image tokens and its hit rate at a given false-alarm rate."""
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -8,15 +7,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _probe():
-    spec = importlib.util.spec_from_file_location("probe", REPO / "research" / "probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_hit_rate_at_a_false_alarm_rate():
-    probe = _probe()
+def test_hit_rate_at_a_false_alarm_rate(research):
+    probe = research("probe")
     absent = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
     present = [2.5, 5.5, 8.5, 9.5]
     assert probe.hit_rate_at(0.1, present, absent) == 0.5  # threshold 8 (one absent score above): 8.5, 9.5
@@ -24,8 +17,8 @@ def test_hit_rate_at_a_false_alarm_rate():
     assert probe.hit_rate_at(1.0, present, absent) == 1.0  # past the end: the lowest absent score
 
 
-def test_the_probe_reads_a_label_its_features_carry_and_not_one_they_do_not():
-    probe = _probe()
+def test_the_probe_reads_a_label_its_features_carry_and_not_one_they_do_not(research):
+    probe = research("probe")
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(400, 8, generator=generator)
     carried = (features[:, 3] > 0).float()
@@ -36,8 +29,8 @@ def test_the_probe_reads_a_label_its_features_carry_and_not_one_they_do_not():
     assert (said[:, 1] == noise[300:].bool()).float().mean() < 0.7
 
 
-def test_faint_context_names_the_evidence_an_absent_object_could_be_mistaken_for():
-    probe = _probe()
+def test_faint_context_names_the_evidence_an_absent_object_could_be_mistaken_for(research):
+    probe = research("probe")
     faint_red_circle = {"colour": "red", "shape": "circle", "hard": True}
     plain_blue_cross = {"colour": "blue", "shape": "cross", "hard": False}
     assert probe.faint_context([faint_red_circle], "red square") == "a faint object of its colour"
