@@ -6,8 +6,8 @@
 A diagnostic, not a candidate setting: nothing here is chosen or shipped. The loop trains POPE-style
 answers only through description pairs (the method drops bare "Yes"/"No" answers), and docs/results.md
 (reading 7) finds that its caption fixes reach θ0's yes/no answers about a tenth of the time. Is that the
-loop's pairs or θ0 itself? Here iteration 1 of a study run (`OUT_STUDY/runs/full/theta0-T/seed0`, copied)
-is redone with ideal description pairs in place of the loop's:
+loop's pairs or θ0 itself? Here iteration 1 of a study run (`STUDY/runs/VARIANT/theta0-T/seed0`, copied;
+VARIANT full unless `--variant` says) is redone with ideal description pairs in place of the loop's:
 - chosen: θ0's own clean caption of the image with every object the image lacks removed;
 - rejected: the same caption with one absent co-occurrence partner of a named object inserted right after
   it (drawn by partner weight, as the world's caption noise draws one), the hallucination the method
@@ -78,10 +78,10 @@ def _sena(run: Path, *args: str) -> None:
                        stdout=log, stderr=subprocess.STDOUT)
 
 
-def run(study: Path, out: Path, theta0: int, train: dict, replace: bool = False) -> None:
+def run(study: Path, out: Path, theta0: int, train: dict, replace: bool = False, variant: str = "full") -> None:
     from sena_cli.config import load_params
 
-    source = study / "runs" / "full" / f"theta0-{theta0}" / "seed0"
+    source = study / "runs" / variant / f"theta0-{theta0}" / "seed0"
     where = out / f"theta0-{theta0}"
     if (where / "metrics" / "iter1.json").is_file():
         return
@@ -191,13 +191,14 @@ def main() -> None:
     parser.add_argument("--theta0", type=int, action="append", help="θ0 base.seed (repeatable; default 0, 1, 2)")
     parser.add_argument("--lr", type=float, help="train.lr of iteration 1 (default: the study run's)")
     parser.add_argument("--epochs", type=float, help="train.epochs (default: the study run's)")
+    parser.add_argument("--variant", default="full", help="the study runs to redo (STUDY/runs/VARIANT)")
     parser.add_argument("--replace", action="store_true",
                         help="the rejected caption names the partner in place of an object, not beside it")
     args = parser.parse_args()
     if args.command == "run":
         for t in args.theta0 or (0, 1, 2):
             train = {k: v for k, v in (("lr", args.lr), ("epochs", args.epochs)) if v is not None}
-            run(args.study, args.out, t, train, args.replace)
+            run(args.study, args.out, t, train, args.replace, args.variant)
             print(f"θ0 {t}: done", flush=True)
     else:
         table(args.out)

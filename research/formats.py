@@ -1,17 +1,17 @@
 """Do θ's captions and its yes/no answers hold one belief about an image? Read from a study's runs.
 
-    python research/formats.py [--out study] [--variant full] [--dev]
+    python research/formats.py [--out study] [--variant full] [--dev] [--to 3]
 
 The loop trains POPE-style answers only through descriptions (a pair whose answer is exactly "Yes" or "No"
 is dropped, as the method says), so POPE can move only as far as a caption's belief and a yes/no answer's
-belief are one. For every run of VARIANT under OUT/runs and each of θ0 and θ3, on the images that have both
-a caption (world_chair) and POPE questions (world_pope; `--dev`: world_dev's), each (image, object) asked
-about once (the three POPE splits share questions):
+belief are one. For every run of VARIANT under OUT/runs and each of θ0 and θK (K = `--to`, default 3), on
+the images that have both a caption (world_chair) and POPE questions (world_pope; `--dev`: world_dev's),
+each (image, object) asked about once (the three POPE splits share questions):
 - P(POPE "yes" | the caption names the object) against P(POPE "yes" | it does not), for absent and for
   present objects: how much the two formats agree;
-- θ0 → θ3: of the absent objects a caption stopped naming, how many POPE answers turned from "yes" to "no",
+- θ0 → θK: of the absent partners a caption stopped naming, how many POPE answers turned from "yes" to "no",
   against the same turn where the caption did not change.
-- the loop's own existence questions ("Is there ...?", record type gen, iterations 1-3): how often the clean
+- the loop's own existence questions ("Is there ...?", record type gen, iterations 1 to K): how often the clean
   (enhanced) and the corrupted answer differ, and how: the pairs the method's yes/no filter drops.
 Eval's answers.jsonl (data/iterK/eval) and qa's records.jsonl (data/iterK/qa) are the only inputs.
 """
@@ -65,18 +65,18 @@ def agreement(b: dict) -> dict:
             for kind in ("absent partner", "other absent", "present") for named in (True, False)}
 
 
-def transfer(b0: dict, b3: dict) -> dict:
+def transfer(b0: dict, bk: dict) -> dict:
     """Absent partners: POPE yes→no turns where the caption stopped naming the partner, and where it did not."""
-    stopped, kept = [0, 0, 0], [0, 0, 0]  # yes at θ0, of those no at θ3, all
+    stopped, kept = [0, 0, 0], [0, 0, 0]  # yes at θ0, of those no at θK, all
     for key, v0 in b0.items():
-        v3 = b3.get(key)
-        if not v0["partner"] or v3 is None:
+        vk = bk.get(key)
+        if not v0["partner"] or vk is None:
             continue
-        group = stopped if (v0["named"] and not v3["named"]) else kept
+        group = stopped if (v0["named"] and not vk["named"]) else kept
         group[2] += 1
         if v0["yes"]:
             group[0] += 1
-            group[1] += not v3["yes"]
+            group[1] += not vk["yes"]
     return {"caption stopped naming it": stopped, "caption unchanged or started": kept}
 
 
@@ -98,23 +98,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("study"))
     parser.add_argument("--variant", default="full")
     parser.add_argument("--dev", action="store_true", help="world_dev's captions and POPE instead of the test set's")
+    parser.add_argument("--to", type=int, default=3, help="compare θ0 with this θK (default 3, the loop's last)")
     args = parser.parse_args()
     from sena_cli.config import load_params
 
-    totals = {"θ0": defaultdict(lambda: [0, 0]), "θ3": defaultdict(lambda: [0, 0])}
+    totals = {"θ0": defaultdict(lambda: [0, 0]), f"θ{args.to}": defaultdict(lambda: [0, 0])}
     turns = defaultdict(lambda: [0, 0, 0])
     existence: Counter = Counter()
     runs = sorted((args.out / "runs" / args.variant).glob("theta0-*/seed*"))
     for run in runs:
         world = load_params(run / "params.yaml").world
-        b = {k: beliefs(run / f"data/iter{k}/eval/answers.jsonl", args.dev, world) for k in (0, 3)}
-        for label, k in (("θ0", 0), ("θ3", 3)):
+        b = {k: beliefs(run / f"data/iter{k}/eval/answers.jsonl", args.dev, world) for k in (0, args.to)}
+        for label, k in (("θ0", 0), (f"θ{args.to}", args.to)):
             for cell, (yes, n) in agreement(b[k]).items():
                 totals[label][cell][0] += yes
                 totals[label][cell][1] += n
-        for group, counts in transfer(b[0], b[3]).items():
+        for group, counts in transfer(b[0], b[args.to]).items():
             turns[group] = [a + c for a, c in zip(turns[group], counts)]
-        for k in (1, 2, 3):
+        for k in range(1, args.to + 1):
             records = run / f"data/iter{k}/qa/records.jsonl"
             if records.is_file():
                 existence += existence_answers(records)
@@ -125,9 +126,10 @@ def main() -> None:
         print(f"| {label} | " + " | ".join(f"{yes / n:.3f} ({yes}/{n})" if n else "–" for yes, n in cells.values())
               + " |")
     for group, (yes0, turned, n) in turns.items():
-        print(f"absent partners, {group}: {n}; POPE yes at θ0 {yes0}, of them no at θ3 {turned}"
+        print(f"absent partners, {group}: {n}; POPE yes at θ0 {yes0}, of them no at θ{args.to} {turned}"
               + (f" ({turned / yes0:.2f})" if yes0 else ""))
-    print("the loop's existence questions, clean (enhanced) vs corrupted answer where they differ, iterations 1-3: "
+    print("the loop's existence questions, clean (enhanced) vs corrupted answer where they differ, "
+          f"iterations 1-{args.to}: "
           + (", ".join(f"{c!r} over {r!r} {n}" for (c, r), n in existence.most_common()) or "none"))
 
 
