@@ -437,7 +437,10 @@ def table(out: Path) -> str:
                 lines.append(f"| {label} | " + " | ".join(
                     _cell([_get(r["metrics"][k], p) for r in runs]).replace("+", "") if all(
                         k in r["metrics"] for r in runs) else "not evaluated" for k in range(4)) + " |")
-    total = sum(json.loads(f.read_text())["seconds"] for f in (out / "runs").glob("*/theta0-*/seed*/run.json"))
+    # The study's own runs only: a diagnostic run laid beside them (docs/results.md, reading 9) is not the study's.
+    known = {"theta0", *SEARCH, *MORE, *ABLATIONS}
+    total = sum(json.loads(f.read_text())["seconds"] for f in (out / "runs").glob("*/theta0-*/seed*/run.json")
+                if f.parents[2].name.removesuffix(".theta0") in known)
     lines += ["", f"Wall time of the study: {total / 3600:.1f} hours of runs (`-j` runs at a time; see each run.json).",
               "", "Commands: `python research/study.py theta0`, then `search`, `final` and `table` (each resumes: a "
               "finished run is kept)."]
