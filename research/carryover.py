@@ -83,7 +83,7 @@ def run(study: Path, out: Path, theta0: int, train: dict, replace: bool = False,
 
     source = study / "runs" / variant / f"theta0-{theta0}" / "seed0"
     where = out / f"theta0-{theta0}"
-    if (where / "metrics" / "iter1.json").is_file():
+    if (where / "carryover.json").is_file():  # written last: a run cut short is redone from the copy
         return
     shutil.rmtree(where, ignore_errors=True)
     shutil.copytree(source, where, symlinks=True)
