@@ -80,6 +80,8 @@ def _sena(run: Path, *args: str) -> None:
 
 def run(study: Path, out: Path, theta0: int, train: dict, replace: bool = False, variant: str = "full") -> None:
     from sena_cli.config import load_params
+    from sena_cli.frame import read_jsonl
+    from sena_cli.world.scenes import Scene
 
     source = study / "runs" / variant / f"theta0-{theta0}" / "seed0"
     where = out / f"theta0-{theta0}"
@@ -96,10 +98,7 @@ def run(study: Path, out: Path, theta0: int, train: dict, replace: bool = False,
         layer = {"train": dict(train), "iterations": {"1": {"train": dict(train)}}}
         _research("study").set_params(where / "params.yaml", (layer,))
     params = load_params(where / "params.yaml")
-    truth = {}
-    for line in (where / "data/world/truth/pool.jsonl").read_text().splitlines():
-        scene = json.loads(line)
-        truth[scene["image"]] = [f"{o['colour']} {o['shape']}" for o in scene["objects"]]
+    truth = {row["image"]: Scene.from_dict(row).names for row in read_jsonl(where / "data/world/truth/pool.jsonl")}
     records_file = where / "data/iter1/qa/records.jsonl"
     records = [json.loads(line) for line in records_file.read_text().splitlines()]
     ideal = ideal_records(records, truth, params.world, seed=theta0, replace=replace)

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
-
-QUESTION = re.compile(r"^Is there an? (.+?) in the image\?$")
 
 
 def beliefs(answers_file: Path, dev: bool, world) -> dict[tuple[str, str], dict]:
     """(image, object) -> {"present", "partner" (an absent partner of a present object), "named" (by the
     caption), "yes" (POPE)} for every POPE question."""
+    from sena_cli.world.language import parse_question
     from sena_cli.world.scenes import absent_partners
 
     pope_prefix, chair_name = ("dev_pope_", "dev_chair") if dev else ("pope_", "chair")
@@ -40,10 +38,10 @@ def beliefs(answers_file: Path, dev: bool, world) -> dict[tuple[str, str], dict]
             captions[row["image"]] = set(row["mentioned"])
             truth[row["image"]] = row["truth"]
         elif row["benchmark"].startswith(pope_prefix):
-            found = QUESTION.match(row["text"])
-            if found:
-                asked[(row["image"], found.group(1))] = {"present": row["label"] == "yes",
-                                                          "yes": row["parsed"] == "yes"}
+            question = parse_question(row["text"], world)
+            if question and question[0] == "exists":
+                asked[(row["image"], question[1]["name"])] = {"present": row["label"] == "yes",
+                                                               "yes": row["parsed"] == "yes"}
     return {key: {**v, "named": key[1] in captions[key[0]],
                   "partner": key[1] in absent_partners(truth[key[0]], world)}
             for key, v in asked.items() if key[0] in captions}

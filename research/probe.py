@@ -15,7 +15,6 @@ and read on the test set's POPE questions, where θ0's own answers come from its
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -23,8 +22,12 @@ import torch
 FEATURES = ("vision", "projector", "projector tokens")
 
 
-def _scenes(truth_file: Path) -> dict[str, list[dict]]:
-    return {s["image"]: s["objects"] for s in map(json.loads, truth_file.read_text().splitlines())}
+def _scenes(truth_file: Path) -> dict:
+    """Image name -> its Scene (the world's ground truth)."""
+    from sena_cli.frame import read_jsonl
+    from sena_cli.world.scenes import Scene
+
+    return {row["image"]: Scene.from_dict(row) for row in read_jsonl(truth_file)}
 
 
 @torch.no_grad()
@@ -78,14 +81,14 @@ def hit_rate_at(false_alarm: float, present: list[float], absent: list[float]) -
     return sum(s > threshold for s in present) / len(present)
 
 
-def faint_context(objects: list[dict], name: str) -> str:
-    """What faint evidence an image offers for an absent object: a faint object of its colour, else one of
+def faint_context(scene, name: str) -> str:
+    """What faint evidence a Scene offers for an absent object: a faint object of its colour, else one of
     its shape, else some other faint object, else none (every object plain: the absence is plain to see)."""
     colour, shape = name.split()
-    faint = [o for o in objects if o["hard"]]
-    if any(o["colour"] == colour for o in faint):
+    faint = [o for o in scene.objects if o.hard]
+    if any(o.colour == colour for o in faint):
         return "a faint object of its colour"
-    if any(o["shape"] == shape for o in faint):
+    if any(o.shape == shape for o in faint):
         return "a faint object of its shape"
     return "another faint object" if faint else "no faint object"
 
@@ -94,7 +97,9 @@ def main() -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from sena_cli.config import load_params
-    from sena_cli.world.scenes import absent_partners
+    from sena_cli.frame import read_jsonl
+    from sena_cli.world.language import parse_question
+    from sena_cli.world.scenes import absent_partners, object_names
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a study run (its models/iter0 and data/)")
@@ -102,31 +107,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     run, world = args.run, load_params(args.run / "params.yaml").world
-    objects = [f"{c} {s}" for c in world.colours for s in world.shapes]
+    objects = object_names(world)
     model = AutoModelForImageTextToText.from_pretrained(run / "models" / args.model).eval()
     processor = AutoProcessor.from_pretrained(run / "models" / args.model)
 
     pool, test = _scenes(run / "data/world/truth/pool.jsonl"), _scenes(run / "data/world/eval/truth.jsonl")
 
     def labels(scenes: dict, names: list[str]) -> torch.Tensor:
-        return torch.tensor([[float(o in {f"{x['colour']} {x['shape']}" for x in scenes[n]}) for o in objects]
-                             for n in names])
+        return torch.tensor([[float(o in scenes[n].names) for o in objects] for n in names])
 
     train_names = sorted(pool)
     train = encode(model, processor, run / "data/world/pool", train_names)
-    answers = [json.loads(line) for line in (run / f"data/{args.model}/eval/answers.jsonl").read_text().splitlines()]
     asked = {}
-    for a in answers:
-        if a["benchmark"].startswith("pope_"):
-            name = a["text"].removeprefix("Is there a ").removeprefix("Is there an ").removesuffix(" in the image?")
-            asked[(a["image"], name)] = a["parsed"] == "yes"
+    for a in read_jsonl(run / f"data/{args.model}/eval/answers.jsonl"):
+        question = parse_question(a["text"], world) if a["benchmark"].startswith("pope_") else None
+        if question and question[0] == "exists":
+            asked[(a["image"], question[1]["name"])] = a["parsed"] == "yes"
     test_names = sorted({image for image, _ in asked})
     test_features = encode(model, processor, run / "data/world/eval/images", test_names)
     row = {n: i for i, n in enumerate(test_names)}
 
     def kind(image: str, name: str) -> str:
-        scene = test[image]
-        present = {f"{x['colour']} {x['shape']}": x["hard"] for x in scene}
+        present = {o.name: o.hard for o in test[image].objects}
         if name in present:
             return "present, faint" if present[name] else "present, plain"
         return "absent partner" if name in absent_partners(list(present), world) else "other absent"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sena_cli.config import load_params
 from sena_cli.world.language import mentioned_objects
-from sena_cli.world.scenes import absent_partners, partner_graph
+from sena_cli.world.scenes import absent_partners, object_names, partner_graph
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -15,8 +15,8 @@ def test_the_rejected_caption_differs_from_the_chosen_by_one_absent_partner_only
     carryover, world = research("carryover"), load_params(REPO / "params.yaml").world
     graph, rng = partner_graph(world), random.Random(0)
     present = ["red cross", "blue circle"]
-    stranger = next(f"{c} {s}" for c in world.colours for s in world.shapes
-                    if f"{c} {s}" not in present + absent_partners(present, world))
+    stranger = next(n for n in object_names(world)
+                    if n not in present + absent_partners(present, world))
     for _ in range(50):
         chosen, rejected = carryover.ideal_pair(["red cross", stranger, "blue circle"], present, graph, rng)
         assert mentioned_objects(chosen, world) == present  # the caption's hallucination removed, order kept
@@ -35,7 +35,7 @@ def test_no_pair_without_a_present_named_object_or_an_absent_partner(research):
     carryover, world = research("carryover"), load_params(REPO / "params.yaml").world
     graph, rng = partner_graph(world), random.Random(0)
     assert carryover.ideal_pair(["red cross"], ["blue circle"], graph, rng) is None
-    everything = [f"{c} {s}" for c in world.colours for s in world.shapes]
+    everything = object_names(world)
     assert carryover.ideal_pair(["red cross"], everything, graph, rng) is None
 
 
@@ -46,9 +46,8 @@ def test_recall_split_separates_objects_that_partner_another_present_one(researc
     mate = absent_partners(["red cross"], world)[0]  # a partner of the red cross, present here
     assert "red cross" in absent_partners([mate], world)  # and the red cross one of its partners
     pair = ["red cross", mate]
-    loner = next(f"{c} {s}" for c in world.colours for s in world.shapes
-                 if f"{c} {s}" not in pair + absent_partners(pair, world)
-                 and not set(pair) & set(absent_partners([f"{c} {s}"], world)))
+    loner = next(n for n in object_names(world) if n not in pair + absent_partners(pair, world)
+                 and not set(pair) & set(absent_partners([n], world)))
     row = {"benchmark": "chair", "image": "a.png", "mentioned": ["red cross", loner], "truth": [*pair, loner]}
     other = {**row, "benchmark": "dev_chair", "mentioned": []}
     answers = tmp_path / "answers.jsonl"

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from sena_cli.config import load_params
-from sena_cli.world.scenes import absent_partners
+from sena_cli.world.scenes import absent_partners, object_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,8 +25,8 @@ def test_each_object_is_counted_once_by_its_kind_and_whether_the_caption_names_i
     formats, world = research("formats"), load_params(REPO / "params.yaml").world
     truth = ["red cross"]
     mate, other_mate, named_mate = absent_partners(truth, world)
-    stranger = next(f"{c} {s}" for c in world.colours for s in world.shapes
-                    if f"{c} {s}" not in truth + absent_partners(truth, world))
+    stranger = next(n for n in object_names(world)
+                    if n not in truth + absent_partners(truth, world))
     asked = ["red cross", mate, other_mate, named_mate, stranger]
     theta0 = formats.beliefs(_answers(tmp_path / "0.jsonl", ["red cross", mate, named_mate],
                                       {"red cross", mate, named_mate, stranger}, asked, truth), dev=False, world=world)

@@ -30,10 +30,12 @@ def test_the_probe_reads_a_label_its_features_carry_and_not_one_they_do_not(rese
 
 
 def test_faint_context_names_the_evidence_an_absent_object_could_be_mistaken_for(research):
+    from sena_cli.world.scenes import Scene, SceneObject
+
     probe = research("probe")
-    faint_red_circle = {"colour": "red", "shape": "circle", "hard": True}
-    plain_blue_cross = {"colour": "blue", "shape": "cross", "hard": False}
-    assert probe.faint_context([faint_red_circle], "red square") == "a faint object of its colour"
-    assert probe.faint_context([faint_red_circle], "green circle") == "a faint object of its shape"
-    assert probe.faint_context([faint_red_circle], "green square") == "another faint object"
-    assert probe.faint_context([plain_blue_cross], "blue square") == "no faint object"
+    faint_red_circle = Scene((SceneObject("red", "circle", "top left", (0, 0, 9, 9), hard=True),), (255, 255, 255))
+    plain_blue_cross = Scene((SceneObject("blue", "cross", "top left", (0, 0, 19, 19)),), (255, 255, 255))
+    assert probe.faint_context(faint_red_circle, "red square") == "a faint object of its colour"
+    assert probe.faint_context(faint_red_circle, "green circle") == "a faint object of its shape"
+    assert probe.faint_context(faint_red_circle, "green square") == "another faint object"
+    assert probe.faint_context(plain_blue_cross, "blue square") == "no faint object"
