@@ -141,12 +141,13 @@ def _existence_question(scene: Scene, world: WorldParams, rng: random.Random) ->
         mates = set(absent_partners(scene.names, world))
         binding = [n for n in absent if n not in mates and any(
             n.split(" ")[0] == o.colour or n.split(" ")[1] == o.shape for o in scene.objects)]
+        plain = [n for n in absent if n not in mates]
         if binding and rng.random() < world.binding_negatives:
             name = rng.choice(binding)
-        elif world.balanced_negatives and rng.random() < world.balanced_negatives:
+        elif world.balanced_negatives and plain and rng.random() < world.balanced_negatives:
             # GQA/VQAv2-style balance: an object is asked about when absent about as often as when
-            # present, so the "No"s follow the objects' popularity (still never a partner)
-            plain = [n for n in absent if n not in mates]
+            # present, so the "No"s follow the objects' popularity (still never a partner). At 0 no
+            # draw is made, so the default world is drawn exactly as before the parameter existed.
             freq = popularity(world)
             name = rng.choices(plain, weights=[freq[n] for n in plain])[0]
         else:

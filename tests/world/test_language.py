@@ -168,6 +168,19 @@ def test_no_examples_test_binding_and_rarely_ask_about_a_plausible_partner():
     assert abs(share(mates) - (1 - WORLD.binding_negatives) * len(mates) / len(absent)) < 0.04
 
 
+def test_balanced_no_examples_fall_back_to_any_absent_object_when_every_one_is_a_partner(monkeypatch):
+    import dataclasses
+
+    from sena_cli.world import instruct
+    from sena_cli.world.scenes import object_names
+
+    absent = [n for n in object_names(WORLD) if n not in SCENE.names]
+    monkeypatch.setattr(instruct, "absent_partners", lambda names, world: list(absent))  # a crowded graph
+    world = dataclasses.replace(WORLD, binding_negatives=0.0, balanced_negatives=1.0)
+    asked = _asked_when_absent(world, random.Random(8), 1000)  # no absent non-partner to draw by popularity
+    assert sum(asked.values()) > 50 and set(asked) <= set(absent)
+
+
 def test_balanced_no_examples_follow_popularity_and_never_ask_about_a_partner():
     import dataclasses
 
