@@ -13,12 +13,14 @@ from sena_cli.stages.base import run_base
 from sena_cli.world import tiny
 
 
-def _project(micro_project, tmp_path):
-    """A fresh project holding the micro world only (no θ0 yet)."""
+@pytest.fixture
+def project(micro_project, tmp_path, monkeypatch):
+    """A fresh project holding the micro world only (no θ0 yet), checkpointing every 5 steps; its params."""
+    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
     root = tmp_path / "project"
     shutil.copytree(micro_project / "data" / "world", layout.world_dir(root))
     shutil.copy(micro_project / "params.yaml", root / "params.yaml")
-    return root
+    return root, load_params(root / "params.yaml")
 
 
 def _killed_after(steps: int):
@@ -35,22 +37,25 @@ def _killed_after(steps: int):
     return progress
 
 
+def _interrupt(root, params, steps: int) -> None:
+    """`sena base` stopped by Ctrl-C once `steps` steps are done."""
+    with pytest.raises(KeyboardInterrupt):
+        run_base(params, root=root, progress=_killed_after(steps))
+
+
 def _weights(root):
     return load_file(layout.model_dir(0, root) / "model.safetensors")
 
 
-def test_a_killed_theta0_training_resumes_and_gives_the_same_theta0(micro_project, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
-    root = _project(micro_project, tmp_path)
-    params = load_params(root / "params.yaml")
+def test_a_killed_theta0_training_resumes_and_gives_the_same_theta0(project):
+    root, params = project
     assert params.base.steps == 20
     whole = run_base(params, root=root)
     assert "resumed from step" not in whole
     expected = _weights(root)
     shutil.rmtree(layout.model_dir(0, root))
 
-    with pytest.raises(KeyboardInterrupt):
-        run_base(params, root=root, progress=_killed_after(12))  # checkpoints at steps 5 and 10
+    _interrupt(root, params, 12)  # checkpoints at steps 5 and 10
     assert not layout.model_dir(0, root).exists()  # nothing half-written
     assert (layout.base_work_dir(root) / "checkpoint" / "state.pt").is_file()
 
@@ -63,27 +68,21 @@ def test_a_killed_theta0_training_resumes_and_gives_the_same_theta0(micro_projec
     assert not layout.base_work_dir(root).exists()  # the checkpoint goes once θ0 is saved
 
 
-def test_a_checkpoint_of_other_params_is_not_resumed(micro_project, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
-    root = _project(micro_project, tmp_path)
-    params = load_params(root / "params.yaml")
-    with pytest.raises(KeyboardInterrupt):
-        run_base(params, root=root, progress=_killed_after(7))
+def test_a_checkpoint_of_other_params_is_not_resumed(project):
+    root, params = project
+    _interrupt(root, params, 7)
     assert (layout.base_work_dir(root) / "checkpoint").is_dir()
     other = dataclasses.replace(params, base=dataclasses.replace(params.base, lr=params.base.lr / 2))
     assert "resumed from step" not in run_base(other, root=root)
     assert layout.model_dir(0, root).is_dir() and not layout.base_work_dir(root).exists()
 
 
-def test_a_damaged_checkpoint_is_trained_over_with_a_warning(micro_project, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
-    root = _project(micro_project, tmp_path)
-    params = load_params(root / "params.yaml")
+def test_a_damaged_checkpoint_is_trained_over_with_a_warning(project):
+    root, params = project
     whole = run_base(params, root=root)
     expected = _weights(root)
     shutil.rmtree(layout.model_dir(0, root))
-    with pytest.raises(KeyboardInterrupt):
-        run_base(params, root=root, progress=_killed_after(7))
+    _interrupt(root, params, 7)
     weights = layout.base_work_dir(root) / "checkpoint" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # cut short, as a full disk would leave it
     info = run_base(params, root=root)
@@ -94,12 +93,9 @@ def test_a_damaged_checkpoint_is_trained_over_with_a_warning(micro_project, tmp_
     assert info["final loss"] == whole["final loss"]
 
 
-def test_a_checkpoint_of_another_instruction_set_is_not_resumed(micro_project, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiny, "CHECKPOINT_EVERY", 5)
-    root = _project(micro_project, tmp_path)
-    params = load_params(root / "params.yaml")
-    with pytest.raises(KeyboardInterrupt):
-        run_base(params, root=root, progress=_killed_after(7))
+def test_a_checkpoint_of_another_instruction_set_is_not_resumed(project):
+    root, params = project
+    _interrupt(root, params, 7)
     train = layout.world_dir(root) / "instruct" / "train.jsonl"
     train.write_text(train.read_text())  # the world written again (`sena world`): a new identity
     assert "resumed from step" not in run_base(params, root=root)
