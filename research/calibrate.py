@@ -1,10 +1,12 @@
 """θ0 against its calibration targets (docs/world.md), and the two probes issue 25 asks for before any loop run.
 
-    python research/calibrate.py run [--seed 0] [--out calib]   # world + θ0 (base.seed) + world_cal + probes
+    python research/calibrate.py run [--seed 0] [--out calib] [--set base.steps=4500 ...]
+                                             # world + θ0 (base.seed) + world_cal + probes
     python research/calibrate.py table [--out calib]            # every θ0 run under OUT against the targets
 
 `run` clones this repository (with the working tree's uncommitted changes laid over it) into
-OUT/theta0-SEED, sets base.seed, and runs `dvc repro eval@0` with eval.benchmarks [world_cal]: the
+OUT/theta0-SEED, sets base.seed (and each `--set KEY=VALUE`, a candidate recipe's params, recorded with the
+run), and runs `dvc repro eval@0` with eval.benchmarks [world_cal]: the
 calibration set only, neither dev nor test. All runs share one DVC cache, so the world is built once.
 Then, in-process on that θ0:
 - captions of the calibration images, clean and corrupted as `sena noise` corrupts them (noise.* at
@@ -64,8 +66,33 @@ def _get(d: dict, dotted: str):
     return d
 
 
-def run(out: Path, seed: int) -> Path:
-    where = out / f"theta0-{seed}"
+def parse_sets(sets: list[str]) -> dict:
+    """`--set a.b=v` options as one nested params layer (each value read as YAML: 4500, 5e-4, [1, 2])."""
+    import yaml
+
+    layer: dict = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--set {item!r}: write it as KEY=VALUE, e.g. --set base.steps=4500")
+        *parents, leaf = key.split(".")
+        node = layer
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+        try:  # PyYAML reads 5e-4 (no dot) as a string
+            node[leaf] = float(node[leaf]) if isinstance(node[leaf], str) else node[leaf]
+        except ValueError:
+            pass
+    return layer
+
+
+def run(out: Path, seed: int, sets: dict | None = None) -> Path:
+    where, sets = out / f"theta0-{seed}", sets or {}
+    recorded = where / "set.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != sets:
+        raise SystemExit(f"{where} was run with --set {recorded.read_text().strip()}, not {json.dumps(sets)}: "
+                         "give this candidate its own --out")
     if not (where / "metrics" / "iter0.json").is_file():
         if where.exists():
             subprocess.run(["rm", "-rf", str(where)], check=True)
@@ -77,13 +104,15 @@ def run(out: Path, seed: int) -> Path:
         if diff:
             subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=where, input=diff, check=True)
         _sh([Path(sys.executable).parent / "dvc", "cache", "dir", "--local", (out / "cache").resolve()], where)
-        set_params(where / "params.yaml", ({"base": {"seed": seed}, "eval": {"benchmarks": ["world_cal"]}},))
+        set_params(where / "params.yaml",
+                   (sets or None, {"base": {"seed": seed}, "eval": {"benchmarks": ["world_cal"]}}))
+        recorded.write_text(json.dumps(sets) + "\n")
         started = time.perf_counter()
         with open(where / "repro.log", "w") as log:
             _sh([Path(sys.executable).parent / "dvc", "repro", "eval@0"], where, log=log)
         (where / "repro_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
     if not (where / "calibration.json").is_file():
-        result = {"seed": seed, **probes(where)}
+        result = {"seed": seed, "set": sets, **probes(where)}
         (where / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
     return where
 
@@ -166,7 +195,8 @@ def probes(where: Path) -> dict:
     metrics = json.loads((where / "metrics" / "iter0.json").read_text())
     return {"captions": captions, "probe_timestep": PROBE_TIMESTEP, "enhancement": flips,
             "world_cal": metrics["world_cal"],
-            "seconds": int((where / "repro_seconds.txt").read_text().strip())}
+            "seconds": int((where / "repro_seconds.txt").read_text().strip()),
+            "train_seconds": json.loads((where / "models" / "iter0" / "train_log.json").read_text())["train_seconds"]}
 
 
 def quantities(c: dict) -> dict:
@@ -231,6 +261,8 @@ def table(out: Path) -> str:
                     f"(direct {c['direct_right'] / c['questions']:.2f})") if c else "–"
         row(f"… {k} questions: right→wrong / wrong→right", per_kind)
     row("world + θ0 + calibration eval, seconds", lambda r: str(r["seconds"]))
+    row("θ0 training alone, seconds (issue 25: ≤ 600)", lambda r: f"{r['train_seconds']:.0f}" if "train_seconds" in r
+        else "–")
     return "\n".join(lines)
 
 
@@ -239,9 +271,11 @@ def main() -> None:
     parser.add_argument("what", choices=["run", "table"])
     parser.add_argument("--out", type=Path, default=REPO / "calib")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params key of the candidate recipe, laid over params.yaml (repeatable)")
     args = parser.parse_args()
     if args.what == "run":
-        where = run(args.out, args.seed)
+        where = run(args.out, args.seed, parse_sets(args.set))
         print(f"θ0 base.seed {args.seed}: {where}")
     print(table(args.out))
 

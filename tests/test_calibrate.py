@@ -5,6 +5,8 @@ import math
 import re
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -59,3 +61,19 @@ def test_the_partner_share_probe_corrupts_at_the_papers_t_whatever_params_yaml_s
     calibrate = research("calibrate")
     assert calibrate.PROBE_TIMESTEP == NoiseParams().timestep == 600  # issue 25's deliverable 2: "the t = 600 input"
     assert f"clean → corrupted (t = {calibrate.PROBE_TIMESTEP})" in (REPO / "docs" / "world.md").read_text()
+
+
+def test_a_candidate_recipe_is_given_as_nested_params_read_as_yaml(research):
+    calibrate = research("calibrate")
+    layer = calibrate.parse_sets(["base.steps=4500", "world.partner_weights=[0.6, 0.4]", "base.lr=5e-4"])
+    assert layer == {"base": {"steps": 4500, "lr": 5e-4}, "world": {"partner_weights": [0.6, 0.4]}}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        calibrate.parse_sets(["base.steps"])
+
+
+def test_a_run_directory_refuses_another_candidates_params(research, tmp_path):
+    calibrate = research("calibrate")
+    (tmp_path / "theta0-0").mkdir()
+    (tmp_path / "theta0-0" / "set.json").write_text(json.dumps({"base": {"steps": 4500}}))
+    with pytest.raises(SystemExit, match="its own --out"):
+        calibrate.run(tmp_path, 0, {"base": {"steps": 5000}})
