@@ -204,6 +204,10 @@ class BaseParams:
                                        "the others", 1, 1024)
     lr: float = param(7e-4, "learning rate", 0.0, 1.0, lo_open=True)
     warmup_steps: int = param(100, "linear warm-up steps", 0, BIG)
+    own_answers_step: int = param(0, "after this many steps θ0 answers the questions of its answer-enhancement "
+                                  "examples itself and trains on with its own answers as the given ones "
+                                  "(on-policy self-correction data, docs/world.md); 0 = never: the given "
+                                  "answers stay world.enhance_given_right's draws", 0, BIG)
     threads: int = param(2, "torch threads", 1, 256)
     patch_size: int = param(8, "vision patch side in pixels (divides world.image_size)", 1, 1024)
     vision_hidden: int = param(64, "vision tower width", 8, 65536)
@@ -217,6 +221,9 @@ class BaseParams:
     def check(self, p: Params, at: str) -> None:
         if self.warmup_steps > self.steps:
             raise Invalid(f"'base.warmup_steps' ({self.warmup_steps}) exceeds 'base.steps' ({self.steps}); lower it")
+        if self.own_answers_step >= self.steps:
+            raise Invalid(f"'base.own_answers_step' ({self.own_answers_step}) must be below 'base.steps' "
+                          f"({self.steps}), or 0 for never")
         if p.world.image_size % self.patch_size:
             raise Invalid("'base.patch_size' must divide 'world.image_size'")
         for name in ("vision", "text"):

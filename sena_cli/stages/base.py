@@ -113,16 +113,24 @@ def run_base(
     warnings: list[str] = []
     resume = _resume_state(work, fingerprint(tracked_params("base", None, params, root),
                                              file_identity(world / "instruct")), model, warnings)
+    own: dict = {}
+
+    def own_answers() -> dict[int, tuple[list[int], int]]:
+        replaced, own["answers"] = enhancement_with_own_answers(params, model, processor, examples, pixels, index,
+                                                                progress)
+        return replaced
+
     step_tick = progress("training θ0", params.base.steps)
     step_tick(resume["step"] if resume else 0)  # a resumed run starts part-way
     started = time.perf_counter()
     log = tiny.train_tiny(model, pixels, encoded, [index[ex["image"]] for ex in examples], params.base,
                           tokenizer.pad_token_id, on_step=lambda step, loss: step_tick(1), resume=resume,
-                          on_checkpoint=lambda state: _save_state(work, model, state))
+                          on_checkpoint=lambda state: _save_state(work, model, state), own_answers=own_answers)
     seconds = time.perf_counter() - started
     info = {"train_seconds": round(seconds + (resume["seconds"] if resume else 0.0), 1),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "vocabulary": len(tokenizer), "examples": len(examples), "steps": params.base.steps}
+            "vocabulary": len(tokenizer), "examples": len(examples), "steps": params.base.steps,
+            **({"own answers": own["answers"]} if own else {})}
     from sena_cli.vlm import non_finite_weight
 
     with atomic_dir(layout.model_dir(0, root)) as tmp:
@@ -135,6 +143,32 @@ def run_base(
     resumed = {"resumed from step": resume["step"]} if resume else {}
     return {**info, **resumed, "final loss": log[-1]["loss"], "output": str(layout.model_dir(0, root)),
             **({"warnings": warnings} if warnings else {})}
+
+
+def enhancement_with_own_answers(params: Params, model, processor, examples: list[dict], pixels: torch.Tensor,
+                                 index: dict[str, int], progress: Progress = no_progress
+                                 ) -> tuple[dict[int, tuple[list[int], int]], dict]:
+    """θ0 answers the question of each answer-enhancement example itself (greedy, as `sena qa` answers), and
+    the example is rewritten to ask the enhancement of that answer: the request the method makes, with θ0's
+    own errors rather than drawn ones (docs/world.md). Returns the new encodings by example and, per task,
+    how many own answers were right (θ0's accuracy at that step)."""
+    from sena_cli.world.instruct import enhancement_prompt
+
+    chosen = [i for i, ex in enumerate(examples) if ex.get("question")]
+    asked = tiny.encode_examples(processor, [{"prompt": examples[i]["question"], "answer": ""} for i in chosen])
+    tokenizer = processor.tokenizer
+    answers = tiny.greedy_answers(model, pixels, [seq[:n] for seq, n in asked],
+                                  [index[examples[i]["image"]] for i in chosen], tokenizer.eos_token_id,
+                                  tick=progress("θ0 answers its enhancement questions", len(chosen)))
+    rewritten, stats = [], {}
+    for i, ids in zip(chosen, answers, strict=True):
+        ex, text = examples[i], tokenizer.decode(ids, skip_special_tokens=True).strip()
+        rewritten.append({**ex, "prompt": enhancement_prompt(params.qa.prompts, ex, text)})
+        truth = ex["answer"].removeprefix("Improved Answer:").strip()
+        counts = stats.setdefault(ex["task"], {"examples": 0, "right": 0})
+        counts["examples"] += 1
+        counts["right"] += text.rstrip(".").lower() == truth.lower()
+    return dict(zip(chosen, tiny.encode_examples(processor, rewritten), strict=True)), stats
 
 
 def _resume_state(work: Path, run_id: str, model, warnings: list[str]) -> dict | None:

@@ -4,7 +4,8 @@ Layout under `out` (data/world):
   pool/NNNNN.png               unlabeled images for the self-evolution loop
   truth/pool.jsonl             their ground truth: never read by the loop's stages
   instruct/images/NNNNN.png    images of θ0's instruction set
-  instruct/train.jsonl         {image, task, prompt, answer}
+  instruct/train.jsonl         {image, task, prompt, answer}; enhancement examples also {question,
+                               description, given}, so `sena base` can ask them with θ0's own answer
   eval/images/NNNNN.png        held-out images: the test set (world.eval), what the benchmarks report
   eval/truth.jsonl             their ground truth (read by the world benchmarks only)
   eval/pope_<split>.jsonl      POPE format: {question_id, image, text, label}

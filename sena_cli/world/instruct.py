@@ -87,16 +87,27 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
         else:  # a `gen` record: a short answer, right or wrong, checked against the description
             q = pick_question(scene, world, rng)
             given = _given_answer(q, world, rng)
-            prompt = P.enhance_prompt(p, noisy_caption(), P.short_answer_prompt(p, q.text), given)
-            answer = f"Improved Answer: {q.answer}"
+            own = {"question": P.short_answer_prompt(p, q.text), "description": noisy_caption()}
+            return {"task": task, "prompt": enhancement_prompt(p, own, given),
+                    "answer": f"Improved Answer: {q.answer}", **own, "given": given}
     elif task == "enhance_yes_no":
         q = _existence_question(scene, world, rng)
         given = _given_answer(q, world, rng)
-        prompt = P.fill(p.enhance_yes_no, question=P.short_answer_prompt(p, q.text), answer=given)
-        answer = f"Improved Answer: {q.answer}"
+        own = {"question": P.short_answer_prompt(p, q.text), "description": None}
+        return {"task": task, "prompt": enhancement_prompt(p, own, given), "answer": f"Improved Answer: {q.answer}",
+                **own, "given": given}
     else:
         raise ValueError(task)
     return {"task": task, "prompt": prompt, "answer": answer}
+
+
+def enhancement_prompt(p: QAPrompts, example: dict, given: str) -> str:
+    """The enhancement request of an example that keeps its `question` (the short-answer prompt) and its
+    `description` (None: a yes/no, enhanced without one), for a given answer: the world's draw, or θ0's own
+    answer when `base.own_answers_step` has θ0 answer the question itself (stages/base.py)."""
+    if example["description"] is None:
+        return P.fill(p.enhance_yes_no, question=example["question"], answer=given)
+    return P.enhance_prompt(p, example["description"], example["question"], given)
 
 
 # Share of enhancement examples that enhance a description (the rest a short answer, right or

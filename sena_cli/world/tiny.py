@@ -202,6 +202,7 @@ def train_tiny(
     on_step: Callable[[int, float], None] = lambda step, loss: None,
     resume: dict | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
+    own_answers: Callable[[], dict[int, tuple[list[int], int]]] | None = None,
 ) -> list[dict]:
     """Supervised next-token training on the answers (prompt tokens masked). Returns the log.
 
@@ -214,6 +215,10 @@ def train_tiny(
     weights (optimizer, schedule, random states, the batches left, the log); given back as
     `resume` with the weights of that step already in `model`, training goes on exactly as
     if it had never stopped (the same θ0, bit for bit, on the same machine and threads).
+
+    After `base.own_answers_step` steps (0: never), `own_answers` (called with the model in eval mode)
+    gives encodings that replace some examples' for the rest of training: the enhancement examples
+    rewritten with θ0's own answers. The replacements travel in the checkpoint state.
     """
     torch.manual_seed(base.seed)
     rng = random.Random(base.seed)
@@ -232,8 +237,17 @@ def train_tiny(
         torch.set_rng_state(resume["torch_rng"])
         rows, batches, log = resume["rows"], resume["batches"], resume["log"]
         first, elapsed = resume["step"] + 1, resume["seconds"]
+        replaced = resume.get("replaced", {})
+    else:
+        replaced = {}
+    encoded = _replace(encoded, replaced)
     started = time.perf_counter() - elapsed
     for step in range(first, base.steps + 1):
+        if own_answers is not None and base.own_answers_step and step == base.own_answers_step + 1 and not replaced:
+            model.eval()
+            replaced = own_answers()
+            model.train()
+            encoded = _replace(encoded, replaced)
         if not batches:
             rows = _rows_by_image(image_index, base.examples_per_sequence, rng)
             lengths = [prefix + sum(len(encoded[i][0]) - prefix for i in row) for row in rows]
@@ -258,9 +272,45 @@ def train_tiny(
         if on_checkpoint is not None and step % CHECKPOINT_EVERY == 0 and step < base.steps:
             on_checkpoint({"step": step, "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
                            "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "rows": rows,
-                           "batches": batches, "log": log, "seconds": time.perf_counter() - started})
+                           "batches": batches, "log": log, "seconds": time.perf_counter() - started,
+                           "replaced": replaced})
     model.eval()
     return log
+
+
+def _replace(encoded: list[tuple[list[int], int]], replaced: dict[int, tuple[list[int], int]]) -> list:
+    if not replaced:
+        return encoded
+    out = list(encoded)
+    for i, enc in replaced.items():
+        out[i] = enc
+    return out
+
+
+def greedy_answers(
+    model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, prompts: list[list[int]],
+    image_index: list[int], eos_id: int, max_new_tokens: int = 8, batch_size: int = 64,
+    tick: Callable[[int], None] = lambda n: None,
+) -> list[list[int]]:
+    """Greedy answer ids (without the end token) of prompt ids that each begin with the image prefix,
+    on their images; prompts of one length go together, so no padding is needed."""
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(prompts):
+        by_length.setdefault(len(ids), []).append(i)
+    out: list[list[int]] = [[] for _ in prompts]
+    with torch.no_grad():
+        for length, members in sorted(by_length.items()):
+            for start in range(0, len(members), batch_size):
+                chunk = members[start:start + batch_size]
+                ids = torch.tensor([prompts[i] for i in chunk], device=model.device)
+                pixels = pixel_values[[image_index[i] for i in chunk]].to(model.device, model.dtype)
+                made = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
+                                      max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id,
+                                      pad_token_id=eos_id)
+                for i, row in zip(chunk, made[:, length:].tolist(), strict=True):
+                    out[i] = row[:row.index(eos_id)] if eos_id in row else row
+                tick(len(chunk))
+    return out
 
 
 def packed_batch(

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from sena_cli import layout
 from sena_cli.config import load_params
+from sena_cli.frame import read_jsonl
 from sena_cli.stages.base import run_base
 from sena_cli.world import tiny
 
@@ -99,3 +100,30 @@ def test_a_checkpoint_of_another_instruction_set_is_not_resumed(project):
     train = layout.world_dir(root) / "instruct" / "train.jsonl"
     train.write_text(train.read_text())  # the world written again (`sena world`): a new identity
     assert "resumed from step" not in run_base(params, root=root)
+
+
+def test_own_answers_replace_the_drawn_ones_and_a_resume_after_them_gives_the_same_theta0(project):
+    """base.own_answers_step: θ0 answers its enhancement questions itself after that step; the rewritten
+    requests change what it learns, travel in the checkpoint, and a resume past them ends bit for bit."""
+    root, params = project
+    drawn = run_base(params, root=root)
+    assert "own answers" not in drawn
+    expected_drawn = _weights(root)
+    shutil.rmtree(layout.model_dir(0, root))
+
+    own = dataclasses.replace(params, base=dataclasses.replace(params.base, own_answers_step=8))
+    whole = run_base(own, root=root)
+    counts = whole["own answers"]
+    examples = read_jsonl(layout.world_dir(root) / "instruct" / "train.jsonl")
+    for task in ("enhance", "enhance_yes_no"):
+        assert counts[task]["examples"] == sum(1 for e in examples if e["task"] == task and "question" in e)
+        assert 0 <= counts[task]["right"] <= counts[task]["examples"]
+    expected = _weights(root)
+    assert not all(torch.equal(expected[k], expected_drawn[k]) for k in expected)  # the rewrite acted
+    shutil.rmtree(layout.model_dir(0, root))
+
+    _interrupt(root, own, 12)  # own answers after step 8, checkpoint at step 10
+    resumed = run_base(own, root=root)
+    assert resumed["resumed from step"] == 10
+    got = _weights(root)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)

@@ -201,3 +201,19 @@ def test_balanced_no_examples_follow_popularity_and_never_ask_about_a_partner():
     for name in (top, bottom):
         expected = freq[name] / weight
         assert abs(asked[name] / total - expected) < 3 * (expected * (1 - expected) / total) ** 0.5 + 0.005
+
+
+def test_enhancement_examples_keep_what_asks_them_again_with_another_answer():
+    """`sena base` with base.own_answers_step rewrites these requests with θ0's own answer: the fields kept
+    must rebuild the very prompt the world drew, and put another answer exactly where the given one was."""
+    from sena_cli.world.instruct import enhancement_prompt
+
+    rng, prompts = random.Random(5), QAPrompts()
+    examples = [e for _ in range(300) for e in instruction_examples(SCENE, WORLD, prompts, rng, 6)]
+    kept = [e for e in examples if "question" in e]
+    assert {e["task"] for e in kept} == {"enhance", "enhance_yes_no"}
+    assert any(e["description"] is None for e in kept) and any(e["description"] for e in kept)
+    for e in kept:
+        assert enhancement_prompt(prompts, e, e["given"]) == e["prompt"]
+        other = enhancement_prompt(prompts, e, "zebra")
+        assert other.replace("zebra", e["given"], 1) == e["prompt"] and e["question"] in other

@@ -130,3 +130,24 @@ def test_theta0_before_training_is_the_same_bytes_for_the_same_params(micro_para
     assert all(torch.equal(a[k], b[k]) for k in a)
     _, other = weights(dataclasses.replace(micro_params.base, seed=micro_params.base.seed + 1))
     assert not all(torch.equal(a[k], other[k]) for k in a)
+
+
+def test_answers_during_training_are_the_ones_sena_qa_would_get(micro_project, micro_params):
+    """base.own_answers_step has θ0 answer its enhancement questions from token ids and the pixel tensor it
+    trains on; they must be the answers VLM.generate gives the same questions and images (as `sena qa` asks)."""
+    from sena_cli.stages.base import pixel_tensor
+
+    path, world = micro_project / "models" / "iter0", micro_project / "data" / "world"
+    vlm = VLM.load(path)
+    processor = AutoProcessor.from_pretrained(path)
+    asked = [e for e in read_jsonl(world / "instruct" / "train.jsonl") if e.get("question")][:12]
+    names = sorted({e["image"] for e in asked})
+    pixels = pixel_tensor(processor, [world / "instruct" / "images" / n for n in names], lambda n: None)
+    prompts = [seq[:n] for seq, n in tiny.encode_examples(processor, [{"prompt": e["question"], "answer": ""}
+                                                                       for e in asked])]
+    ids = tiny.greedy_answers(vlm.model, pixels, prompts, [names.index(e["image"]) for e in asked],
+                              processor.tokenizer.eos_token_id, batch_size=5)
+    during = [processor.tokenizer.decode(a, skip_special_tokens=True).strip() for a in ids]
+    images = [Image.open(world / "instruct" / "images" / e["image"]) for e in asked]
+    assert during == vlm.generate(images, [e["question"] for e in asked], max_new_tokens=8, batch_size=1)
+    assert len(set(map(len, prompts))) > 1  # questions of several lengths, batched by length
