@@ -161,6 +161,8 @@ class WorldParams:
                                       "that frequent objects are asked about when absent as when present", 0.0, 1.0)
     caption_noise: float = param(0.07, "chance, per object of a training caption, that one of its absent "
                                  "partners (by partner weight) is named after it", 0.0, 1.0)
+    caption_positions: bool = param(False, "training captions say where each object is ('a red circle in the "
+                                    "top left'); a partner named by caption noise is put in an empty quadrant")
     enhance_given_right: EnhanceGivenRight = section(
         EnhanceGivenRight, "per question form, the share of θ0's answer-enhancement examples whose given answer "
         "is right: θ0's own accuracy on that form (docs/world.md), so that it learns to keep right answers and "

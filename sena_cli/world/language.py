@@ -27,8 +27,10 @@ class Question:
 # ---------------------------------------------------------------- captions
 
 
-def join_names(names: list[str]) -> str:
-    phrases = [f"a {n}" for n in names]
+def join_names(names: list[str], places: list[str] | None = None) -> str:
+    """'A red circle, a blue square and a green cross.'; with `places`, each object's quadrant after it."""
+    phrases = [f"a {n}" for n in names] if places is None else [f"a {n} in the {q}" for n, q in zip(names, places,
+                                                                                                     strict=True)]
     if len(phrases) == 1:
         body = phrases[0]
     else:
@@ -38,16 +40,27 @@ def join_names(names: list[str]) -> str:
 
 def caption(scene: Scene, world: WorldParams, rng: random.Random, noise: float) -> str:
     """The scene's objects in reading order; with probability `noise` per object, one of its absent
-    co-occurrence partners (drawn by partner weight) is named right after it (caption noise)."""
+    co-occurrence partners (drawn by partner weight) is named right after it (caption noise). With
+    `world.caption_positions` each is placed in its quadrant, a noise partner in an empty one (drawn), or
+    beside the object it partners when none is empty."""
     graph = partner_graph(world)
     present = set(scene.names)
+    taken = {o.quadrant for o in scene.objects}
     names: list[str] = []
-    for name in scene.names:
-        names.append(name)
-        options = [(p, w) for p, w in graph[name] if p not in present and p not in names]
+    places: list[str] = []
+    for obj in scene.objects:
+        names.append(obj.name)
+        places.append(obj.quadrant)
+        options = [(p, w) for p, w in graph[obj.name] if p not in present and p not in names]
         if options and rng.random() < noise:
             names.append(rng.choices([p for p, _ in options], weights=[w for _, w in options])[0])
-    return join_names(names)
+            if world.caption_positions:
+                free = [q for q in QUADRANTS if q not in taken]
+                places.append(rng.choice(free) if free else obj.quadrant)
+                taken.add(places[-1])
+            else:
+                places.append(obj.quadrant)
+    return join_names(names, places if world.caption_positions else None)
 
 
 def mentioned_objects(text: str, world: WorldParams) -> list[str]:

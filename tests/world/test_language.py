@@ -1,5 +1,6 @@
 import collections
 import random
+import re
 
 from sena_cli.config import QAPrompts, WorldParams
 from sena_cli.world.instruct import TASK_WEIGHTS, instruction_examples
@@ -217,3 +218,29 @@ def test_enhancement_examples_keep_what_asks_them_again_with_another_answer():
         assert enhancement_prompt(prompts, e, e["given"]) == e["prompt"]
         other = enhancement_prompt(prompts, e, "zebra")
         assert other.replace("zebra", e["given"], 1) == e["prompt"] and e["question"] in other
+
+
+def test_captions_with_positions_place_each_object_and_a_noise_partner_in_an_empty_quadrant():
+    from dataclasses import replace
+
+    from sena_cli.world.language import mentioned_objects
+
+    placed = replace(WORLD, caption_positions=True)
+    quadrant = {o.name: o.quadrant for o in SCENE.objects}
+    seen_noise = False
+    for seed in range(200):
+        text = caption(SCENE, placed, random.Random(seed), 0.5)
+        named = mentioned_objects(text, placed)
+        assert [n for n in named if n in quadrant] == SCENE.names  # every object, in reading order
+        places = re.findall(r" in the (top left|top right|bottom left|bottom right)", text)
+        assert len(places) == len(named)
+        for name, place in zip(named, places):
+            if name in quadrant:
+                assert place == quadrant[name]
+            else:  # a partner named by caption noise: a quadrant no present object holds
+                seen_noise = True
+                assert place not in quadrant.values()
+        assert len(set(places)) == len(places)
+    assert seen_noise
+    assert caption(SCENE, placed, random.Random(0), 0.0) == \
+        "A red circle in the top left and a green cross in the bottom right."
