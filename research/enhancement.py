@@ -1,0 +1,106 @@
+"""Does θ0's answer enhancement read the description it is given? The method's request, with the truth laid in.
+
+    python research/enhancement.py --run /work/calib/v13/theta0-0      # any project with models/iter0
+
+A diagnostic for docs/results.md (reading 10). The method asks θ0 to improve its own answer "using the
+description", and issue 25's deliverable 3 asks that this keep right answers and mend wrong ones. On the dev
+set's short-answer questions (data/world/eval_dev/vqa.jsonl), per question form, θ0:
+- answers directly (the method's `gen` answer);
+- enhances its own answer with its own description (the method's request, what research/calibrate.py counts);
+- enhances its own answer with the *true* description: the world's caption of the image, without noise,
+  in the project's own caption format (with `world.caption_positions`, each object's quadrant);
+- enhances a *wrong* answer (language.wrong_answer, seeded) with the true description.
+An enhancer that reads the description answers the last two from it wherever the caption states the answer
+(the colour of a shape, the shape of a colour; with positions, where an object is), whatever answer it is
+given. One that ignores it keeps the given answer or re-answers from the image. Nothing here is chosen or
+shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+CONDITIONS = ("direct", "own description", "true description", "true description, wrong answer")
+
+
+def right(text: str, truth: str) -> bool:
+    """research/calibrate.py's rule: the answer, without a final full stop, equals the truth (any case)."""
+    return text.strip().rstrip(".").lower() == truth.lower()
+
+
+def tally(rows: list[dict], answers: dict[str, list[str]], wrong: list[str]) -> dict[str, dict]:
+    """Per question form (and `all`): questions, the accuracy of each condition, and how often the enhanced
+    answer under the wrong given answer is that wrong answer (`kept wrong`)."""
+    out: dict[str, dict] = {}
+    for i, row in enumerate(rows):
+        for form in (row["kind"], "all"):
+            cell = out.setdefault(form, {"questions": 0, **dict.fromkeys(CONDITIONS, 0), "kept wrong": 0})
+            cell["questions"] += 1
+            for condition in CONDITIONS:
+                cell[condition] += right(answers[condition][i], row["answer"])
+            cell["kept wrong"] += right(answers["true description, wrong answer"][i], wrong[i])
+    return {form: {k: (v / c["questions"] if k != "questions" else v) for k, v in c.items()}
+            for form, c in out.items()}
+
+
+def measure(run: Path, seed: int = 0) -> dict:
+    import torch
+
+    from sena_cli.bench.world import WorldEvalSet
+    from sena_cli.config import load_params
+    from sena_cli.method import prompts as P
+    from sena_cli.vlm import VLM
+    from sena_cli.world.language import ask, caption, parse_question, wrong_answer
+
+    torch.set_num_threads(2)
+    params = load_params(run / "params.yaml")
+    vlm = VLM.from_params(params.model, run / "models" / "iter0", dtype=params.model.dtype)
+    dev = WorldEvalSet(run / "data" / "world", "eval_dev", params.world.eval_dev)
+    rows, qp, world = dev.rows("vqa.jsonl"), params.qa.prompts, params.world
+    bs, new = params.eval.batch_size, params.eval.max_new_tokens
+    images = [dev.image(r["image"]) for r in rows]
+    asks = [P.short_answer_prompt(qp, r["text"]) for r in rows]
+    rng = random.Random(seed)
+    wrong = []
+    for r in rows:
+        kind, slots = parse_question(r["text"], world)
+        wrong.append(wrong_answer(ask(kind, dev.truth[r["image"]], world, **slots), world, rng))
+    true = [caption(dev.truth[r["image"]], world, random.Random(0), 0.0) for r in rows]
+    direct = vlm.generate(images, asks, max_new_tokens=new, batch_size=bs)
+    own = vlm.generate(images, [P.description_prompt(qp, qp.describe_instructions[0])] * len(rows),
+                       max_new_tokens=new, batch_size=bs)
+
+    def enhanced(descriptions: list[str], given: list[str]) -> list[str]:
+        texts = vlm.generate(images, [P.enhance_prompt(qp, d, a, g) for d, a, g in zip(descriptions, asks, given)],
+                             max_new_tokens=new, batch_size=bs)
+        return [P.parse_improved(t, g)[0] for t, g in zip(texts, given, strict=True)]
+
+    answers = {"direct": direct, "own description": enhanced(own, direct),
+               "true description": enhanced(true, direct), "true description, wrong answer": enhanced(true, wrong)}
+    return {"run": str(run), "caption_positions": world.caption_positions, "forms": tally(rows, answers, wrong)}
+
+
+def table(result: dict) -> str:
+    lines = ["| form | questions | " + " | ".join(CONDITIONS) + " | kept the wrong answer |",
+             "|---|---|" + "---|" * (len(CONDITIONS) + 1)]
+    for form, cell in sorted(result["forms"].items(), key=lambda kv: kv[0] == "all"):
+        lines.append(f"| {form} | {cell['questions']} | " + " | ".join(f"{cell[c]:.3f}" for c in CONDITIONS)
+                     + f" | {cell['kept wrong']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="a project with models/iter0 and its world")
+    args = parser.parse_args()
+    result = measure(args.run)
+    (args.run / "enhancement.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{args.run} (world.caption_positions {result['caption_positions']})")
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
