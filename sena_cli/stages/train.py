@@ -31,6 +31,7 @@ bf16 θK of the base's size (half the fp32 save) in models/, the DVC cache and t
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -295,11 +296,19 @@ def _check_reference(params: Params, k: int, root: Path, chat) -> None:
 
 def _prepare_work_dir(work: Path, run_id: str) -> bool:
     """Keep the checkpoints of an interrupted run of the same inputs; anything else starts afresh (rank 0)."""
-    # trainer_state.json is the last file a checkpoint gets: without it the save was cut short.
+    # trainer_state.json is the last file a checkpoint gets: without it, or with it cut short (a kill while
+    # it was written leaves an empty or partial file), the save was cut short.
     for partial in (work / "checkpoints").glob("checkpoint-*"):
-        if not (partial / "trainer_state.json").is_file():
+        if not _complete_state(partial / "trainer_state.json"):
             shutil.rmtree(partial)
     return resumable_dir(work, run_id, lambda w: any((w / "checkpoints").glob("checkpoint-*")))
+
+
+def _complete_state(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(bounded.read_text(path)), dict)
+    except (OSError, ValueError):  # missing, or cut short by a kill while it was written
+        return False
 
 
 def _last_checkpoint_step(work: Path) -> int:

@@ -15,7 +15,7 @@ from sena_cli.artifacts import write_jsonl
 from sena_cli.config import params_from_dict
 from sena_cli.stages.eval import run_eval
 from sena_cli.stages.pair import run_pair
-from sena_cli.stages.train import run_train
+from sena_cli.stages.train import _complete_state, run_train
 from tests.conftest import full_params_yaml
 from tests.helpers import project_from, write_manifest
 
@@ -78,8 +78,8 @@ def test_killed_train_resumes_from_its_last_checkpoint(micro_project, micro_dict
     run_pair(params, 1, root=project)
     checkpoints = project / "data/iter1/train.partial/checkpoints"
     _kill_when(project, ["train", "--iter", "1"],
-               lambda: any((c / "trainer_state.json").is_file() and int(c.name.split("-")[1]) >= 2
-                           for c in checkpoints.glob("checkpoint-*")))
+               lambda: any(_complete_state(c / "trainer_state.json") and int(c.name.split("-")[1]) >= 2
+                           for c in checkpoints.glob("checkpoint-*")))  # written whole, not just begun
     assert not (project / "models/iter1").exists()
     info = run_train(params, 1, root=project)
     assert 2 <= info["resumed from step"] < 6

@@ -438,3 +438,17 @@ def test_two_processes_train_what_one_trains(paired_project, micro_dict, tmp_pat
     theirs = load_file(single / "models/iter1/model.safetensors")
     assert max((ours[k] - theirs[k]).abs().max().item() for k in theirs) < 1e-5
     assert not (paired_project / "data/iter1/train.partial").exists()
+
+
+def test_a_checkpoint_whose_trainer_state_was_cut_short_is_not_resumed(tmp_path):
+    """A kill while trainer_state.json (a checkpoint's last file) is written leaves it empty or partial;
+    resuming from it would crash inside transformers, so the run resumes from the last whole checkpoint."""
+    work = tmp_path / "train.partial"
+    assert train_stage._prepare_work_dir(work, "run-a") is False  # a fresh folder, stamped for this run
+    for step, state in ((2, json.dumps({"global_step": 2})), (3, ""), (4, '{"global_step": 4, "log_hi')):
+        (work / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+        (work / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (work / "checkpoints" / "checkpoint-5").mkdir()  # cut before trainer_state.json was created
+    assert train_stage._prepare_work_dir(work, "run-a") is True
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["checkpoint-2"]
+    assert train_stage._last_checkpoint_step(work) == 2
