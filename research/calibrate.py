@@ -126,6 +126,7 @@ def probes(where: Path) -> dict:
     from sena_cli.method import prompts as P
     from sena_cli.method.noise import corrupt_image, corrupt_pictures, scheduler
     from sena_cli.vlm import VLM
+    from sena_cli.world.language import answers_match
     from sena_cli.world.scenes import absent_partners
 
     torch.set_num_threads(2)
@@ -173,9 +174,6 @@ def probes(where: Path) -> dict:
                                    for d, a_prompt, a in zip(described, asks, direct)],
                             max_new_tokens=new, batch_size=bs)
 
-    def right(text: str, truth: str) -> bool:
-        return text.strip().rstrip(".").lower() == truth.lower()
-
     def counts() -> dict[str, int]:
         return dict.fromkeys(("questions", "right_to_wrong", "wrong_to_right", "direct_right", "enhanced_right",
                               "parsed"), 0)
@@ -183,7 +181,7 @@ def probes(where: Path) -> dict:
     flips, by_kind = counts(), {}
     for r, d, e in zip(rows, direct, enhanced):
         answer, parsed = P.parse_improved(e, d)
-        before, after = right(d, r["answer"]), right(answer, r["answer"])
+        before, after = answers_match(d, r["answer"]), answers_match(answer, r["answer"])
         for c in (flips, by_kind.setdefault(r["kind"], counts())):  # overall, and per question form
             c["questions"] += 1
             c["direct_right"] += before

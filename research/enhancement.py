@@ -26,22 +26,19 @@ from pathlib import Path
 CONDITIONS = ("direct", "own description", "true description", "true description, wrong answer")
 
 
-def right(text: str, truth: str) -> bool:
-    """research/calibrate.py's rule: the answer, without a final full stop, equals the truth (any case)."""
-    return text.strip().rstrip(".").lower() == truth.lower()
-
-
 def tally(rows: list[dict], answers: dict[str, list[str]], wrong: list[str]) -> dict[str, dict]:
     """Per question form (and `all`): questions, the accuracy of each condition, and how often the enhanced
     answer under the wrong given answer is that wrong answer (`kept wrong`)."""
+    from sena_cli.world.language import answers_match
+
     out: dict[str, dict] = {}
     for i, row in enumerate(rows):
         for form in (row["kind"], "all"):
             cell = out.setdefault(form, {"questions": 0, **dict.fromkeys(CONDITIONS, 0), "kept wrong": 0})
             cell["questions"] += 1
             for condition in CONDITIONS:
-                cell[condition] += right(answers[condition][i], row["answer"])
-            cell["kept wrong"] += right(answers["true description, wrong answer"][i], wrong[i])
+                cell[condition] += answers_match(answers[condition][i], row["answer"])
+            cell["kept wrong"] += answers_match(answers["true description, wrong answer"][i], wrong[i])
     return {form: {k: (v / c["questions"] if k != "questions" else v) for k, v in c.items()}
             for form, c in out.items()}
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from sena_cli.config import load_params
-from sena_cli.world.language import ask, mentioned_objects, parse_question
+from sena_cli.world.language import answers_match, ask, mentioned_objects, parse_question
 from sena_cli.world.scenes import Scene, absent_partners
 
 
@@ -61,7 +61,7 @@ def judge(run: Path, k: int) -> dict:
         if answer is None:
             continue
         gen["parsed"] += 1
-        right = [p[side].strip().rstrip(".").lower() == answer.lower() for side in ("chosen", "rejected")]
+        right = [answers_match(p[side], answer) for side in ("chosen", "rejected")]
         key = {(True, False): "chosen right, rejected wrong", (True, True): "both right",
                (False, False): "both wrong", (False, True): "chosen wrong, rejected right"}[tuple(right)]
         gen[key] += 1

@@ -35,7 +35,7 @@ from sena_cli.frame import read_jsonl
 from sena_cli.method.prompts import with_suffix
 from sena_cli.progress import Tick
 from sena_cli.world.build import POPE_SPLITS
-from sena_cli.world.language import ask, parse_question
+from sena_cli.world.language import answers_match, ask, parse_question
 from sena_cli.world.scenes import Scene, absent_partners
 
 if TYPE_CHECKING:  # the model boundary imports torch; reading and scoring a benchmark needs neither
@@ -154,7 +154,7 @@ def world_vqa(vlm: VLM, data: WorldEvalSet, params: Params, tick: Tick):
     rows = data.rows("vqa.jsonl")
     suffix = params.qa.prompts.short_answer_suffix
     answers = _answer(vlm, data, rows, [with_suffix(r["text"], suffix) for r in rows], params, tick)
-    right = [a.strip().rstrip(".").lower() == r["answer"].lower() for r, a in zip(rows, answers)]
+    right = [answers_match(a, r["answer"]) for r, a in zip(rows, answers)]
     metrics = {"accuracy": sum(right) / len(rows)}
     for kind in sorted({r["kind"] for r in rows}):
         hits = [ok for ok, r in zip(right, rows) if r["kind"] == kind]

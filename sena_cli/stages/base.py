@@ -153,6 +153,7 @@ def enhancement_with_own_answers(params: Params, model, processor, examples: lis
     own errors rather than drawn ones (docs/world.md). Returns the new encodings by example and, per task,
     how many own answers were right (θ0's accuracy at that step)."""
     from sena_cli.world.instruct import enhancement_prompt
+    from sena_cli.world.language import answers_match
 
     chosen = [i for i, ex in enumerate(examples) if ex.get("question")]
     asked = tiny.encode_examples(processor, [{"prompt": examples[i]["question"], "answer": ""} for i in chosen])
@@ -167,7 +168,7 @@ def enhancement_with_own_answers(params: Params, model, processor, examples: lis
         truth = ex["answer"].removeprefix("Improved Answer:").strip()
         counts = stats.setdefault(ex["task"], {"examples": 0, "right": 0})
         counts["examples"] += 1
-        counts["right"] += text.rstrip(".").lower() == truth.lower()
+        counts["right"] += answers_match(text, truth)
     return dict(zip(chosen, tiny.encode_examples(processor, rewritten), strict=True)), stats
 
 

@@ -54,13 +54,17 @@ def caption(scene: Scene, world: WorldParams, rng: random.Random, noise: float) 
         options = [(p, w) for p, w in graph[obj.name] if p not in present and p not in names]
         if options and rng.random() < noise:
             names.append(rng.choices([p for p, _ in options], weights=[w for _, w in options])[0])
-            if world.caption_positions:
+            if world.caption_positions:  # no draw otherwise: the default captions stay the same
                 free = [q for q in QUADRANTS if q not in taken]
                 places.append(rng.choice(free) if free else obj.quadrant)
                 taken.add(places[-1])
-            else:
-                places.append(obj.quadrant)
     return join_names(names, places if world.caption_positions else None)
+
+
+def answers_match(text: str, truth: str) -> bool:
+    """The world's rule for a short answer: right when, stripped of a final full stop, it equals the
+    truth in any case (world_vqa, θ0's own-answer counts and the research probes all score with it)."""
+    return text.strip().rstrip(".").lower() == truth.lower()
 
 
 def mentioned_objects(text: str, world: WorldParams) -> list[str]:

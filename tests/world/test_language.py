@@ -244,3 +244,10 @@ def test_captions_with_positions_place_each_object_and_a_noise_partner_in_an_emp
     assert seen_noise
     assert caption(SCENE, placed, random.Random(0), 0.0) == \
         "A red circle in the top left and a green cross in the bottom right."
+
+
+def test_a_short_answer_matches_its_truth_without_a_final_stop_in_any_case():
+    from sena_cli.world.language import answers_match
+
+    assert answers_match("Red.", "red") and answers_match(" top left ", "top left")
+    assert not answers_match("top", "top left") and not answers_match("red circle", "red")
