@@ -163,6 +163,9 @@ class WorldParams:
                                  "partners (by partner weight) is named after it", 0.0, 1.0)
     caption_positions: bool = param(False, "training captions say where each object is ('a red circle in the "
                                     "top left'); a partner named by caption noise is put in an empty quadrant")
+    reading_share: float = param(0.0, "share of the instruction images drawn again blank (background only) "
+                                 "with enhancement examples that only the whole, true description answers, so "
+                                 "that θ0 learns to read the text it enhances with (docs/world.md, v15)", 0.0, 1.0)
     enhance_given_right: EnhanceGivenRight = section(
         EnhanceGivenRight, "per question form, the share of θ0's answer-enhancement examples whose given answer "
         "is right: θ0's own accuracy on that form (docs/world.md), so that it learns to keep right answers and "

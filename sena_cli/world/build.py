@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sena_cli.artifacts import atomic_dir, write_json, write_jsonl
 from sena_cli.config import Params
-from sena_cli.world.instruct import instruction_examples
+from sena_cli.world.instruct import instruction_examples, reading_examples
 from sena_cli.world.language import ask
 from sena_cli.world.scenes import Scene, draw_scene, object_names, sample_scene
 
@@ -39,11 +39,11 @@ def _scenes(world, seed_tag: str, count: int) -> list[Scene]:
     return [sample_scene(rng, world) for _ in range(count)]
 
 
-def _save_images(scenes: list[Scene], folder: Path, world, tick: Callable[[int], None]) -> list[str]:
+def _save_images(scenes: list[Scene], folder: Path, world, tick: Callable[[int], None], prefix: str = "") -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for i, scene in enumerate(scenes):
-        name = f"{i:05d}.png"
+        name = f"{prefix}{i:05d}.png"
         # optimize=False and no metadata: PNG bytes depend only on the pixels.
         draw_scene(scene, world.image_size, world.hard_fade).save(folder / name, format="PNG")
         names.append(name)
@@ -128,6 +128,7 @@ def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = l
         for name, scene in zip(inst_names, instruct):
             for ex in instruction_examples(scene, world, params.qa.prompts, rng, world.instruct_examples_per_image):
                 examples.append({"image": name, **ex})
+        examples += _reading_examples(instruct, tmp / "instruct" / "images", params, tick)
         write_jsonl(tmp / "instruct" / "train.jsonl", examples)
         write_jsonl(tmp / "instruct" / "truth.jsonl",
                     [{"image": n, **s.to_dict()} for n, s in zip(inst_names, instruct)])
@@ -154,6 +155,24 @@ def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = l
     }
 
 
+def _reading_examples(instruct: list[Scene], folder: Path, params: Params, tick: Callable[[int], None]) -> list[dict]:
+    """`world.reading_share` of the instruction scenes again, drawn blank (their background only), each with
+    enhancement examples that only the scene's description answers (instruct.reading_examples). Its own
+    rng, and no draw at share 0: the default world is drawn exactly as before the parameter existed."""
+    world = params.world
+    if not world.reading_share:
+        return []
+    rng = random.Random(f"{world.seed}-reading")
+    chosen = rng.sample(instruct, reading_images(world))
+    names = _save_images([Scene((), s.background) for s in chosen], folder, world, tick, prefix="blank-")
+    return [{"image": name, **ex} for name, scene in zip(names, chosen)
+            for ex in reading_examples(scene, world, params.qa.prompts, rng, world.instruct_examples_per_image)]
+
+
+def reading_images(world) -> int:
+    return round(world.reading_share * world.instruct_images)
+
+
 # folder (and params section) -> the set's name. The calibration set is where θ0 is checked against
 # docs/world.md's targets; neither the study's choices (dev) nor its results (test) see it.
 HELD_OUT = {"eval": "test", "eval_dev": "dev", "eval_cal": "calibration"}
@@ -165,4 +184,5 @@ def _held_out_count(ev) -> int:
 
 def total_images(params: Params) -> int:
     w = params.world
-    return w.pool_images + w.instruct_images + sum(_held_out_count(getattr(w, split)) for split in HELD_OUT)
+    held_out = sum(_held_out_count(getattr(w, split)) for split in HELD_OUT)
+    return w.pool_images + w.instruct_images + reading_images(w) + held_out

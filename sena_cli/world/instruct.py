@@ -101,6 +101,41 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
     return {"task": task, "prompt": prompt, "answer": answer}
 
 
+# Forms a description answers: it names each object's colour and shape, and with world.caption_positions
+# its quadrant too.
+READ_FORMS = ("colour", "shape", "count", "colour_count", "exists")
+READ_FORMS_PLACED = READ_FORMS + ("position", "quadrant_colour", "quadrant_shape")
+
+# The given answer of a reading example is right half the time: keeping it or not must come from the
+# description, never from how often given answers are right.
+READING_GIVEN_RIGHT = 0.5
+
+
+def reading_examples(scene: Scene, world: WorldParams, p: QAPrompts, rng: random.Random, count: int) -> list[dict]:
+    """Answer-enhancement examples that only the description answers: they are asked beside a blank image
+    (the scene's background, world/build.py), with the scene's whole description (every object, no noise).
+    θ0 learns to look a question up in the text it is given, as a real VLM's language model already does
+    (docs/world.md, v15); the answer is the truth, the given answer right half the time."""
+    forms = READ_FORMS_PLACED if world.caption_positions else READ_FORMS
+    by_kind: dict[str, list[Question]] = {}
+    for q in answerable_questions(scene, world):
+        if q.kind in forms:
+            by_kind.setdefault(q.kind, []).append(q)
+    absent = [n for n in object_names(world) if n not in scene.names]
+    out = []
+    for _ in range(count):
+        kind = rng.choice(sorted(by_kind))
+        if kind == "exists" and absent and rng.random() < 0.5:  # a "No" the description also answers
+            q = ask("exists", scene, world, name=rng.choice(absent))
+        else:
+            q = rng.choice(by_kind[kind])
+        given = q.answer if rng.random() < READING_GIVEN_RIGHT else wrong_answer(q, world, rng)
+        example = {"question": P.short_answer_prompt(p, q.text), "description": caption(scene, world, rng, 0.0)}
+        out.append({"task": "enhance_reading", "prompt": enhancement_prompt(p, example, given),
+                    "answer": f"Improved Answer: {q.answer}", "given": given})
+    return out
+
+
 def enhancement_prompt(p: QAPrompts, example: dict, given: str) -> str:
     """The enhancement request of an example that keeps its `question` (the short-answer prompt) and its
     `description` (None: a yes/no, enhanced without one), for a given answer: the world's draw, or θ0's own

@@ -251,3 +251,34 @@ def test_a_short_answer_matches_its_truth_without_a_final_stop_in_any_case():
 
     assert answers_match("Red.", "red") and answers_match(" top left ", "top left")
     assert not answers_match("top", "top left") and not answers_match("red circle", "red")
+
+
+def test_reading_examples_are_answered_by_their_whole_description_and_keep_the_given_answer_half_the_time():
+    """world.reading_share's examples (asked beside a blank image): the description is the scene's whole,
+    noise-free caption, the answer is the truth and stands in it, and the given answer is right half the time,
+    so only the description says whether to keep it."""
+    from dataclasses import replace
+
+    from sena_cli.world.instruct import READ_FORMS, READING_GIVEN_RIGHT, reading_examples
+
+    prompts = QAPrompts()
+    examples = reading_examples(SCENE, WORLD, prompts, random.Random(3), 3000)
+    assert {e["task"] for e in examples} == {"enhance_reading"}
+    assert not any("question" in e for e in examples)  # base.own_answers_step never rewrites them
+    forms, answers, kept = collections.Counter(), collections.Counter(), []
+    for e in examples:
+        assert "A red circle and a green cross." in e["prompt"]
+        truth = e["answer"].removeprefix("Improved Answer: ")
+        kind, slots = parse_question(e["prompt"].split("Question: ", 1)[1].split("?", 1)[0] + "?", WORLD)
+        forms[kind] += 1
+        answers[truth] += 1
+        assert truth == ask(kind, SCENE, WORLD, **slots).answer
+        assert f" Answer: {e['given']} " in e["prompt"]
+        kept.append(e["given"] == truth)
+    assert set(forms) == set(READ_FORMS)  # nothing about places: the description does not say them
+    assert answers["Yes"] and answers["No"]
+    assert abs(sum(kept) / len(kept) - READING_GIVEN_RIGHT) < 0.03
+    placed = replace(WORLD, caption_positions=True)
+    placed_forms = {parse_question(e["prompt"].split("Question: ", 1)[1].split("?", 1)[0] + "?", placed)[0]
+                    for e in reading_examples(SCENE, placed, prompts, random.Random(3), 600)}
+    assert {"position", "quadrant_colour", "quadrant_shape"} <= placed_forms

@@ -141,3 +141,33 @@ def test_the_shipped_test_set_sees_co_occurrence_hallucination():
     partner_negatives = [1 for image, name in negatives if name in absent_partners(truth[image].names, world)]
     chances = sum(len(absent_partners(s.names, world)) for s in scenes[: world.eval.chair_images])
     assert len(partner_negatives) >= 500 and chances >= 500, (len(partner_negatives), chances)
+
+
+def test_reading_images_are_blank_twins_and_leave_the_rest_of_the_world_as_it_was(tmp_path, micro_params):
+    """world.reading_share draws some instruction scenes again with their background only, beside
+    enhancement examples of their own; every other file and example is the default world's."""
+    import json
+    from dataclasses import replace
+
+    from sena_cli.world.build import _scenes
+
+    build_world(micro_params, tmp_path / "plain")
+    reading = replace(micro_params, world=replace(micro_params.world, reading_share=0.25))
+    build_world(reading, tmp_path / "read")
+    world = micro_params.world
+    blanks = sorted((tmp_path / "read" / "instruct" / "images").glob("blank-*.png"))
+    assert len(blanks) == round(0.25 * world.instruct_images)
+    backgrounds = {s.background for s in _scenes(world, "instruct", world.instruct_images)}
+    for path in blanks:
+        with Image.open(path) as im:
+            colours = im.convert("RGB").getcolors()
+        assert len(colours) == 1 and colours[0][1] in backgrounds
+    lines = lambda w: (tmp_path / w / "instruct" / "train.jsonl").read_text().splitlines()  # noqa: E731
+    plain, read = lines("plain"), lines("read")
+    assert read[: len(plain)] == plain
+    extra = [json.loads(x) for x in read[len(plain):]]
+    assert len(extra) == len(blanks) * world.instruct_examples_per_image
+    assert {e["image"] for e in extra} == {p.name for p in blanks} and {e["task"] for e in extra} == {"enhance_reading"}
+    blank_free = lambda w: {p.relative_to(tmp_path / w): p.read_bytes() for p in (tmp_path / w).rglob("*")  # noqa: E731
+                            if p.is_file() and not p.name.startswith("blank-") and p.name != "train.jsonl"}
+    assert blank_free("plain") == blank_free("read")
