@@ -150,6 +150,7 @@ def build_world(params: Params, out: str | Path, tick: Callable[[int], None] = l
     return {
         "pool images": len(pool),
         "instruction images": len(instruct),
+        **({"blank reading images": reading_images(world)} if world.reading_share else {}),
         "instruction examples": len(examples),
         **counts,
     }

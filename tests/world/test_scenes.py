@@ -151,12 +151,13 @@ def test_reading_images_are_blank_twins_and_leave_the_rest_of_the_world_as_it_wa
 
     from sena_cli.world.build import _scenes
 
-    build_world(micro_params, tmp_path / "plain")
+    plain_counts = build_world(micro_params, tmp_path / "plain")
     reading = replace(micro_params, world=replace(micro_params.world, reading_share=0.25))
-    build_world(reading, tmp_path / "read")
+    counts = build_world(reading, tmp_path / "read")
     world = micro_params.world
     blanks = sorted((tmp_path / "read" / "instruct" / "images").glob("blank-*.png"))
-    assert len(blanks) == round(0.25 * world.instruct_images)
+    assert len(blanks) == round(0.25 * world.instruct_images) == counts["blank reading images"]
+    assert "blank reading images" not in plain_counts
     backgrounds = {s.background for s in _scenes(world, "instruct", world.instruct_images)}
     for path in blanks:
         with Image.open(path) as im:
