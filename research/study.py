@@ -73,6 +73,12 @@ MORE = {
     "t500": {"noise": {"timestep": 500}},
     "t400": {"noise": {"timestep": 400}},
 }
+# θ0 recipes the study can run on instead of the shipped one (docs/world.md's calibration candidates), laid over
+# every run right after θ0's seed: `--recipe NAME` on the first action, recorded in OUT/recipe.json, so that
+# every later action of the study builds the same θ0.
+RECIPES = {
+    "v17": {"world": {"reading_share": 0.2, "caption_positions": True}, "base": {"steps": 4560}},
+}
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
     "seva": "seva",
@@ -136,6 +142,24 @@ def study_commit(out: Path) -> str:
     return pinned.read_text().strip()
 
 
+def study_recipe(out: Path, name: str | None = None) -> dict:
+    """The θ0 recipe of the study in `out` (RECIPES; {} = the shipped params). `name` sets it on the study's
+    first action and must match it afterwards: one study, one kind of θ0."""
+    recorded = out / "recipe.json"
+    if recorded.is_file():
+        kept = json.loads(recorded.read_text())
+        if name is not None and name != kept["name"]:
+            raise SystemExit(f"{out} is a study of recipe {kept['name']!r}; give --recipe {kept['name']} or "
+                             "another --out")
+        return kept["params"]
+    if name is None:
+        return {}
+    if name not in RECIPES:
+        raise SystemExit(f"--recipe {name!r} is not one of research/study.py's RECIPES ({', '.join(RECIPES)})")
+    recorded.write_text(json.dumps({"name": name, "params": RECIPES[name]}, indent=2) + "\n")
+    return RECIPES[name]
+
+
 def run_one(out: Path, name: str, theta0: int, loop_seed: int, layers: tuple, threads: int = 1,
             targets: tuple = ENDS) -> dict:
     """One clone, params set (θ0's seed and the test set, the loop seed, then `layers`), `dvc repro TARGETS`;
@@ -150,7 +174,8 @@ def run_one(out: Path, name: str, theta0: int, loop_seed: int, layers: tuple, th
     _sh(["git", "checkout", "-q", study_commit(out)], where)
     _sh([Path(sys.executable).parent / "dvc", "cache", "dir", "--local", (out / "cache").resolve()], where)
     settings = set_params(where / "params.yaml", ({"base": {"seed": theta0}, "world": {"eval": TEST_SET}},
-                                                  {s: {k: loop_seed} for s, k in SEED_KEYS}, *layers))
+                                                  study_recipe(out) or None, {s: {k: loop_seed} for s, k in SEED_KEYS},
+                                                  *layers))
     started = time.perf_counter()
     with open(where / "repro.log", "w") as log:
         _sh([Path(sys.executable).parent / "dvc", "repro", *targets], where, log=log,
@@ -337,6 +362,11 @@ def table(out: Path) -> str:
              "`search` and `final`", "(metrics/iterK.json of each run); nothing here is typed by hand. Machine: "
              f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores. Differences are θ3 − θ0 of the same "
              "run; cells are mean ± sample standard deviation over all runs (θ0 × loop seeds).", ""]
+    recipe = out / "recipe.json"
+    if recipe.is_file():
+        kept = json.loads(recipe.read_text())
+        lines += [f"θ0 recipe: **{kept['name']}** (research/study.py RECIPES, laid over every run: "
+                  + ", ".join(f"`{k}` {json.dumps(v)}" for k, v in _leaves(kept["params"])) + ").", ""]
     # θ0
     t0 = _runs(out, "theta0", needed=(0,))
     lines += ["## The three θ0 (base.seed 0, 1, 2: same params, same world)", "",
@@ -512,10 +542,13 @@ def main() -> None:
     parser.add_argument("--only", help="search: these candidates only (comma-separated names of SEARCH or MORE)")
     parser.add_argument("--loop-seeds", type=int, default=len(LOOP_SEEDS),
                         help="final: loop seeds per θ0 for the full method and SeVa")
+    parser.add_argument("--recipe", choices=sorted(RECIPES),
+                        help="θ0's recipe for the whole study (RECIPES), given on its first action")
     parser.add_argument("--ends-only", action="store_true", help="final: score θ0 and θ3 only, not θ1 and θ2")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    study_recipe(out, args.recipe)
     started = time.perf_counter()
     if args.action == "theta0":
         theta0(out)

@@ -10,7 +10,9 @@ shape with a present object (`world.binding_negatives`), one drawn by popularity
 co-occurrence partners are rarely seen as negatives; captions and "Yes" examples
 leave out a hard-to-see object with probability `world.hard_unnoticed` (under-annotation). Enhancement examples
 give a right answer at θ0's own accuracy on the question's form (`world.enhance_given_right`), so that
-enhancing keeps right answers and fixes wrong ones instead of ignoring the given answer.
+enhancing keeps right answers and fixes wrong ones instead of ignoring the given answer. With
+`world.reading_share`, blank twins of some scenes carry enhancement examples that only the description
+answers (`reading_examples`), so that θ0 learns to read the text it enhances with.
 """
 
 from __future__ import annotations
