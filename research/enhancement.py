@@ -12,8 +12,14 @@ set's short-answer questions (data/world/eval_dev/vqa.jsonl), per question form,
 - enhances a *wrong* answer (language.wrong_answer, seeded) with the true description.
 An enhancer that reads the description answers the last two from it wherever the caption states the answer
 (the colour of a shape, the shape of a colour; with positions, where an object is), whatever answer it is
-given. One that ignores it keeps the given answer or re-answers from the image. Nothing here is chosen or
-shipped.
+given. One that ignores it keeps the given answer or re-answers from the image.
+
+What a perfect reader could gain (reading 11): the answer θ0's own description states (`described_answer`:
+the world's own rules applied to the objects, and places, the description names; no answer where it names
+none), against the direct answer. An enhancer that takes what the description states, and keeps the given
+answer where it states nothing, gains the questions its description answers right and its direct answer
+wrong, and loses those whose right direct answer the description contradicts. Nothing here is
+chosen or shipped.
 """
 
 from __future__ import annotations
@@ -24,22 +30,56 @@ import random
 from pathlib import Path
 
 CONDITIONS = ("direct", "own description", "true description", "true description, wrong answer")
+# Not an enhancement: the answer θ0's own description states, read by the world's rules.
+STATED = "stated by own description"
+PLACES = ("top left", "top right", "bottom left", "bottom right")
+PLACED_FORMS = ("position", "quadrant_colour", "quadrant_shape")
+
+
+def described_answer(text: str, kind: str, slots: dict, world) -> str | None:
+    """The answer a description states to a question of `kind`: the world's own `ask` on the scene made of
+    the objects it names ('a red circle', with world.caption_positions 'a red circle in the top left'). None
+    where it states none: an object it does not name, a place when it names no places, or two candidates."""
+    import re
+
+    from sena_cli.world.language import NUMBER_WORDS, ask
+    from sena_cli.world.scenes import Scene, SceneObject
+
+    pattern = (r"\b(" + "|".join(world.colours) + r") (" + "|".join(world.shapes) + r")\b(?: in the ("
+               + "|".join(PLACES) + r"))?")
+    objects: list = []
+    for colour, shape, place in re.findall(pattern, text.lower()):
+        if all(o.name != f"{colour} {shape}" for o in objects):
+            objects.append(SceneObject(colour, shape, place, (0, 0, 0, 0)))
+    if kind in PLACED_FORMS and not all(o.quadrant for o in objects):
+        return None
+    if kind == "count" and len(objects) >= len(NUMBER_WORDS):
+        return None
+    return ask(kind, Scene(tuple(objects), (0, 0, 0)), world, **slots).answer
 
 
 def tally(rows: list[dict], answers: dict[str, list[str]], wrong: list[str]) -> dict[str, dict]:
-    """Per question form (and `all`): questions, the accuracy of each condition, and how often the enhanced
-    answer under the wrong given answer is that wrong answer (`kept wrong`)."""
+    """Per question form (and `all`): questions, the accuracy of each condition and of the answer the own
+    description states (`answers[STATED]`, "" where none), how often the enhanced answer under the wrong given
+    answer is that wrong answer (`kept wrong`), and, as counts, the questions the stated answer gets right where
+    the direct one is wrong (`stated only`) and those where the direct answer is right and the description
+    states another (`contradicted`; where it states nothing, a reader keeps the answer it is given)."""
     from sena_cli.world.language import answers_match
 
     out: dict[str, dict] = {}
     for i, row in enumerate(rows):
+        right = {c: answers_match(answers[c][i], row["answer"]) for c in (*CONDITIONS, STATED)}
         for form in (row["kind"], "all"):
-            cell = out.setdefault(form, {"questions": 0, **dict.fromkeys(CONDITIONS, 0), "kept wrong": 0})
+            cell = out.setdefault(form, {"questions": 0, **dict.fromkeys((*CONDITIONS, STATED), 0), "kept wrong": 0,
+                                         "stated only": 0, "contradicted": 0})
             cell["questions"] += 1
-            for condition in CONDITIONS:
-                cell[condition] += answers_match(answers[condition][i], row["answer"])
+            for condition, ok in right.items():
+                cell[condition] += ok
             cell["kept wrong"] += answers_match(answers["true description, wrong answer"][i], wrong[i])
-    return {form: {k: (v / c["questions"] if k != "questions" else v) for k, v in c.items()}
+            cell["stated only"] += right[STATED] and not right["direct"]
+            cell["contradicted"] += right["direct"] and bool(answers[STATED][i]) and not right[STATED]
+    counts = ("questions", "stated only", "contradicted")
+    return {form: {k: (v / c["questions"] if k not in counts else v) for k, v in c.items()}
             for form, c in out.items()}
 
 
@@ -75,17 +115,23 @@ def measure(run: Path, seed: int = 0) -> dict:
                              max_new_tokens=new, batch_size=bs)
         return [P.parse_improved(t, g)[0] for t, g in zip(texts, given, strict=True)]
 
-    answers = {"direct": direct, "own description": enhanced(own, direct),
+    stated = []
+    for r, description in zip(rows, own, strict=True):
+        kind, slots = parse_question(r["text"], world)
+        stated.append(described_answer(description, kind, slots, world) or "")
+    answers = {STATED: stated, "direct": direct, "own description": enhanced(own, direct),
                "true description": enhanced(true, direct), "true description, wrong answer": enhanced(true, wrong)}
     return {"run": str(run), "caption_positions": world.caption_positions, "forms": tally(rows, answers, wrong)}
 
 
 def table(result: dict) -> str:
-    lines = ["| form | questions | " + " | ".join(CONDITIONS) + " | kept the wrong answer |",
-             "|---|---|" + "---|" * (len(CONDITIONS) + 1)]
+    lines = ["| form | questions | " + " | ".join(CONDITIONS) + f" | kept the wrong answer | {STATED} "
+             "| stated right, direct wrong / direct right, stated another |",
+             "|---|---|" + "---|" * (len(CONDITIONS) + 3)]
     for form, cell in sorted(result["forms"].items(), key=lambda kv: kv[0] == "all"):
         lines.append(f"| {form} | {cell['questions']} | " + " | ".join(f"{cell[c]:.3f}" for c in CONDITIONS)
-                     + f" | {cell['kept wrong']:.3f} |")
+                     + f" | {cell['kept wrong']:.3f} | {cell[STATED]:.3f} | {cell['stated only']} / "
+                     f"{cell['contradicted']} |")
     return "\n".join(lines)
 
 
