@@ -166,6 +166,9 @@ class WorldParams:
     reading_share: float = param(0.0, "share of the instruction images drawn again blank (background only) "
                                  "with enhancement examples that only the whole, true description answers, so "
                                  "that θ0 learns to read the text it enhances with (docs/world.md, v15)", 0.0, 1.0)
+    reading_placed_share: float = param(0.0, "with world.caption_positions, the share of reading examples that "
+                                        "ask where something is (position, quadrant colour, quadrant shape); 0 = "
+                                        "every form equally often (docs/world.md, v18)", 0.0, 1.0)
     enhance_given_right: EnhanceGivenRight = section(
         EnhanceGivenRight, "per question form, the share of θ0's answer-enhancement examples whose given answer "
         "is right: θ0's own accuracy on that form (docs/world.md), so that it learns to keep right answers and "
@@ -190,6 +193,9 @@ class WorldParams:
             raise Invalid("'world.hard_min_size' exceeds 'world.hard_max_size'; swap them")
         if self.hard_max_size * 2 > self.image_size:
             raise Invalid("'world.hard_max_size' must fit a quadrant (<= image_size / 2)")
+        if self.reading_placed_share and not self.caption_positions:
+            raise Invalid("'world.reading_placed_share' asks about places that captions only state with "
+                          "'world.caption_positions: true'; set that or put the share back to 0")
         objects = len(self.colours) * len(self.shapes)
         if len(self.partner_weights) > objects - 1:
             raise Invalid(f"'world.partner_weights' names {len(self.partner_weights)} partners per object; "

@@ -125,8 +125,13 @@ def reading_examples(scene: Scene, world: WorldParams, p: QAPrompts, rng: random
             by_kind.setdefault(q.kind, []).append(q)
     absent = [n for n in object_names(world) if n not in scene.names]
     out = []
+    placed = sorted(k for k in by_kind if k not in READ_FORMS)
+    unplaced = sorted(k for k in by_kind if k in READ_FORMS)
     for _ in range(count):
-        kind = rng.choice(sorted(by_kind))
+        if world.reading_placed_share:  # at 0 the draws are v15-v17's: every form equally often
+            kind = rng.choice(placed if placed and rng.random() < world.reading_placed_share else unplaced)
+        else:
+            kind = rng.choice(sorted(by_kind))
         if kind == "exists" and absent and rng.random() < 0.5:  # a "No" the description also answers
             q = ask("exists", scene, world, name=rng.choice(absent))
         else:

@@ -282,3 +282,27 @@ def test_reading_examples_are_answered_by_their_whole_description_and_keep_the_g
     placed_forms = {parse_question(e["prompt"].split("Question: ", 1)[1].split("?", 1)[0] + "?", placed)[0]
                     for e in reading_examples(SCENE, placed, prompts, random.Random(3), 600)}
     assert {"position", "quadrant_colour", "quadrant_shape"} <= placed_forms
+
+
+def test_reading_examples_ask_about_places_at_the_parameters_share():
+    from dataclasses import replace
+
+    import pytest
+
+    from sena_cli.config import params_from_dict
+    from sena_cli.errors import SenaError
+    from sena_cli.world.instruct import READ_FORMS, reading_examples
+
+    prompts = QAPrompts()
+
+    def placed_share(world) -> float:
+        examples = reading_examples(SCENE, world, prompts, random.Random(8), 4000)
+        kinds = [parse_question(e["prompt"].split("Question: ", 1)[1].split("?", 1)[0] + "?", world)[0]
+                 for e in examples]
+        return sum(k not in READ_FORMS for k in kinds) / len(kinds)
+
+    placed = replace(WORLD, caption_positions=True)
+    assert abs(placed_share(placed) - 3 / 8) < 0.03  # every form equally often
+    assert abs(placed_share(replace(placed, reading_placed_share=0.8)) - 0.8) < 0.03
+    with pytest.raises(SenaError, match="'world.reading_placed_share' .* 'world.caption_positions: true'"):
+        params_from_dict({"world": {"reading_placed_share": 0.5}})
