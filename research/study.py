@@ -77,6 +77,7 @@ MORE = {
 # every run right after θ0's seed: `--recipe NAME` on the first action, recorded in OUT/recipe.json, so that
 # every later action of the study builds the same θ0.
 RECIPES = {
+    # declared for a study if its three θ0 beat v7's calibration (docs/results.md); they did not, so none ran
     "v17": {"world": {"reading_share": 0.2, "caption_positions": True}, "base": {"steps": 4560}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
@@ -154,6 +155,8 @@ def study_recipe(out: Path, name: str | None = None) -> dict:
         return kept["params"]
     if name is None:
         return {}
+    if (out / "runs").is_dir() and any((out / "runs").iterdir()):
+        raise SystemExit(f"{out} already holds runs on the shipped θ0; give recipe {name!r} a new --out")
     if name not in RECIPES:
         raise SystemExit(f"--recipe {name!r} is not one of research/study.py's RECIPES ({', '.join(RECIPES)})")
     recorded.write_text(json.dumps({"name": name, "params": RECIPES[name]}, indent=2) + "\n")

@@ -22,6 +22,10 @@ def test_a_recipe_is_recorded_once_and_another_is_refused(tmp_path, research):
     with pytest.raises(SystemExit, match="not one of"):
         study.study_recipe(other, "nonesuch")
     assert not (other / "recipe.json").exists()
+    (other / "runs" / "theta0").mkdir(parents=True)  # a study begun on the shipped θ0 keeps it
+    with pytest.raises(SystemExit, match="already holds runs"):
+        study.study_recipe(other, "v17")
+    assert study.study_recipe(other) == {}
 
 
 def test_every_recipe_is_valid_params_that_change_theta0(tmp_path, research):
