@@ -27,26 +27,24 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from pathlib import Path
 
 CONDITIONS = ("direct", "own description", "true description", "true description, wrong answer")
 # Not an enhancement: the answer θ0's own description states, read by the world's rules.
 STATED = "stated by own description"
-PLACES = ("top left", "top right", "bottom left", "bottom right")
-PLACED_FORMS = ("position", "quadrant_colour", "quadrant_shape")
 
 
 def described_answer(text: str, kind: str, slots: dict, world) -> str | None:
     """The answer a description states to a question of `kind`: the world's own `ask` on the scene made of
     the objects it names ('a red circle', with world.caption_positions 'a red circle in the top left'). None
     where it states none: an object it does not name, a place when it names no places, or two candidates."""
-    import re
-
+    from sena_cli.world.instruct import PLACED_FORMS
     from sena_cli.world.language import NUMBER_WORDS, ask
-    from sena_cli.world.scenes import Scene, SceneObject
+    from sena_cli.world.scenes import QUADRANTS, Scene, SceneObject
 
     pattern = (r"\b(" + "|".join(world.colours) + r") (" + "|".join(world.shapes) + r")\b(?: in the ("
-               + "|".join(PLACES) + r"))?")
+               + "|".join(QUADRANTS) + r"))?")
     objects: list = []
     for colour, shape, place in re.findall(pattern, text.lower()):
         if all(o.name != f"{colour} {shape}" for o in objects):

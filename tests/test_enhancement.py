@@ -39,6 +39,7 @@ def test_a_description_states_the_answers_the_world_gives_and_no_place_it_does_n
     from dataclasses import replace
 
     from sena_cli.config import WorldParams
+    from sena_cli.world.instruct import PLACED_FORMS
     from sena_cli.world.language import answerable_questions, caption, parse_question
     from sena_cli.world.scenes import sample_scene
 
@@ -53,7 +54,7 @@ def test_a_description_states_the_answers_the_world_gives_and_no_place_it_does_n
             for q in answerable_questions(scene, world):
                 kind, slots = parse_question(q.text, world)
                 answer = enhancement.described_answer(text, kind, slots, world)
-                if kind in enhancement.PLACED_FORMS and not placed:
+                if kind in PLACED_FORMS and not placed:
                     assert answer is None
                 else:
                     assert answer == q.answer, (text, q)

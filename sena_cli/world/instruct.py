@@ -106,7 +106,8 @@ def _example(task: str, scene: Scene, world: WorldParams, p: QAPrompts, rng: ran
 # Forms a description answers: it names each object's colour and shape, and with world.caption_positions
 # its quadrant too.
 READ_FORMS = ("colour", "shape", "count", "colour_count", "exists")
-READ_FORMS_PLACED = READ_FORMS + ("position", "quadrant_colour", "quadrant_shape")
+PLACED_FORMS = ("position", "quadrant_colour", "quadrant_shape")
+READ_FORMS_PLACED = READ_FORMS + PLACED_FORMS
 
 # The given answer of a reading example is right half the time: keeping it or not must come from the
 # description, never from how often given answers are right.
@@ -125,8 +126,8 @@ def reading_examples(scene: Scene, world: WorldParams, p: QAPrompts, rng: random
             by_kind.setdefault(q.kind, []).append(q)
     absent = [n for n in object_names(world) if n not in scene.names]
     out = []
-    placed = sorted(k for k in by_kind if k not in READ_FORMS)
-    unplaced = sorted(k for k in by_kind if k in READ_FORMS)
+    placed = sorted(k for k in by_kind if k in PLACED_FORMS)
+    unplaced = sorted(k for k in by_kind if k not in PLACED_FORMS)
     for _ in range(count):
         if world.reading_placed_share:  # at 0 the draws are v15-v17's: every form equally often
             kind = rng.choice(placed if placed and rng.random() < world.reading_placed_share else unplaced)
