@@ -77,8 +77,14 @@ MORE = {
 # every run right after θ0's seed: `--recipe NAME` on the first action, recorded in OUT/recipe.json, so that
 # every later action of the study builds the same θ0.
 RECIPES = {
-    # declared for a study if its three θ0 beat v7's calibration (docs/results.md); they did not, so none ran
+    # each declared for a study if its three θ0 beat v7's calibration (docs/results.md); v17's did not
     "v17": {"world": {"reading_share": 0.2, "caption_positions": True}, "base": {"steps": 4560}},
+    # v17 with the enhancement examples' given answers right at v17's own accuracy per form (docs/world.md)
+    "v19": {"world": {"reading_share": 0.2, "caption_positions": True,
+                      "enhance_given_right": {"colour": 0.85, "shape": 0.84, "count": 0.84, "colour_count": 0.84,
+                                              "position": 0.72, "quadrant_colour": 0.72, "quadrant_shape": 0.72,
+                                              "exists": 0.85}},
+            "base": {"steps": 4560}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
