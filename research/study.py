@@ -85,6 +85,12 @@ RECIPES = {
                                               "position": 0.72, "quadrant_colour": 0.72, "quadrant_shape": 0.72,
                                               "exists": 0.85}},
             "base": {"steps": 4560}},
+    # v17 with each rate at the highest accuracy any of v17's three θ0 reaches on the form (docs/world.md)
+    "v20": {"world": {"reading_share": 0.2, "caption_positions": True,
+                      "enhance_given_right": {"colour": 0.86, "shape": 0.87, "count": 0.88, "colour_count": 0.88,
+                                              "position": 0.83, "quadrant_colour": 0.89, "quadrant_shape": 0.89,
+                                              "exists": 0.89}},
+            "base": {"steps": 4560}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
