@@ -91,6 +91,12 @@ RECIPES = {
                                               "position": 0.83, "quadrant_colour": 0.89, "quadrant_shape": 0.89,
                                               "exists": 0.89}},
             "base": {"steps": 4560}},
+    # v17 with each rate at the highest accuracy any of the five θ0 of v17, v19, v20 reaches (docs/world.md)
+    "v21": {"world": {"reading_share": 0.2, "caption_positions": True,
+                      "enhance_given_right": {"colour": 0.88, "shape": 0.87, "count": 0.88, "colour_count": 0.88,
+                                              "position": 0.83, "quadrant_colour": 0.98, "quadrant_shape": 0.98,
+                                              "exists": 0.90}},
+            "base": {"steps": 4560}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
