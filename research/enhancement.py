@@ -37,13 +37,14 @@ STATED = "stated by own description"
 
 def described_answer(text: str, kind: str, slots: dict, world) -> str | None:
     """The answer a description states to a question of `kind`: the world's own `ask` on the scene made of
-    the objects it names ('a red circle', with world.caption_positions 'a red circle in the top left'). None
-    where it states none: an object it does not name, a place when it names no places, or two candidates."""
+    the objects it names ('a red circle', with world.caption_positions 'a red circle in the top left' or, adjacent,
+    'a red circle top left'). None where it states none: an object it does not name, a place when it names no
+    places, or two candidates."""
     from sena_cli.world.instruct import PLACED_FORMS
     from sena_cli.world.language import NUMBER_WORDS, ask
     from sena_cli.world.scenes import QUADRANTS, Scene, SceneObject
 
-    pattern = (r"\b(" + "|".join(world.colours) + r") (" + "|".join(world.shapes) + r")\b(?: in the ("
+    pattern = (r"\b(" + "|".join(world.colours) + r") (" + "|".join(world.shapes) + r")\b(?: (?:in the )?("
                + "|".join(QUADRANTS) + r"))?")
     objects: list = []
     for colour, shape, place in re.findall(pattern, text.lower()):

@@ -97,6 +97,9 @@ RECIPES = {
                                               "position": 0.83, "quadrant_colour": 0.98, "quadrant_shape": 0.98,
                                               "exists": 0.90}},
             "base": {"steps": 4560}},
+    # v17 with each quadrant right after the object's name in captions (docs/world.md)
+    "v22": {"world": {"reading_share": 0.2, "caption_positions": True, "caption_positions_adjacent": True},
+            "base": {"steps": 4560}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,

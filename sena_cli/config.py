@@ -163,6 +163,9 @@ class WorldParams:
                                  "partners (by partner weight) is named after it", 0.0, 1.0)
     caption_positions: bool = param(False, "training captions say where each object is ('a red circle in the "
                                     "top left'); a partner named by caption noise is put in an empty quadrant")
+    caption_positions_adjacent: bool = param(False, "with world.caption_positions, each quadrant right after "
+                                             "the object's name ('a red circle top left'), as grounded captions put "
+                                             "an object's box right after its phrase (docs/world.md, v22)")
     reading_share: float = param(0.0, "share of the instruction images drawn again blank (background only) "
                                  "with enhancement examples that only the whole, true description answers, so "
                                  "that θ0 learns to read the text it enhances with (docs/world.md, v15)", 0.0, 1.0)
@@ -193,6 +196,9 @@ class WorldParams:
             raise Invalid("'world.hard_min_size' exceeds 'world.hard_max_size'; swap them")
         if self.hard_max_size * 2 > self.image_size:
             raise Invalid("'world.hard_max_size' must fit a quadrant (<= image_size / 2)")
+        if self.caption_positions_adjacent and not self.caption_positions:
+            raise Invalid("'world.caption_positions_adjacent' places the quadrants that captions only state with "
+                          "'world.caption_positions: true'; set that or put it back to false")
         if self.reading_placed_share and not self.caption_positions:
             raise Invalid("'world.reading_placed_share' asks about places that captions only state with "
                           "'world.caption_positions: true'; set that or put the share back to 0")

@@ -45,8 +45,8 @@ def test_a_description_states_the_answers_the_world_gives_and_no_place_it_does_n
 
     enhancement = research("enhancement")
     rng = random.Random(0)
-    for placed in (False, True):
-        world = replace(WorldParams(), caption_positions=placed)
+    for placed, adjacent in ((False, False), (True, False), (True, True)):
+        world = replace(WorldParams(), caption_positions=placed, caption_positions_adjacent=adjacent)
         stated = 0
         for _ in range(150):
             scene = sample_scene(rng, world)

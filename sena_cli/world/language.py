@@ -27,10 +27,12 @@ class Question:
 # ---------------------------------------------------------------- captions
 
 
-def join_names(names: list[str], places: list[str] | None = None) -> str:
-    """'A red circle, a blue square and a green cross.'; with `places`, each object's quadrant after it."""
-    phrases = [f"a {n}" for n in names] if places is None else [f"a {n} in the {q}" for n, q in zip(names, places,
-                                                                                                     strict=True)]
+def join_names(names: list[str], places: list[str] | None = None, adjacent: bool = False) -> str:
+    """'A red circle, a blue square and a green cross.'; with `places`, each object's quadrant after it ('in the
+    top left', or with `adjacent` right after the name: 'a red circle top left')."""
+    link = " " if adjacent else " in the "
+    phrases = [f"a {n}" for n in names] if places is None else [f"a {n}{link}{q}" for n, q in zip(names, places,
+                                                                                                  strict=True)]
     if len(phrases) == 1:
         body = phrases[0]
     else:
@@ -42,7 +44,8 @@ def caption(scene: Scene, world: WorldParams, rng: random.Random, noise: float) 
     """The scene's objects in reading order; with probability `noise` per object, one of its absent
     co-occurrence partners (drawn by partner weight) is named right after it (caption noise). With
     `world.caption_positions` each is placed in its quadrant, a noise partner in an empty one (drawn), or
-    beside the object it partners when none is empty."""
+    beside the object it partners when none is empty; with `world.caption_positions_adjacent` the quadrant
+    follows the name without 'in the'."""
     graph = partner_graph(world)
     present = set(scene.names)
     taken = {o.quadrant for o in scene.objects}
@@ -58,7 +61,7 @@ def caption(scene: Scene, world: WorldParams, rng: random.Random, noise: float) 
                 free = [q for q in QUADRANTS if q not in taken]
                 places.append(rng.choice(free) if free else obj.quadrant)
                 taken.add(places[-1])
-    return join_names(names, places if world.caption_positions else None)
+    return join_names(names, places if world.caption_positions else None, world.caption_positions_adjacent)
 
 
 def answers_match(text: str, truth: str) -> bool:

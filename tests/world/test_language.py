@@ -244,6 +244,11 @@ def test_captions_with_positions_place_each_object_and_a_noise_partner_in_an_emp
     assert seen_noise
     assert caption(SCENE, placed, random.Random(0), 0.0) == \
         "A red circle in the top left and a green cross in the bottom right."
+    adjacent = replace(placed, caption_positions_adjacent=True)
+    for seed in range(50):  # the same draws, the quadrant right after the name
+        assert caption(SCENE, adjacent, random.Random(seed), 0.5) == \
+            caption(SCENE, placed, random.Random(seed), 0.5).replace(" in the ", " ")
+    assert caption(SCENE, adjacent, random.Random(0), 0.0) == "A red circle top left and a green cross bottom right."
 
 
 def test_a_short_answer_matches_its_truth_without_a_final_stop_in_any_case():
@@ -306,3 +311,5 @@ def test_reading_examples_ask_about_places_at_the_parameters_share():
     assert abs(placed_share(replace(placed, reading_placed_share=0.8)) - 0.8) < 0.03
     with pytest.raises(SenaError, match="'world.reading_placed_share' .* 'world.caption_positions: true'"):
         params_from_dict({"world": {"reading_placed_share": 0.5}})
+    with pytest.raises(SenaError, match="'world.caption_positions_adjacent' .* 'world.caption_positions: true'"):
+        params_from_dict({"world": {"caption_positions_adjacent": True}})
