@@ -10,6 +10,8 @@ set's short-answer questions (data/world/eval_dev/vqa.jsonl), per question form,
 - enhances its own answer with the *true* description: the world's caption of the image, without noise,
   in the project's own caption format (with `world.caption_positions`, each object's quadrant);
 - enhances a *wrong* answer (language.wrong_answer, seeded) with the true description.
+- two controls, its own answer given: an *empty* description (what enhancement does with the image alone,
+  a second look) and *another image's* true description (how far it follows a description that is wrong).
 An enhancer that reads the description answers the last two from it wherever the caption states the answer
 (the colour of a shape, the shape of a colour; with positions, where an object is), whatever answer it is
 given. One that ignores it keeps the given answer or re-answers from the image.
@@ -30,7 +32,8 @@ import random
 import re
 from pathlib import Path
 
-CONDITIONS = ("direct", "own description", "true description", "true description, wrong answer")
+CONDITIONS = ("direct", "own description", "true description", "true description, wrong answer",
+              "empty description", "another image's description")
 # Not an enhancement: the answer θ0's own description states, read by the world's rules.
 STATED = "stated by own description"
 
@@ -118,8 +121,13 @@ def measure(run: Path, seed: int = 0) -> dict:
     for r, description in zip(rows, own, strict=True):
         kind, slots = parse_question(r["text"], world)
         stated.append(described_answer(description, kind, slots, world) or "")
+    # another image's description: the next row about a different image (rows come a few per image)
+    other = [next(true[(i + k) % len(rows)] for k in range(1, len(rows) + 1)
+                  if rows[(i + k) % len(rows)]["image"] != r["image"]) for i, r in enumerate(rows)]
     answers = {STATED: stated, "direct": direct, "own description": enhanced(own, direct),
-               "true description": enhanced(true, direct), "true description, wrong answer": enhanced(true, wrong)}
+               "true description": enhanced(true, direct), "true description, wrong answer": enhanced(true, wrong),
+               "empty description": enhanced([""] * len(rows), direct),
+               "another image's description": enhanced(other, direct)}
     return {"run": str(run), "caption_positions": world.caption_positions, "forms": tally(rows, answers, wrong)}
 
 

@@ -100,6 +100,8 @@ RECIPES = {
     # v17 with each quadrant right after the object's name in captions (docs/world.md)
     "v22": {"world": {"reading_share": 0.2, "caption_positions": True, "caption_positions_adjacent": True},
             "base": {"steps": 4560}},
+    # v17 with a 3-layer decoder, at 3800 steps to stay inside θ0's 10 minutes (docs/world.md)
+    "v23": {"world": {"reading_share": 0.2, "caption_positions": True}, "base": {"steps": 3800, "text_layers": 3}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
