@@ -12,6 +12,9 @@ set's short-answer questions (data/world/eval_dev/vqa.jsonl), per question form,
 - enhances a *wrong* answer (language.wrong_answer, seeded) with the true description.
 - two controls, its own answer given: an *empty* description (what enhancement does with the image alone,
   a second look) and *another image's* true description (how far it follows a description that is wrong).
+- enhances a wrong answer with the true description beside a *blank* image (the scene's background): the
+  condition of θ0's own reading examples (`world.reading_share`), where only the text can answer; chance is
+  about 1/3 on a form with four answers.
 An enhancer that reads the description answers the last two from it wherever the caption states the answer
 (the colour of a shape, the shape of a colour; with positions, where an object is), whatever answer it is
 given. One that ignores it keeps the given answer or re-answers from the image.
@@ -33,7 +36,7 @@ import re
 from pathlib import Path
 
 CONDITIONS = ("direct", "own description", "true description", "true description, wrong answer",
-              "empty description", "another image's description")
+              "empty description", "another image's description", "blank image, true description, wrong answer")
 # Not an enhancement: the answer θ0's own description states, read by the world's rules.
 STATED = "stated by own description"
 
@@ -93,6 +96,7 @@ def measure(run: Path, seed: int = 0) -> dict:
     from sena_cli.method import prompts as P
     from sena_cli.vlm import VLM
     from sena_cli.world.language import ask, caption, parse_question, wrong_answer
+    from sena_cli.world.scenes import Scene, draw_scene
 
     torch.set_num_threads(2)
     params = load_params(run / "params.yaml")
@@ -108,12 +112,14 @@ def measure(run: Path, seed: int = 0) -> dict:
         kind, slots = parse_question(r["text"], world)
         wrong.append(wrong_answer(ask(kind, dev.truth[r["image"]], world, **slots), world, rng))
     true = [caption(dev.truth[r["image"]], world, random.Random(0), 0.0) for r in rows]
+    blank = [draw_scene(Scene((), dev.truth[r["image"]].background), world.image_size) for r in rows]
     direct = vlm.generate(images, asks, max_new_tokens=new, batch_size=bs)
     own = vlm.generate(images, [P.description_prompt(qp, qp.describe_instructions[0])] * len(rows),
                        max_new_tokens=new, batch_size=bs)
 
-    def enhanced(descriptions: list[str], given: list[str]) -> list[str]:
-        texts = vlm.generate(images, [P.enhance_prompt(qp, d, a, g) for d, a, g in zip(descriptions, asks, given)],
+    def enhanced(descriptions: list[str], given: list[str], pictures: list | None = None) -> list[str]:
+        texts = vlm.generate(pictures or images,
+                             [P.enhance_prompt(qp, d, a, g) for d, a, g in zip(descriptions, asks, given)],
                              max_new_tokens=new, batch_size=bs)
         return [P.parse_improved(t, g)[0] for t, g in zip(texts, given, strict=True)]
 
@@ -127,7 +133,8 @@ def measure(run: Path, seed: int = 0) -> dict:
     answers = {STATED: stated, "direct": direct, "own description": enhanced(own, direct),
                "true description": enhanced(true, direct), "true description, wrong answer": enhanced(true, wrong),
                "empty description": enhanced([""] * len(rows), direct),
-               "another image's description": enhanced(other, direct)}
+               "another image's description": enhanced(other, direct),
+               "blank image, true description, wrong answer": enhanced(true, wrong, blank)}
     return {"run": str(run), "caption_positions": world.caption_positions, "forms": tally(rows, answers, wrong)}
 
 

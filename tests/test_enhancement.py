@@ -11,7 +11,8 @@ def test_the_tally_counts_each_condition_per_form_and_how_often_a_wrong_answer_i
                "true description": ["top right", "bottom right", "red"],
                "true description, wrong answer": ["top right", "top left", "red"],
                "empty description": ["top left", "top left", "red"],
-               "another image's description": ["bottom left", "top left", "green"]}
+               "another image's description": ["bottom left", "top left", "green"],
+               "blank image, true description, wrong answer": ["top left", "top right", "red"]}
     wrong = ["top right", "top left", "green"]
     forms = enhancement.tally(rows, answers, wrong)
     assert forms["position"]["questions"] == 2 and forms["all"]["questions"] == 3
@@ -20,6 +21,7 @@ def test_the_tally_counts_each_condition_per_form_and_how_often_a_wrong_answer_i
     assert forms["position"]["true description"] == 0.5
     assert forms["position"]["true description, wrong answer"] == 0.0
     assert forms["position"]["empty description"] == 0.5 and forms["colour"]["another image's description"] == 0.0
+    assert forms["position"]["blank image, true description, wrong answer"] == 0.5
     assert forms["position"]["kept wrong"] == 1.0 and forms["colour"]["kept wrong"] == 0.0
     assert abs(forms["all"]["kept wrong"] - 2 / 3) < 1e-12
     assert forms["position"][enhancement.STATED] == 0.5 and forms["colour"][enhancement.STATED] == 1.0
