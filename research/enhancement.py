@@ -2,22 +2,22 @@
 
     python research/enhancement.py --run /work/calib/v13/theta0-0      # any project with models/iter0
 
-A diagnostic for docs/results.md (reading 10). The method asks θ0 to improve its own answer "using the
+A diagnostic for docs/results.md (readings 10–12). The method asks θ0 to improve its own answer "using the
 description", and issue 25's deliverable 3 asks that this keep right answers and mend wrong ones. On the dev
 set's short-answer questions (data/world/eval_dev/vqa.jsonl), per question form, θ0:
 - answers directly (the method's `gen` answer);
 - enhances its own answer with its own description (the method's request, what research/calibrate.py counts);
 - enhances its own answer with the *true* description: the world's caption of the image, without noise,
   in the project's own caption format (with `world.caption_positions`, each object's quadrant);
-- enhances a *wrong* answer (language.wrong_answer, seeded) with the true description.
+- enhances a *wrong* answer (language.wrong_answer, seeded) with the true description;
 - two controls, its own answer given: an *empty* description (what enhancement does with the image alone,
-  a second look) and *another image's* true description (how far it follows a description that is wrong).
+  a second look) and *another image's* true description (how far it follows a description that is wrong);
 - enhances a wrong answer with the true description beside a *blank* image (the scene's background): the
   condition of θ0's own reading examples (`world.reading_share`), where only the text can answer; chance is
   about 1/3 on a form with four answers.
-An enhancer that reads the description answers the last two from it wherever the caption states the answer
-(the colour of a shape, the shape of a colour; with positions, where an object is), whatever answer it is
-given. One that ignores it keeps the given answer or re-answers from the image.
+An enhancer that reads the description answers the true description's conditions and the blank image's from
+it wherever the caption states the answer (the colour of a shape, the shape of a colour; with positions, where
+an object is), whatever answer it is given. One that ignores it keeps the given answer or re-answers from the image.
 
 What a perfect reader could gain (reading 11): the answer θ0's own description states (`described_answer`:
 the world's own rules applied to the objects, and places, the description names; no answer where it names
