@@ -135,7 +135,39 @@ def measure(run: Path, seed: int = 0) -> dict:
                "empty description": enhanced([""] * len(rows), direct),
                "another image's description": enhanced(other, direct),
                "blank image, true description, wrong answer": enhanced(true, wrong, blank)}
-    return {"run": str(run), "caption_positions": world.caption_positions, "forms": tally(rows, answers, wrong)}
+    result = {"run": str(run), "caption_positions": world.caption_positions, "forms": tally(rows, answers, wrong)}
+    if world.caption_positions:
+        result["place lookup"] = place_lookup(vlm, dev, params, random.Random(seed))
+    return result
+
+
+def place_lookup(vlm, dev, params, rng: random.Random) -> dict[str, dict]:
+    """Does θ0 find *the* named object's place in a description, or copy *a* place? Beside a blank image, for
+    every object of every dev short-answer image: "Where is the <object>?" with the scene's true description
+    and a wrong given answer (the reading examples' condition), scored by the object's rank in the
+    description, "k of n". A lookup scores alike at every rank; a copy of one place, or of the order places
+    usually come in, falls as n grows."""
+    from sena_cli.method import prompts as P
+    from sena_cli.world.language import answers_match, ask, caption, wrong_answer
+    from sena_cli.world.scenes import Scene, draw_scene
+
+    world, qp = params.world, params.qa.prompts
+    items = []
+    for name in sorted({r["image"] for r in dev.rows("vqa.jsonl")}):
+        scene = dev.truth[name]
+        for k, obj in enumerate(scene.objects, 1):  # captions name the objects in this order
+            q = ask("position", scene, world, name=obj.name)
+            items.append((scene, q, wrong_answer(q, world, rng), f"{k} of {len(scene.objects)}"))
+    texts = vlm.generate([draw_scene(Scene((), s.background), world.image_size) for s, *_ in items],
+                         [P.enhance_prompt(qp, caption(s, world, random.Random(0), 0.0),
+                                           P.short_answer_prompt(qp, q.text), w) for s, q, w, _ in items],
+                         max_new_tokens=params.eval.max_new_tokens, batch_size=params.eval.batch_size)
+    out: dict[str, dict] = {}
+    for (_, q, w, rank), text in zip(items, texts, strict=True):
+        cell = out.setdefault(rank, {"questions": 0, "right": 0})
+        cell["questions"] += 1
+        cell["right"] += answers_match(P.parse_improved(text, w)[0], q.answer)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0].split()[-1], kv[0])))
 
 
 def table(result: dict) -> str:
@@ -146,6 +178,11 @@ def table(result: dict) -> str:
         lines.append(f"| {form} | {cell['questions']} | " + " | ".join(f"{cell[c]:.3f}" for c in CONDITIONS)
                      + f" | {cell['kept wrong']:.3f} | {cell[STATED]:.3f} | {cell['stated only']} / "
                      f"{cell['contradicted']} |")
+    if "place lookup" in result:
+        lines += ["", "| positions beside a blank image, true description, wrong answer: object's rank in it | "
+                  "questions | right |", "|---|---|---|"]
+        lines += [f"| {rank} | {c['questions']} | {c['right'] / c['questions']:.2f} |"
+                  for rank, c in result["place lookup"].items()]
     return "\n".join(lines)
 
 

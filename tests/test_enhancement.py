@@ -34,6 +34,8 @@ def test_the_tally_counts_each_condition_per_form_and_how_often_a_wrong_answer_i
     answers[enhancement.STATED][1] = "bottom right"
     assert enhancement.tally(rows, answers, wrong)["position"]["stated only"] == 1
     assert "| position | 2 |" in enhancement.table({"forms": forms})
+    lookup = {"1 of 1": {"questions": 4, "right": 4}, "2 of 3": {"questions": 5, "right": 1}}
+    assert "| 2 of 3 | 5 | 0.20 |" in enhancement.table({"forms": forms, "place lookup": lookup})
 
 
 def test_a_description_states_the_answers_the_world_gives_and_no_place_it_does_not_say(research):
