@@ -77,7 +77,8 @@ MORE = {
 # every run right after θ0's seed: `--recipe NAME` on the first action, recorded in OUT/recipe.json, so that
 # every later action of the study builds the same θ0.
 RECIPES = {
-    # each declared for a study if its three θ0 beat v7's calibration (docs/results.md); v17's did not
+    # each declared for a study if its three θ0 beat v7's calibration (docs/results.md); v17's did not, and
+    # v19-v23 stopped at their base.seed 0, so none has run
     "v17": {"world": {"reading_share": 0.2, "caption_positions": True}, "base": {"steps": 4560}},
     # v17 with the enhancement examples' given answers right at v17's own accuracy per form (docs/world.md)
     "v19": {"world": {"reading_share": 0.2, "caption_positions": True,
