@@ -78,7 +78,7 @@ MORE = {
 # every later action of the study builds the same θ0.
 RECIPES = {
     # each declared for a study if its three θ0 beat v7's calibration (docs/results.md); v17's did not, and
-    # v19-v23 stopped at their base.seed 0, so none has run
+    # v19-v23 stopped at their base.seed 0, so none has run (v24: docs/world.md)
     "v17": {"world": {"reading_share": 0.2, "caption_positions": True}, "base": {"steps": 4560}},
     # v17 with the enhancement examples' given answers right at v17's own accuracy per form (docs/world.md)
     "v19": {"world": {"reading_share": 0.2, "caption_positions": True,
@@ -103,6 +103,9 @@ RECIPES = {
             "base": {"steps": 4560}},
     # v17 with a 3-layer decoder, at 3800 steps to stay inside θ0's 10 minutes (docs/world.md)
     "v23": {"world": {"reading_share": 0.2, "caption_positions": True}, "base": {"steps": 3800, "text_layers": 3}},
+    # v17 with reading examples about a random part of each scene, 1 object up (docs/world.md)
+    "v24": {"world": {"reading_share": 0.2, "caption_positions": True, "reading_subsets": True},
+            "base": {"steps": 4560}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,

@@ -169,6 +169,10 @@ class WorldParams:
     reading_share: float = param(0.0, "share of the instruction images drawn again blank (background only) "
                                  "with enhancement examples that only the whole, true description answers, so "
                                  "that θ0 learns to read the text it enhances with (docs/world.md, v15)", 0.0, 1.0)
+    reading_subsets: bool = param(False, "each reading example describes, and asks about, a random part of its "
+                                  "scene (1 to all objects, each size as often), so that matching a name in the "
+                                  "question to the same name in the text is learned from one object up "
+                                  "(docs/world.md, v24)")
     reading_placed_share: float = param(0.0, "with world.caption_positions, the share of reading examples that "
                                         "ask where something is (position, quadrant colour, quadrant shape); 0 = "
                                         "every form equally often (docs/world.md, v18)", 0.0, 1.0)

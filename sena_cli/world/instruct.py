@@ -118,30 +118,45 @@ def reading_examples(scene: Scene, world: WorldParams, p: QAPrompts, rng: random
     """Answer-enhancement examples that only the description answers: they are asked beside a blank image
     (the scene's background, world/build.py), with the scene's whole description (every object, no noise).
     θ0 learns to look a question up in the text it is given, as a real VLM's language model already does
-    (docs/world.md, v15); the answer is the truth, the given answer right half the time."""
+    (docs/world.md, v15); the answer is the truth, the given answer right half the time. With
+    `world.reading_subsets` each example describes, and asks about, a random part of the scene instead: 1 to
+    all of its objects, as many of each size (docs/world.md, v24)."""
+    out = []
+    pool = None if world.reading_subsets else _reading_pool(scene, world)
+    for _ in range(count):
+        described = scene
+        if world.reading_subsets:  # no draw otherwise: v15-v23's examples stay the same
+            keep = sorted(rng.sample(range(len(scene.objects)), rng.randint(1, len(scene.objects))))
+            described = Scene(tuple(scene.objects[i] for i in keep), scene.background)
+        by_kind, absent, placed, unplaced = pool or _reading_pool(described, world)
+        if world.reading_placed_share:  # at 0 the draws are v15-v17's: every form equally often
+            kind = rng.choice(placed if placed and rng.random() < world.reading_placed_share else unplaced)
+        else:
+            kind = rng.choice(sorted(by_kind))
+        if kind == "exists" and absent and rng.random() < 0.5:  # a "No" the description also answers
+            q = ask("exists", described, world, name=rng.choice(absent))
+        else:
+            q = rng.choice(by_kind[kind])
+        given = q.answer if rng.random() < READING_GIVEN_RIGHT else wrong_answer(q, world, rng)
+        example = {"question": P.short_answer_prompt(p, q.text), "description": caption(described, world, rng, 0.0)}
+        out.append({"task": "enhance_reading", "prompt": enhancement_prompt(p, example, given),
+                    "answer": f"Improved Answer: {q.answer}", "given": given})
+    return out
+
+
+def _reading_pool(scene: Scene, world: WorldParams) -> tuple[dict[str, list[Question]], list[str], list[str],
+                                                              list[str]]:
+    """The questions a description of `scene` answers, by form; the objects it lacks; the placed and the
+    other forms among them."""
     forms = READ_FORMS_PLACED if world.caption_positions else READ_FORMS
     by_kind: dict[str, list[Question]] = {}
     for q in answerable_questions(scene, world):
         if q.kind in forms:
             by_kind.setdefault(q.kind, []).append(q)
     absent = [n for n in object_names(world) if n not in scene.names]
-    out = []
     placed = sorted(k for k in by_kind if k in PLACED_FORMS)
     unplaced = sorted(k for k in by_kind if k not in PLACED_FORMS)
-    for _ in range(count):
-        if world.reading_placed_share:  # at 0 the draws are v15-v17's: every form equally often
-            kind = rng.choice(placed if placed and rng.random() < world.reading_placed_share else unplaced)
-        else:
-            kind = rng.choice(sorted(by_kind))
-        if kind == "exists" and absent and rng.random() < 0.5:  # a "No" the description also answers
-            q = ask("exists", scene, world, name=rng.choice(absent))
-        else:
-            q = rng.choice(by_kind[kind])
-        given = q.answer if rng.random() < READING_GIVEN_RIGHT else wrong_answer(q, world, rng)
-        example = {"question": P.short_answer_prompt(p, q.text), "description": caption(scene, world, rng, 0.0)}
-        out.append({"task": "enhance_reading", "prompt": enhancement_prompt(p, example, given),
-                    "answer": f"Improved Answer: {q.answer}", "given": given})
-    return out
+    return by_kind, absent, placed, unplaced
 
 
 def enhancement_prompt(p: QAPrompts, example: dict, given: str) -> str:

@@ -313,3 +313,29 @@ def test_reading_examples_ask_about_places_at_the_parameters_share():
         params_from_dict({"world": {"reading_placed_share": 0.5}})
     with pytest.raises(SenaError, match="'world.caption_positions_adjacent' .* 'world.caption_positions: true'"):
         params_from_dict({"world": {"caption_positions_adjacent": True}})
+
+
+def test_reading_subsets_describe_and_ask_about_one_to_all_objects_each_size_as_often():
+    """world.reading_subsets: each reading example's description names a random part of the scene, from one
+    object to all, each size about equally often, and its answer is the truth about that part."""
+    from dataclasses import replace
+
+    from sena_cli.world.instruct import reading_examples
+    from sena_cli.world.language import mentioned_objects
+    from sena_cli.world.scenes import Scene, SceneObject
+
+    objects = (SceneObject("red", "circle", "top left", (2, 2, 16, 16)),
+               SceneObject("green", "cross", "top right", (30, 2, 44, 16)),
+               SceneObject("blue", "square", "bottom left", (2, 30, 16, 44)))
+    scene = Scene(objects, (200, 200, 200))
+    world = replace(WORLD, caption_positions=True, reading_subsets=True)
+    sizes = collections.Counter()
+    for e in reading_examples(scene, world, QAPrompts(), random.Random(5), 3000):
+        description = e["prompt"].split("Description: ", 1)[1].split(" Question: ", 1)[0]
+        named = mentioned_objects(description, world)
+        assert named == [o.name for o in objects if o.name in named]  # a part, in reading order
+        sizes[len(named)] += 1
+        part = Scene(tuple(o for o in objects if o.name in named), scene.background)
+        kind, slots = parse_question(e["prompt"].split("Question: ", 1)[1].split("?", 1)[0] + "?", world)
+        assert e["answer"] == f"Improved Answer: {ask(kind, part, world, **slots).answer}"
+    assert set(sizes) == {1, 2, 3} and max(sizes.values()) - min(sizes.values()) < 150
