@@ -128,7 +128,7 @@ def reading_examples(scene: Scene, world: WorldParams, p: QAPrompts, rng: random
         if world.reading_subsets:  # no draw otherwise: v15-v23's examples stay the same
             keep = sorted(rng.sample(range(len(scene.objects)), rng.randint(1, len(scene.objects))))
             described = Scene(tuple(scene.objects[i] for i in keep), scene.background)
-        by_kind, absent, placed, unplaced = pool or _reading_pool(described, world)
+        by_kind, absent, placed, unplaced = pool if pool is not None else _reading_pool(described, world)
         if world.reading_placed_share:  # at 0 the draws are v15-v17's: every form equally often
             kind = rng.choice(placed if placed and rng.random() < world.reading_placed_share else unplaced)
         else:
