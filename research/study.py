@@ -106,6 +106,12 @@ RECIPES = {
     # v17 with reading examples about a random part of each scene, 1 object up (docs/world.md)
     "v24": {"world": {"reading_share": 0.2, "caption_positions": True, "reading_subsets": True},
             "base": {"steps": 4560}},
+    # v20 with the reading examples' given answers right at the same per-form rates (docs/world.md)
+    "v25": {"world": {"reading_share": 0.2, "caption_positions": True, "reading_given_at_enhance_rates": True,
+                      "enhance_given_right": {"colour": 0.86, "shape": 0.87, "count": 0.88, "colour_count": 0.88,
+                                              "position": 0.83, "quadrant_colour": 0.89, "quadrant_shape": 0.89,
+                                              "exists": 0.89}},
+            "base": {"steps": 4560}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,

@@ -173,6 +173,10 @@ class WorldParams:
                                   "scene (1 to all objects, each size as often), so that matching a name in the "
                                   "question to the same name in the text is learned from one object up "
                                   "(docs/world.md, v24)")
+    reading_given_at_enhance_rates: bool = param(False, "a reading example's given answer is right at "
+                                                 "world.enhance_given_right's rate for its form, as in every other "
+                                                 "enhancement example, instead of half the time (docs/world.md, "
+                                                 "v25)")
     reading_placed_share: float = param(0.0, "with world.caption_positions, the share of reading examples that "
                                         "ask where something is (position, quadrant colour, quadrant shape); 0 = "
                                         "every form equally often (docs/world.md, v18)", 0.0, 1.0)

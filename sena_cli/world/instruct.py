@@ -110,7 +110,8 @@ PLACED_FORMS = ("position", "quadrant_colour", "quadrant_shape")
 READ_FORMS_PLACED = READ_FORMS + PLACED_FORMS
 
 # The given answer of a reading example is right half the time: keeping it or not must come from the
-# description, never from how often given answers are right.
+# description, never from how often given answers are right. world.reading_given_at_enhance_rates gives it
+# the other enhancement examples' rates instead (docs/world.md, v25).
 READING_GIVEN_RIGHT = 0.5
 
 
@@ -118,7 +119,8 @@ def reading_examples(scene: Scene, world: WorldParams, p: QAPrompts, rng: random
     """Answer-enhancement examples that only the description answers: they are asked beside a blank image
     (the scene's background, world/build.py), with the scene's whole description (every object, no noise).
     θ0 learns to look a question up in the text it is given, as a real VLM's language model already does
-    (docs/world.md, v15); the answer is the truth, the given answer right half the time. With
+    (docs/world.md, v15); the answer is the truth, the given answer right half the time (with
+    `world.reading_given_at_enhance_rates`, at `world.enhance_given_right`'s rate for the form). With
     `world.reading_subsets` each example describes, and asks about, a random part of the scene instead: 1 to
     all of its objects, as many of each size (docs/world.md, v24)."""
     out = []
@@ -137,7 +139,10 @@ def reading_examples(scene: Scene, world: WorldParams, p: QAPrompts, rng: random
             q = ask("exists", described, world, name=rng.choice(absent))
         else:
             q = rng.choice(by_kind[kind])
-        given = q.answer if rng.random() < READING_GIVEN_RIGHT else wrong_answer(q, world, rng)
+        if world.reading_given_at_enhance_rates:
+            given = _given_answer(q, world, rng)
+        else:
+            given = q.answer if rng.random() < READING_GIVEN_RIGHT else wrong_answer(q, world, rng)
         example = {"question": P.short_answer_prompt(p, q.text), "description": caption(described, world, rng, 0.0)}
         out.append({"task": "enhance_reading", "prompt": enhancement_prompt(p, example, given),
                     "answer": f"Improved Answer: {q.answer}", "given": given})

@@ -339,3 +339,33 @@ def test_reading_subsets_describe_and_ask_about_one_to_all_objects_each_size_as_
         kind, slots = parse_question(e["prompt"].split("Question: ", 1)[1].split("?", 1)[0] + "?", world)
         assert e["answer"] == f"Improved Answer: {ask(kind, part, world, **slots).answer}"
     assert set(sizes) == {1, 2, 3} and max(sizes.values()) - min(sizes.values()) < 150
+
+
+def test_reading_given_answers_are_right_at_the_enhancement_rates_when_asked():
+    """world.reading_given_at_enhance_rates: a reading example's given answer is right at
+    world.enhance_given_right's rate for its form (as in the other enhancement examples); off, half the time."""
+    from dataclasses import replace
+
+    from sena_cli.config import EnhanceGivenRight
+    from sena_cli.world.instruct import reading_examples
+    from sena_cli.world.scenes import Scene, SceneObject
+
+    objects = (SceneObject("red", "circle", "top left", (2, 2, 16, 16)),
+               SceneObject("green", "cross", "top right", (30, 2, 44, 16)))
+    scene = Scene(objects, (200, 200, 200))
+    rates = EnhanceGivenRight(colour=0.9, shape=0.9, count=0.9, colour_count=0.9, position=0.2,
+                              quadrant_colour=0.9, quadrant_shape=0.9, exists=0.9)
+    world = replace(WORLD, caption_positions=True, enhance_given_right=rates)
+
+    def right_share_by_form(world) -> dict[str, float]:
+        right, total = collections.Counter(), collections.Counter()
+        for e in reading_examples(scene, world, QAPrompts(), random.Random(3), 6000):
+            kind = parse_question(e["prompt"].split("Question: ", 1)[1].split("?", 1)[0] + "?", world)[0]
+            total[kind] += 1
+            right[kind] += e["answer"] == f"Improved Answer: {e['given']}"
+        return {k: right[k] / total[k] for k in total}
+
+    for kind, share in right_share_by_form(replace(world, reading_given_at_enhance_rates=True)).items():
+        assert abs(share - getattr(rates, kind)) < 0.05, kind
+    for kind, share in right_share_by_form(world).items():
+        assert abs(share - 0.5) < 0.07, kind
