@@ -112,6 +112,12 @@ RECIPES = {
                                               "position": 0.83, "quadrant_colour": 0.89, "quadrant_shape": 0.89,
                                               "exists": 0.89}},
             "base": {"steps": 4560}},
+    # v25 at 4200 steps, inside θ0's 10 minutes with room (docs/world.md)
+    "v26": {"world": {"reading_share": 0.2, "caption_positions": True, "reading_given_at_enhance_rates": True,
+                      "enhance_given_right": {"colour": 0.86, "shape": 0.87, "count": 0.88, "colour_count": 0.88,
+                                              "position": 0.83, "quadrant_colour": 0.89, "quadrant_shape": 0.89,
+                                              "exists": 0.89}},
+            "base": {"steps": 4200}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
