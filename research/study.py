@@ -118,6 +118,12 @@ RECIPES = {
                                               "position": 0.83, "quadrant_colour": 0.89, "quadrant_shape": 0.89,
                                               "exists": 0.89}},
             "base": {"steps": 4200}},
+    # v25 with each rate at the best placed-caption θ0's accuracy (capped at 0.98), at 4400 steps (docs/world.md)
+    "v27": {"world": {"reading_share": 0.2, "caption_positions": True, "reading_given_at_enhance_rates": True,
+                      "enhance_given_right": {"colour": 0.90, "shape": 0.92, "count": 0.95, "colour_count": 0.95,
+                                              "position": 0.83, "quadrant_colour": 0.98, "quadrant_shape": 0.98,
+                                              "exists": 0.90}},
+            "base": {"steps": 4400}},
 }
 ABLATIONS = {  # the paper's ablations and SeVa: the shipped profiles (profiles/NAME.yaml), the full method none
     "full": None,
