@@ -28,6 +28,17 @@ def test_a_recipe_is_recorded_once_and_another_is_refused(tmp_path, research):
     assert study.study_recipe(other) == {}
 
 
+def test_a_recipe_laid_on_another_changes_only_what_it_names(research):
+    """v26 is v25 at 4200 steps: every other key is v25's, and laying it left v25 as declared."""
+    study = research("study")
+    v25, v26 = study.RECIPES["v25"], study.RECIPES["v26"]
+    assert v26["base"] == {"steps": 4200} and v25["base"] == {"steps": 4560}
+    assert v26["world"] == v25["world"] and v26["world"] is not v25["world"]
+    assert v25["world"]["reading_given_at_enhance_rates"] is True
+    assert v25["world"]["enhance_given_right"] == study.RECIPES["v20"]["world"]["enhance_given_right"]
+    assert "reading_given_at_enhance_rates" not in study.RECIPES["v20"]["world"]
+
+
 def test_every_recipe_is_valid_params_that_change_theta0(tmp_path, research):
     """Each recipe lays over the shipped params.yaml with `sena profile`'s own validation, and changes keys
     of the sections θ0 is built from (else the study's θ0 would be the shipped one under another name)."""
