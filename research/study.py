@@ -39,6 +39,8 @@ from pathlib import Path
 
 import yaml
 
+from sena_cli.yamlfile import merge
+
 REPO = Path(__file__).resolve().parents[1]
 THETA0_SEEDS = (0, 1, 2)
 LOOP_SEEDS = (0, 1)
@@ -77,11 +79,9 @@ MORE = {
 
 
 def _laid(base: dict, over: dict) -> dict:
-    """A recipe as another plus its changes: `over` laid on a copy of `base`, section by section."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        out[key] = _laid(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
+    """A recipe as another plus its changes: `over` laid on `base` as profiles are (sena_cli.yamlfile.merge),
+    copied so that no two recipes share a mapping."""
+    return copy.deepcopy(merge(base, over))
 
 
 # θ0 recipes the study can run on instead of the shipped one (docs/world.md's calibration candidates), laid over
